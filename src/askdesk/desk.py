@@ -1,0 +1,347 @@
+"""Desk: the one object users hold. Build or open an index, ask questions, add articles."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import answer as answer_mod
+from . import index as index_mod
+from .chunk import ENCODING, chunk_article, split_sentences
+from .config import Config
+from .embed import Embedder, SentenceTransformerEmbedder
+from .errors import BadInputError, BadQuestionError, EmptyCorpusError
+from .ingest import Skipped, read_articles
+from .retrieve import BM25, fuse, terms
+from .types import Answer, Article, Chunk, Hit
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+
+# Words that make a question lean on the one before it ("And what did he say about that?").
+_FOLLOW_UP = re.compile(r"^(and|but|so|also|what about|how about)\b|\b(he|she|him|her|his|hers|they|them|their|it|its|"
+                        r"that|this|those|these|there|then|the same)\b", re.I)
+
+
+@dataclass(frozen=True)
+class _State:
+    snap: index_mod.Snapshot
+    bm25: BM25
+    generation: str
+
+
+class Desk:
+    """A question-answering desk over one index folder.
+
+    Args:
+        index_dir: the index folder (default ``config.index``).
+        config: settings; ``Config.from_env()`` when omitted.
+        embedder: the embedding model; sentence-transformers with ``config.model`` when omitted.
+    """
+
+    def __init__(self, index_dir: str | Path | None = None, *, config: Config | None = None,
+                 embedder: Embedder | None = None):
+        self.config = config or Config.from_env()
+        self.index_dir = Path(index_dir) if index_dir is not None else self.config.index
+        self.embedder = embedder or SentenceTransformerEmbedder(
+            self.config.model, batch_size=self.config.batch_size, max_wordpieces=self.config.max_wordpieces)
+        self._state: _State | None = None
+        self._load_lock = threading.Lock()
+
+    # -- opening and building -------------------------------------------------------------
+    @classmethod
+    def open(cls, index_dir: str | Path | None = None, *, config: Config | None = None,
+             embedder: Embedder | None = None) -> "Desk":
+        """Open an existing index; raises IndexMissingError, IndexMismatchError or IndexCorruptError."""
+        desk = cls(index_dir, config=config, embedder=embedder)
+        desk._reload()
+        return desk
+
+    @classmethod
+    def build(cls, corpus: str | Path | Iterable[Article], index_dir: str | Path | None = None, *,
+              config: Config | None = None, embedder: Embedder | None = None,
+              progress: Progress | None = None) -> "Desk":
+        """Build (or sync) the index from a folder of articles or from Article objects.
+
+        Unchanged chunks keep their vectors from the existing index; only new text is embedded.
+        Raises EmptyCorpusError when no readable article is found.
+        """
+        desk = cls(index_dir, config=config, embedder=embedder)
+        desk.sync(corpus, progress=progress)
+        return desk
+
+    @classmethod
+    def ensure(cls, corpus: str | Path, index_dir: str | Path | None = None, *, config: Config | None = None,
+               embedder: Embedder | None = None, progress: Progress | None = None) -> "Desk":
+        """Open the index, building or syncing it first when it is missing or the corpus changed."""
+        return cls.build(corpus, index_dir, config=config, embedder=embedder, progress=progress)
+
+    def sync(self, corpus: str | Path | Iterable[Article], *, progress: Progress | None = None) -> dict:
+        """Make the index hold exactly the articles in ``corpus``; returns what changed."""
+        if isinstance(corpus, (str, Path)):
+            root = Path(corpus)
+            if not root.exists():
+                raise BadInputError(f"corpus folder {str(root)!r} does not exist; give a folder of .txt/.md/.html articles")
+            articles, skipped = read_articles([root], root=root, max_bytes=self.config.max_file_bytes)
+        else:
+            articles, skipped = list(corpus), []
+        if not articles:
+            raise EmptyCorpusError(f"no readable article in {str(corpus)!r}; add .txt, .md or .html files and run again")
+        return self._write(lambda old: _dedupe(articles), skipped, progress)
+
+    def add(self, paths: Sequence[str | Path], *, progress: Progress | None = None) -> dict:
+        """Add or update article files (or folders); identical articles are skipped."""
+        root = self.config.corpus if self.config.corpus.exists() else None
+        new, skipped = read_articles(paths, root=root, max_bytes=self.config.max_file_bytes)
+
+        def merge(old: list[Article]) -> list[Article]:
+            keys = {_key(a) for a in new}
+            return _dedupe([a for a in old if _key(a) not in keys] + new)
+
+        return self._write(merge, skipped, progress)
+
+    def remove(self, refs: Sequence[str]) -> dict:
+        """Remove articles by id or path; raises BadInputError naming refs that match nothing."""
+        state = self._current()
+        wanted = set(refs)
+        hit = {a.id for a in state.snap.articles.values() if a.id in wanted or a.path in wanted}
+        found = {r for r in wanted if r in hit or any(a.path == r and a.id in hit for a in state.snap.articles.values())}
+        missing = wanted - found
+        if missing:
+            raise BadInputError(f"no article with id or path {sorted(missing)[0]!r}; `askdesk info` lists them")
+        return self._write(lambda old: [a for a in old if a.id not in hit], [], None)
+
+    # -- asking ---------------------------------------------------------------------------
+    def ask(self, question: str, *, history: Sequence[str] | None = None) -> Answer:
+        """Answer ``question`` from the index, with citations, or refuse.
+
+        Args:
+            question: the question, up to ``config.max_question_chars`` characters.
+            history: earlier questions of the same conversation, oldest first; a follow-up
+                ("what did he say about it?") is retrieved together with the last of them.
+
+        Raises:
+            BadQuestionError: empty or over-long question.
+        """
+        q = self._check_question(question)
+        t0 = time.perf_counter()
+        state = self._current()
+        query = q
+        if history and _FOLLOW_UP.search(q):
+            query = f"{history[-1]} {q}"
+        qvec = self.embedder.embed_query(query)
+        hits = self._retrieve(state, query, qvec, self.config.top_k)
+        t1 = time.perf_counter()
+        text, refused, cites, related, conf = answer_mod.answer(
+            q, hits, state.snap, qvec, state.bm25, max_citations=self.config.max_citations)
+        t2 = time.perf_counter()
+        return Answer(question=q, text=text, refused=refused, citations=cites, related=related, confidence=conf,
+                      timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000})
+
+    def retrieve(self, question: str, *, k: int | None = None) -> list[Hit]:
+        """The ``k`` best chunks for ``question`` (fused dense + BM25), best first."""
+        q = self._check_question(question)
+        state = self._current()
+        return self._retrieve(state, q, self.embedder.embed_query(q), k or self.config.top_k)
+
+    def _retrieve(self, state: _State, query: str, qvec: np.ndarray, k: int) -> list[Hit]:
+        n = self.config.candidates
+        dense = state.snap.search(qvec, n)
+        lexical = state.bm25.top(terms(query), n)
+        dmap, lmap = dict(dense), dict(lexical)
+        fused = fuse(dense, lexical)[:k]
+        chunks = state.snap.chunks
+        # Chunks found only lexically still need a dense score for the answerer.
+        missing = [r for r, _ in fused if r not in dmap]
+        if missing:
+            for r in missing:
+                dmap[r] = float(self._chunk_vector(state, r) @ qvec)
+        return [Hit(chunks[r], s, dmap[r], lmap.get(r, 0.0)) for r, s in fused]
+
+    def _chunk_vector(self, state: _State, row: int) -> np.ndarray:
+        return state.snap.faiss_index.reconstruct(index_mod.faiss_id(state.snap.chunks[row].id))
+
+    # -- looking inside ---------------------------------------------------------------------
+    def info(self) -> dict:
+        """What the index holds: model, counts, build time, and the article list."""
+        snap = self._current().snap
+        m = snap.manifest
+        return {
+            "index": str(self.index_dir), "model": m["model"], "n_articles": m["n_articles"],
+            "n_chunks": m["n_chunks"], "created": m["created"], "askdesk_version": m["askdesk_version"],
+            "chunk_tokens": m["chunk_tokens"], "chunk_overlap": m["chunk_overlap"],
+            "articles": [{"id": a.id, "title": a.title, "date": a.date, "source": a.source, "path": a.path}
+                         for a in snap.articles.values()],
+        }
+
+    def article(self, article_id: str) -> Article:
+        """The full article; raises BadInputError for an unknown id."""
+        try:
+            return self._current().snap.articles[article_id]
+        except KeyError:
+            raise BadInputError(f"no article with id {article_id!r}; `askdesk info` lists them") from None
+
+    # -- internals --------------------------------------------------------------------------
+    def _check_question(self, question: str) -> str:
+        if not isinstance(question, str) or not question.strip():
+            raise BadQuestionError("the question is empty; type a question, e.g. askdesk ask \"What did Trump announce?\"")
+        q = " ".join(question.split())
+        if len(q) > self.config.max_question_chars:
+            raise BadQuestionError(f"the question is {len(q):,} characters long; keep it under "
+                                   f"{self.config.max_question_chars:,} (ASKDESK_MAX_QUESTION_CHARS)")
+        return q
+
+    def _expect(self) -> dict:
+        return {"model": self.config.model}
+
+    def _current(self) -> _State:
+        """The loaded index, reloaded when another process has published a newer generation."""
+        gen = index_mod.current_generation(self.index_dir)
+        state = self._state
+        if state is None or (gen is not None and gen != state.generation):
+            self._reload()
+        return self._state  # type: ignore[return-value]
+
+    def _reload(self) -> None:
+        with self._load_lock:
+            gen = index_mod.current_generation(self.index_dir)
+            if self._state is not None and self._state.generation == gen:
+                return
+            snap = index_mod.load(self.index_dir, expect=self._expect())
+            self._state = _State(snap, BM25.from_arrays(snap.lexical), snap.path.name)
+            logger.info("loaded index %s", snap.path)
+
+    def _write(self, plan: Callable[[list[Article]], list[Article]], skipped: list[Skipped],
+               progress: Progress | None) -> dict:
+        cfg = self.config
+        with index_mod.lock(self.index_dir, timeout=cfg_lock_wait()):
+            old = self._old_snapshot()
+            old_articles = list(old.articles.values()) if old else []
+            articles = plan(old_articles)
+            if not articles:
+                raise EmptyCorpusError("that would leave the index empty; add articles first (askdesk add FILE)")
+            stats = _diff(old_articles, articles)
+            stats["skipped"] = [(s.path, s.reason) for s in skipped]
+            if old is not None and stats["added"] == stats["updated"] == stats["removed"] == 0:
+                self._reload()
+                return {**stats, **self._counts()}
+            reuse_ok = old is not None and all(old.manifest.get(k) == v for k, v in self._chunk_settings().items())
+            old_chunk_vecs = old.chunk_vectors() if reuse_ok else {}
+            old_ids = set(old.articles) if reuse_ok else set()
+
+            chunks: list[Chunk] = []
+            sentences: dict[str, list[tuple[int, int]]] = {}
+            todo: list[str] = []  # texts to embed
+            chunk_slots: list[int | None] = []  # per chunk: row in todo, or None when reused
+            sent_slots: dict[str, int] = {}  # article id -> first row of its sentences in todo
+            for a in articles:
+                sentences[a.id] = split_sentences(a.text)
+                prefix = _title_prefix(a)
+                for c in chunk_article(a, max_tokens=cfg.chunk_tokens, overlap=cfg.chunk_overlap,
+                                       fits=lambda t, p=prefix: self.embedder.fits(p + t)):
+                    chunks.append(c)
+                    if c.id in old_chunk_vecs:
+                        chunk_slots.append(None)
+                    else:
+                        chunk_slots.append(len(todo))
+                        todo.append(prefix + c.text)
+                if a.id not in old_ids:
+                    sent_slots[a.id] = len(todo)
+                    todo.extend(a.text[s:e] for s, e in sentences[a.id])
+            total = len(todo)
+            done = 0
+            if progress:
+                progress(0, total, "embedding")
+
+            def tick(n: int) -> None:
+                nonlocal done
+                done += n
+                if progress:
+                    progress(done, total, "embedding")
+
+            logger.info("embedding %d texts (%d chunks reused)", total, len(old_chunk_vecs))
+            new_vecs = self.embedder.embed_documents(todo, progress=tick)
+            dim = new_vecs.shape[1] if total else (old.manifest["dim"] if old else self.embedder.dim)
+            chunk_vecs = np.stack([old_chunk_vecs[c.id] if slot is None else new_vecs[slot]
+                                   for c, slot in zip(chunks, chunk_slots)]).astype(np.float32)
+            sent_blocks = []
+            for a in articles:
+                n = len(sentences[a.id])
+                if a.id in sent_slots:
+                    sent_blocks.append(new_vecs[sent_slots[a.id]:sent_slots[a.id] + n])
+                else:
+                    r = old.sentence_row[a.id]
+                    sent_blocks.append(old.sentence_vectors[r:r + n].astype(np.float32))
+            sent_vecs = np.concatenate(sent_blocks) if sent_blocks else np.zeros((0, dim), np.float32)
+            if progress:
+                progress(total, total, "writing")
+            titles = {a.id: a.title for a in articles}
+            bm25 = BM25.fit(f"{titles[c.article_id]} {c.text}" for c in chunks)
+            manifest = {"model": cfg.model, "dim": int(dim), "tokenizer": ENCODING, **self._chunk_settings()}
+            index_mod.publish(self.index_dir, manifest=manifest, articles=articles, sentences=sentences,
+                              sentence_vectors=sent_vecs, chunks=chunks, chunk_vectors=chunk_vecs,
+                              lexical=bm25.to_arrays())
+            self._reload()
+            return {**stats, "embedded": total, **self._counts()}
+
+    def _chunk_settings(self) -> dict:
+        c = self.config
+        return {"chunk_tokens": c.chunk_tokens, "chunk_overlap": c.chunk_overlap, "max_wordpieces": c.max_wordpieces,
+                "title_prefix": True}
+
+    def _old_snapshot(self) -> index_mod.Snapshot | None:
+        if index_mod.current_generation(self.index_dir) is None:
+            return None
+        self._reload()
+        return self._state.snap if self._state else None
+
+    def _counts(self) -> dict:
+        m = self._state.snap.manifest if self._state else {}
+        return {"n_articles": m.get("n_articles", 0), "n_chunks": m.get("n_chunks", 0)}
+
+
+def cfg_lock_wait() -> float:
+    """Seconds a writer waits for another writer before giving up (ASKDESK_LOCK_WAIT)."""
+    import os
+
+    try:
+        return float(os.environ.get("ASKDESK_LOCK_WAIT", "30"))
+    except ValueError:
+        return 30.0
+
+
+def _title_prefix(a: Article) -> str:
+    # The title gives a chunk its topic ("the rainforest" -> "Amazon rainforest").
+    return f"{a.title}\n" if a.title else ""
+
+
+def _key(a: Article) -> str:
+    return a.url or a.path or a.id
+
+
+def _dedupe(articles: list[Article]) -> list[Article]:
+    """One article per id (identical copies collapse), first occurrence wins."""
+    seen, out = set(), []
+    for a in articles:
+        if a.id not in seen:
+            seen.add(a.id)
+            out.append(a)
+    return out
+
+
+def _diff(old: list[Article], new: list[Article]) -> dict:
+    old_by_key = {_key(a): a.id for a in old}
+    new_keys = {_key(a) for a in new}
+    added = sum(1 for a in new if _key(a) not in old_by_key)
+    updated = sum(1 for a in new if _key(a) in old_by_key and old_by_key[_key(a)] != a.id)
+    unchanged = sum(1 for a in new if old_by_key.get(_key(a)) == a.id)
+    removed = sum(1 for k in old_by_key if k not in new_keys)
+    return {"added": added, "updated": updated, "removed": removed, "unchanged": unchanged}

@@ -1,0 +1,35 @@
+"""The askdesk error hierarchy: every message quotes the bad value and names the fix."""
+
+from __future__ import annotations
+
+
+class AskdeskError(Exception):
+    """Base class for errors a user can act on; the CLI prints them as one line."""
+
+
+class IndexMissingError(AskdeskError):
+    """No index at the given folder."""
+
+
+class IndexMismatchError(AskdeskError):
+    """The index was built with another model, format or chunker than this askdesk expects."""
+
+
+class IndexCorruptError(AskdeskError):
+    """An index file is missing, truncated or unreadable."""
+
+
+class IndexLockedError(AskdeskError):
+    """Another process is writing the index."""
+
+
+class EmptyCorpusError(AskdeskError):
+    """No readable article was found."""
+
+
+class BadQuestionError(AskdeskError):
+    """The question is empty or too long."""
+
+
+class BadInputError(AskdeskError):
+    """A file, option or data set is not of the expected form."""

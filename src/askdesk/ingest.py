@@ -1,0 +1,234 @@
+"""Files -> Articles: .txt and .md (with optional front matter) and .html (via trafilatura).
+
+Reading never crashes on a bad file: it is skipped and reported with the reason, so one
+broken download does not stop a whole folder from being indexed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import BadInputError
+from .types import Article
+
+logger = logging.getLogger(__name__)
+
+SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
+MAX_FILE_BYTES = 5_000_000
+
+# Page furniture that scrapers leave at the end of an article. A paragraph that is one of
+# these starts the tail; everything from it on is dropped when the tail is all short lines.
+_TAIL_MARKERS = re.compile(
+    r"^(tags?|filed under|categories|leave a (reply|comment)|comments?|\d+ comments?|related( articles| posts| stories)?"
+    r"|share( this( article| story)?)?:?|like this:?|you (may|might) also like|read (more|next)|more from .{0,40}"
+    r"|advertisement|subscribe.*|sign up for .{0,60}|follow us.{0,40}|click to share.*|posted in .{0,60}"
+    r"|your email address will not be published.*|about the author)\W*$",
+    re.IGNORECASE,
+)
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*\r?\n", re.DOTALL)
+_HEADER_LINE = re.compile(r"^(title|date|published|source|url|author)\s*:\s*(.+)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that was not read, and why."""
+
+    path: str
+    reason: str
+
+
+def article_id(key: str, text: str) -> str:
+    """Content-derived id: the same file with the same text always gets the same id."""
+    return hashlib.sha1(f"{key}\n{text}".encode()).hexdigest()[:16]
+
+
+def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Article files under ``paths`` (files or folders), sorted, hidden files left out."""
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                rel = f.relative_to(p)
+                if f.is_file() and f.suffix.lower() in SUFFIXES and not any(s.startswith(".") for s in rel.parts):
+                    yield f
+        elif p.is_file():
+            yield p
+        else:
+            raise BadInputError(f"{str(p)!r} does not exist; give an article file or a folder of them")
+
+
+def read_articles(
+    paths: Iterable[str | Path], *, root: str | Path | None = None, max_bytes: int = MAX_FILE_BYTES
+) -> tuple[list[Article], list[Skipped]]:
+    """Read every article file under ``paths``.
+
+    Args:
+        paths: files or folders.
+        root: paths are recorded relative to this folder when inside it (default: as given).
+        max_bytes: larger files are skipped.
+
+    Returns:
+        The articles, in file order, and the files skipped with their reasons.
+    """
+    articles: list[Article] = []
+    skipped: list[Skipped] = []
+    for f in iter_files(paths):
+        try:
+            articles.append(read_article(f, root=root, max_bytes=max_bytes))
+        except BadInputError as e:
+            logger.warning("skipped %s: %s", f, e)
+            skipped.append(Skipped(str(f), str(e)))
+    return articles, skipped
+
+
+def read_article(path: str | Path, *, root: str | Path | None = None, max_bytes: int = MAX_FILE_BYTES) -> Article:
+    """One file -> Article. Raises BadInputError (with the reason) for files that are not articles."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise BadInputError(f"{path.name!r} is not an article file; use one of {', '.join(SUFFIXES)}")
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise BadInputError(f"{path.name!r} is {size:,} bytes, over the {max_bytes:,}-byte limit")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise BadInputError(f"{path.name!r} cannot be read ({e.strerror})") from None
+    if b"\x00" in raw[:8192]:
+        raise BadInputError(f"{path.name!r} looks binary, not text")
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadInputError(f"{path.name!r} is not UTF-8 text; re-save it as UTF-8") from None
+    rel = _relative(path, root)
+    if suffix in (".html", ".htm"):
+        meta, body = _parse_html(content, path.name)
+    else:
+        meta, body = _parse_text(content)
+    body = strip_boilerplate(body)
+    if not body.strip():
+        raise BadInputError(f"{path.name!r} has no article text")
+    title = (meta.get("title") or "").strip() or path.stem
+    key = meta.get("url") or rel
+    return Article(
+        id=article_id(key, body),
+        title=title,
+        text=body,
+        date=normalize_date(meta.get("date")),
+        source=(meta.get("source") or None),
+        url=(meta.get("url") or None),
+        path=rel,
+    )
+
+
+def article_from_text(text: str, *, title: str = "", key: str = "", **meta) -> Article:
+    """An Article from text in memory (evaluation sets, tests); same cleaning as files."""
+    body = strip_boilerplate(text.replace("\r\n", "\n")).strip()
+    return Article(id=article_id(key or title, body), title=title or body[:60], text=body,
+                   date=normalize_date(meta.get("date")), source=meta.get("source"), url=meta.get("url"),
+                   path=meta.get("path"))
+
+
+def strip_boilerplate(text: str) -> str:
+    """Drop the page furniture after an article ("Tags", "Leave a Reply", sharing links ...)."""
+    paras = [p for p in re.split(r"\n\s*\n", text.strip())]
+    cut = len(paras)
+    # Walk back over short trailing paragraphs; the earliest marker among them starts the tail.
+    i = len(paras) - 1
+    while i > 0 and len(paras[i]) < 200:
+        first_line = paras[i].strip().splitlines()[0] if paras[i].strip() else ""
+        if _TAIL_MARKERS.match(first_line.strip()):
+            cut = i
+        i -= 1
+    return "\n\n".join(p.strip("\n") for p in paras[:cut]).strip()
+
+
+def normalize_date(value) -> str | None:
+    """Any date-like value -> ISO "YYYY-MM-DD", or None when it cannot be read."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    s = str(value).strip()
+    try:
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).date().isoformat()
+    except ValueError:
+        pass
+    try:
+        from dateutil import parser
+
+        return parser.parse(s, fuzzy=False).date().isoformat()
+    except (ValueError, OverflowError, ImportError):
+        logger.warning("unreadable date %r ignored", s)
+        return None
+
+
+def _parse_text(content: str) -> tuple[dict, str]:
+    content = content.replace("\r\n", "\n")
+    m = _FRONT_MATTER.match(content)
+    if m:
+        import yaml
+
+        try:
+            meta = yaml.safe_load(m.group(1)) or {}
+        except yaml.YAMLError:
+            meta = {}
+        if not isinstance(meta, dict):
+            meta = {}
+        meta = {str(k).lower(): v for k, v in meta.items()}
+        if "published" in meta and "date" not in meta:
+            meta["date"] = meta["published"]
+        body = content[m.end():]
+        if not meta.get("title"):
+            title, body = _first_line_title(body)
+            meta["title"] = title
+        return meta, body.strip("\n")
+    # "Title: ...", "Date: ..." header lines, as some exporters write them.
+    lines = content.split("\n")
+    meta: dict = {}
+    n = 0
+    while n < len(lines) and (m2 := _HEADER_LINE.match(lines[n].strip())):
+        key = m2.group(1).lower()
+        meta["date" if key == "published" else key] = m2.group(2).strip()
+        n += 1
+    body = "\n".join(lines[n:])
+    if not meta.get("title"):
+        meta["title"], body = _first_line_title(body)
+    return meta, body.strip("\n")
+
+
+def _first_line_title(body: str) -> tuple[str, str]:
+    """A short first line followed by a blank line is the title (the common plain-text export)."""
+    stripped = body.lstrip("\n")
+    first, _, rest = stripped.partition("\n")
+    heading = first.lstrip("#").strip()
+    if heading and len(heading) <= 200 and (rest.startswith("\n") or first.startswith("#")) and rest.strip():
+        return heading, rest.strip("\n")
+    return "", stripped
+
+
+def _parse_html(content: str, name: str) -> tuple[dict, str]:
+    import trafilatura
+
+    doc = trafilatura.bare_extraction(content, with_metadata=True, include_comments=False, as_dict=True)
+    if not doc or not (doc.get("text") or "").strip():
+        raise BadInputError(f"{name!r} has no article text that could be extracted")
+    meta = {"title": doc.get("title"), "date": doc.get("date"), "source": doc.get("sitename"), "url": doc.get("url")}
+    return meta, doc["text"]
+
+
+def _relative(path: Path, root: str | Path | None) -> str:
+    if root is not None:
+        try:
+            return path.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return path.as_posix()

@@ -1,0 +1,130 @@
+"""Dense + lexical retrieval and their fusion.
+
+MiniLM splits names and numbers ("Isuzu", "$68.5 billion") into fragments and matches them
+loosely; BM25 matches them exactly but misses paraphrase. Fusing the two finds both.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterable, Sequence
+
+import numpy as np
+
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have having
+    he her here hers herself him himself his how i if in into is it its itself just me more most my myself no nor
+    not of off on once only or other our ours ourselves out over own same she should so some such than that the
+    their theirs them themselves then there these they this those through to too under until up very was we were
+    what when where which while who whom why will with would you your yours yourself yourselves s t also say said
+    says did does""".split()
+)
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:['’][^\W\d_]+)?", re.UNICODE)
+
+
+def terms(text: str) -> list[str]:
+    """Lexical terms: lower-cased words and whole numbers ("68.5"), stopwords out, light stemming."""
+    out = []
+    for tok in _TOKEN.findall(text.lower()):
+        tok = tok.replace("’", "'")
+        if tok.endswith("'s"):
+            tok = tok[:-2]
+        if tok in STOPWORDS or not tok:
+            continue
+        out.append(stem(tok))
+    return out
+
+
+def stem(word: str) -> str:
+    """Plural and tense endings folded ("tariffs" -> "tariff", "announced" -> "announc"); numbers kept."""
+    if word[0].isdigit() or len(word) <= 3:
+        return word
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", "e"), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            return word[: len(word) - len(suffix)] + repl
+    return word
+
+
+class BM25:
+    """Okapi BM25 over postings held as flat numpy arrays (saved as .npz, no pickle)."""
+
+    def __init__(self, vocab: np.ndarray, indptr: np.ndarray, docs: np.ndarray, tfs: np.ndarray,
+                 doc_len: np.ndarray, *, k1: float = 0.9, b: float = 0.4):
+        self.vocab = vocab
+        self.term_id = {t: i for i, t in enumerate(vocab.tolist())}
+        self.indptr, self.docs, self.tfs, self.doc_len = indptr, docs, tfs, doc_len
+        self.k1, self.b = k1, b  # Anserini's defaults, strong on short news passages
+        n = len(doc_len)
+        df = np.diff(indptr).astype(np.float64)
+        self.idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        avg = float(doc_len.mean()) if n else 1.0
+        self.norm = (k1 * (1 - b + b * doc_len / max(avg, 1e-9))).astype(np.float32)
+
+    @classmethod
+    def fit(cls, texts: Iterable[str]) -> "BM25":
+        vocab: dict[str, int] = {}
+        rows: list[dict[int, int]] = []
+        for text in texts:
+            counts: dict[int, int] = {}
+            for t in terms(text):
+                tid = vocab.setdefault(t, len(vocab))
+                counts[tid] = counts.get(tid, 0) + 1
+            rows.append(counts)
+        postings: list[list[tuple[int, int]]] = [[] for _ in vocab]
+        for d, counts in enumerate(rows):
+            for tid, c in counts.items():
+                postings[tid].append((d, c))
+        indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(p) for p in postings])
+        flat = [x for p in postings for x in p]
+        docs = np.array([d for d, _ in flat], dtype=np.int32)
+        tfs = np.array([c for _, c in flat], dtype=np.float32)
+        doc_len = np.array([sum(c.values()) for c in rows], dtype=np.float32)
+        words = np.array(list(vocab), dtype=str) if vocab else np.zeros(0, dtype="<U1")
+        return cls(words, indptr, docs, tfs, doc_len)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"vocab": self.vocab, "indptr": self.indptr, "docs": self.docs, "tfs": self.tfs, "doc_len": self.doc_len}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> "BM25":
+        return cls(a["vocab"], a["indptr"], a["docs"], a["tfs"], a["doc_len"])
+
+    def scores(self, query_terms: Sequence[str]) -> np.ndarray:
+        """BM25 score of every document (zeros where no term matches)."""
+        out = np.zeros(len(self.doc_len), dtype=np.float32)
+        for t in set(query_terms):
+            i = self.term_id.get(t)
+            if i is None:
+                continue
+            lo, hi = self.indptr[i], self.indptr[i + 1]
+            d, tf = self.docs[lo:hi], self.tfs[lo:hi]
+            out[d] += self.idf[i] * tf * (self.k1 + 1) / (tf + self.norm[d])
+        return out
+
+    def top(self, query_terms: Sequence[str], k: int) -> list[tuple[int, float]]:
+        s = self.scores(query_terms)
+        if not len(s):
+            return []
+        k = min(k, len(s))
+        idx = np.argpartition(-s, k - 1)[:k]
+        idx = idx[np.argsort(-s[idx], kind="stable")]
+        return [(int(i), float(s[i])) for i in idx if s[i] > 0]
+
+    def idf_of(self, term: str) -> float:
+        """A term's IDF; unseen terms get the maximum (they are as rare as it gets)."""
+        i = self.term_id.get(term)
+        n = len(self.doc_len)
+        return float(self.idf[i]) if i is not None else math.log1p((n + 0.5) / 0.5)
+
+
+def fuse(dense: Sequence[tuple[int, float]], lexical: Sequence[tuple[int, float]], *,
+         dense_weight: float = 0.5, k: int = 60) -> list[tuple[int, float]]:
+    """Reciprocal-rank fusion, weighted: rows found by both lists rise, neither side is discarded."""
+    scores: dict[int, float] = {}
+    for w, ranked in ((dense_weight, dense), (1.0 - dense_weight, lexical)):
+        for rank, (row, _) in enumerate(ranked):
+            scores[row] = scores.get(row, 0.0) + w / (k + rank + 1)
+    return sorted(scores.items(), key=lambda x: -x[1])

@@ -1,0 +1,90 @@
+"""The data that flows through askdesk: Article -> Chunk -> Hit -> Citation -> Answer.
+
+All frozen: a value that leaves one stage is never changed by the next. Each links back
+to its source, so a citation can always be followed to the article and the exact span.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Article:
+    """One news article, as read from a file (or built by an evaluation set)."""
+
+    id: str  # content-derived: a hash of path (or url) and text
+    title: str
+    text: str  # the body, boilerplate removed; chunk and sentence offsets index into it
+    date: str | None = None  # ISO date, "2025-02-07"
+    source: str | None = None  # the publisher, "Reuters"
+    url: str | None = None
+    path: str | None = None  # the file it came from, relative to the corpus folder
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A token-counted, sentence-aligned window of an article's text."""
+
+    id: str  # content-derived: hash of article id and span
+    article_id: str
+    start: int  # character offsets into Article.text
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A chunk found for a question, with the scores that ranked it."""
+
+    chunk: Chunk
+    score: float  # fused score, higher is better
+    dense: float = 0.0  # cosine similarity of question and chunk
+    lexical: float = 0.0  # BM25 score of the question's words in the chunk
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A numbered pointer from an answer to the sentence that supports it."""
+
+    n: int
+    article_id: str
+    title: str
+    date: str | None
+    source: str | None
+    url: str | None
+    path: str | None
+    sentence: str  # the cited sentence, exactly as in the article
+    snippet: str  # the sentence with its neighbours, for context
+    start: int  # the sentence's character span in the article text
+    end: int
+    score: float
+    snippet_start: int = 0  # where the snippet begins in the article text
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What `Desk.ask` returns: text with [n] markers, its citations, or a refusal."""
+
+    question: str
+    text: str
+    refused: bool
+    citations: tuple[Citation, ...] = ()
+    related: tuple[Citation, ...] = ()  # closest passages when refused (or extra context)
+    confidence: float = 0.0  # calibrated probability that the passages hold the answer
+    timings_ms: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The JSON shape of `askdesk ask --json`."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "refused": self.refused,
+            "confidence": round(self.confidence, 4),
+            "citations": [c.to_dict() for c in self.citations],
+            "related": [c.to_dict() for c in self.related],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }

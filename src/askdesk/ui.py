@@ -1,0 +1,401 @@
+"""The chat page: ask, read the cited sources, add articles. Gradio Blocks over the Desk API.
+
+The page holds no retrieval logic: every answer, count and article comes from `Desk`.
+Article text is untrusted, so everything derived from it is escaped here before it reaches
+a component (`html.escape` for HTML, plus Markdown escaping for the chat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import html
+import itertools
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+import unicodedata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from .errors import AskdeskError, BadInputError
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from .config import Config
+    from .types import Answer, Citation
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES = (  # all three are answered by the bundled article (Trump meets Ishiba, 7 Feb 2025)
+    "How big was Nippon Steel's bid for US Steel?",
+    "What is the US trade deficit with Japan?",
+    "What did Ishiba say about meeting Trump?",
+)
+UPLOAD_SUFFIXES = (".txt", ".md", ".html", ".htm")  # a subset of what ingest reads
+ASK_CONCURRENCY = 2  # one answer per core on the 2-core target; more would only contend for torch
+QUEUE_SIZE = 64  # requests waiting beyond this are turned away instead of piling up
+MORE_CHARS = 1500  # article text shown on each side of a cited sentence under "More of the article"
+MAX_LISTED = 300  # articles listed in the index panel; a big corpus would make the page heavy
+THINKING = "_Searching the articles…_"
+REFUSED_NOTE = "The articles do not answer this. The closest passages are under **Related passages**."
+SOURCES_EMPTY = '<div class="ad-sources"><p class="ad-muted">Sources for each answer appear here.</p></div>'
+CSS = """
+.ad-sources h3 { margin: 0 0 .3em; }
+.ad-cite { border-left: 3px solid var(--color-accent); padding: .2em .8em; margin: .8em 0; }
+.ad-head { font-weight: 600; }
+.ad-meta, .ad-muted { color: var(--body-text-color-subdued); font-size: .9em; }
+.ad-snippet, .ad-more { white-space: pre-wrap; margin: .4em 0; }
+.ad-cite mark { background: #fde68a; color: #111; padding: 0 .1em; }
+.ad-refused { font-weight: 600; }
+.ad-index td, .ad-index th { padding: .15em .6em; text-align: left; }
+"""
+
+
+# ---- rendering: pure functions, every article-derived string escaped ----
+
+def esc(value: Any) -> str:
+    """Untrusted text -> HTML text, quotes included so it is also safe inside attributes."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$])")
+
+
+def md_text(value: Any) -> str:
+    """Untrusted text for a Markdown component: Markdown syntax backslashed, then HTML escaped.
+
+    `<`, `>` and `&` are left to html.escape: a backslash before `&lt;` would print "&lt;".
+    """
+    return html.escape(_MD_SPECIAL.sub(r"\\\1", "" if value is None else str(value)), quote=False)
+
+
+def safe_url(url: str | None) -> str | None:
+    """`url` if it is a plain http(s) link, else None (javascript:, data:, or whitespace tricks)."""
+    if not url or any(ord(ch) <= 32 or ord(ch) == 127 for ch in url):
+        return None
+    return url if re.match(r"https?://[^/?#]", url, re.IGNORECASE) else None
+
+
+def highlight(text: str, start: int, end: int) -> str:
+    """`text` escaped, with text[start:end] wrapped in <mark>."""
+    start = max(0, min(start, len(text)))
+    end = max(start, min(end, len(text)))
+    return f"{esc(text[:start])}<mark>{esc(text[start:end])}</mark>{esc(text[end:])}"
+
+
+def snippet_html(c: Citation) -> str:
+    """The citation's snippet with the cited sentence marked, found by offset or else by text."""
+    i, j = c.start - c.snippet_start, c.end - c.snippet_start
+    if not (0 <= i <= j <= len(c.snippet)) or c.snippet[i:j] != c.sentence:
+        i = c.snippet.find(c.sentence)
+        if i < 0:  # offsets and text disagree: show the sentence on its own, still marked
+            return f"<mark>{esc(c.sentence)}</mark>"
+        j = i + len(c.sentence)
+    return highlight(c.snippet, i, j)
+
+
+def excerpt_html(text: str, start: int, end: int, chars: int = MORE_CHARS) -> str:
+    """Up to `chars` of article text each side of [start, end), cut at spaces, sentence marked."""
+    if not (0 <= start <= end <= len(text)):
+        return esc(text[: 2 * chars])
+    lo, hi = max(0, start - chars), min(len(text), end + chars)
+    if lo > 0:  # start after a space, so the excerpt does not open mid-word
+        lo = text.find(" ", lo, start) + 1 or lo
+    if hi < len(text) and text.rfind(" ", end, hi) > end:
+        hi = text.rfind(" ", end, hi)
+    body = highlight(text[lo:hi], start - lo, end - lo)
+    return ("… " if lo else "") + body + (" …" if hi < len(text) else "")
+
+
+def citation_html(c: Citation, article_text: str | None = None) -> str:
+    """One source card: [n], title (linked only to http/https), date, source, snippet, more."""
+    url = safe_url(c.url)
+    title = esc(c.title or c.path or c.article_id)
+    if url:
+        title = f'<a href="{esc(url)}" target="_blank" rel="noopener noreferrer nofollow">{title}</a>'
+    meta = " · ".join(esc(m) for m in (c.date, c.source) if m)
+    if not url and c.path:
+        meta = " · ".join(filter(None, (meta, f"<code>{esc(c.path)}</code>")))
+    more = ""
+    if article_text:
+        more = (f'<details><summary>More of the article</summary>'
+                f'<div class="ad-more">{excerpt_html(article_text, c.start, c.end)}</div></details>')
+    return (f'<div class="ad-cite" data-n="{int(c.n)}"><div class="ad-head">[{int(c.n)}] {title}</div>'
+            f'<div class="ad-meta">{meta}</div><blockquote class="ad-snippet">{snippet_html(c)}</blockquote>'
+            f"{more}</div>")
+
+
+def sources_html(answer: Answer, article_text: Callable[[str], str | None] | None = None) -> str:
+    """The sources panel for one answer; a refusal shows its related passages instead."""
+    cites = answer.related if answer.refused else answer.citations
+    head = "Related passages" if answer.refused else "Sources"
+    note = f'<p class="ad-refused">Not answered: {esc(REFUSED_NOTE.replace("**", ""))}</p>' if answer.refused else ""
+    texts: dict[str, str | None] = {}  # two citations from one article: one lookup
+    for c in cites:
+        if article_text and c.article_id not in texts:
+            texts[c.article_id] = article_text(c.article_id)
+    cards = "".join(citation_html(c, texts.get(c.article_id)) for c in cites) or '<p class="ad-muted">No passages.</p>'
+    return (f'<div class="ad-sources"><h3>{head}</h3><p class="ad-muted">for: {esc(answer.question)}</p>'
+            f"{note}{cards}</div>")
+
+
+def answer_markdown(answer: Answer) -> str:
+    """The chat bubble: the answer with its [n] markers, then a one-line list of its sources."""
+    if answer.refused:
+        return f"**Not answered.** {md_text(answer.text)}\n\n{REFUSED_NOTE}"
+    refs = "; ".join(f"\\[{int(c.n)}\\] {md_text(c.title)}" + (f" ({md_text(c.date)})" if c.date else "")
+                     for c in answer.citations)
+    return md_text(answer.text) + (f"\n\n*Sources:* {refs}" if refs else "")
+
+
+def index_html(info: dict) -> str:
+    """The index panel: model, counts, build time and the article list."""
+    arts = info.get("articles") or []
+    rows = "".join(f"<tr><td>{esc(a.get('title'))}</td><td>{esc(a.get('date') or '')}</td></tr>"
+                   for a in arts[:MAX_LISTED])
+    more = f'<p class="ad-muted">… and {len(arts) - MAX_LISTED:,} more</p>' if len(arts) > MAX_LISTED else ""
+    return (f'<div class="ad-index"><p><b>Model</b> {esc(info.get("model"))} · <b>Articles</b> '
+            f'<span id="n-articles">{int(info.get("n_articles", 0)):,}</span> · <b>Chunks</b> '
+            f'<span id="n-chunks">{int(info.get("n_chunks", 0)):,}</span> · <b>Built</b> {esc(info.get("created"))}</p>'
+            f"<table><tr><th>Title</th><th>Date</th></tr>{rows}</table>{more}</div>")
+
+
+def add_markdown(result: dict | None, new_titles: Sequence[str], rejected: Sequence[tuple[str, str]]) -> str:
+    """What an upload did, in a few lines; every file name and reason escaped."""
+    lines = []
+    if result is not None:
+        lines.append(f"Added **{result.get('added', 0)}** new, **{result.get('updated', 0)}** updated, "
+                     f"{result.get('unchanged', 0)} unchanged. The index now holds **{result.get('n_articles', 0):,}** "
+                     f"articles in **{result.get('n_chunks', 0):,}** chunks.")
+        lines += [f"- new: {md_text(t)}" for t in new_titles]
+        rejected = list(rejected) + [(Path(p).name, r) for p, r in _pairs(result.get("skipped", []))]
+    lines += [f"- not added: {md_text(name)}: {md_text(reason)}" for name, reason in rejected]
+    return "\n".join(lines) or "No files were added."
+
+
+def _pairs(skipped: Iterable) -> list[tuple[str, str]]:
+    """Desk.add's skipped entries as (path, reason), whether tuples or objects with those fields."""
+    return [(s.path, s.reason) if hasattr(s, "reason") else (s[0], s[1]) for s in skipped]
+
+
+# ---- uploads: files land inside the corpus folder, under safe names ----
+
+def safe_filename(name: str) -> str:
+    """An uploaded file name reduced to a plain basename with an article suffix.
+
+    Raises:
+        BadInputError: the suffix is not one the page accepts.
+    """
+    name = unicodedata.normalize("NFKC", name)  # first, so full-width "．．／" cannot become "../" later
+    base = re.split(r"[\\/]", name)[-1]  # browsers may send either separator
+    stem, dot, suffix = base.rpartition(".")
+    if not dot or "." + suffix.lower() not in UPLOAD_SUFFIXES:
+        raise BadInputError(f"{base!r} is not a {', '.join(UPLOAD_SUFFIXES)} file; save it as one and upload it again")
+    stem = re.sub(r"[^\w-]+", "_", stem).strip("_-")[:80] or "article"  # no dots: never hidden, never ".."
+    return f"{stem}.{suffix.lower()}"
+
+
+def store_uploads(paths: Iterable[str | Path], corpus: Path, *, max_bytes: int) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
+    """Copy uploaded files into `corpus` under safe names; an identical file already there is reused.
+
+    Returns:
+        (stored paths, the subset newly created, [(file name, reason)] for files refused).
+    """
+    root = Path(corpus).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    stored, created, rejected = [], [], []
+    for src in map(Path, paths):
+        try:
+            name = safe_filename(src.name)
+            size = src.stat().st_size
+            if size > max_bytes:
+                raise BadInputError(f"{src.name!r} is {size:,} bytes, over the {max_bytes:,}-byte limit; "
+                                    "split it, or raise ASKDESK_MAX_FILE_BYTES and restart")
+            stem, suffix = os.path.splitext(name)
+            for i in itertools.count(1):  # never overwrite a different file: x.txt, x-2.txt, x-3.txt ...
+                dest = root / (name if i == 1 else f"{stem}-{i}{suffix}")
+                if not dest.exists() or filecmp.cmp(dest, src, shallow=False):
+                    break
+            if dest.parent != root:  # cannot happen after safe_filename; checked because it matters
+                raise BadInputError(f"{src.name!r} would land outside {str(root)!r}")
+            if not dest.exists():
+                tmp = root / f".{dest.name}.{os.getpid()}.part"  # hidden: a concurrent build skips it
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dest)
+                created.append(dest)
+            stored.append(dest)
+        except (BadInputError, OSError) as e:
+            rejected.append((src.name, str(e)))
+    return stored, created, rejected
+
+
+# ---- the page ----
+
+def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
+    """The Blocks app over an open `desk`; `launch` adds the queue, theme and server options."""
+    import gradio as gr
+
+    def article_text(article_id: str) -> str | None:
+        try:
+            return desk.article(article_id).text
+        except (AskdeskError, KeyError, LookupError):
+            return None
+
+    def respond(question: str, chat: list, asked: list[str]):
+        q = (question or "").strip()
+        if not q:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+        chat = list(chat or []) + [{"role": "user", "content": md_text(q)}]
+        yield "", chat + [{"role": "assistant", "content": THINKING}], gr.skip(), asked
+        try:
+            answer = desk.ask(q, history=list(asked) or None)
+        except AskdeskError as e:  # a bad question or index trouble: say it in the chat, keep the page
+            yield "", chat + [{"role": "assistant", "content": f"⚠️ {md_text(e)}"}], gr.skip(), asked
+            return
+        except Exception as e:  # noqa: BLE001 - the traceback goes to the log, the page stays usable
+            logger.exception("ask failed for %r", q)
+            yield "", chat + [{"role": "assistant", "content": f"⚠️ Internal error ({md_text(type(e).__name__)}); see the server log."}], gr.skip(), asked
+            return
+        yield "", chat + [{"role": "assistant", "content": answer_markdown(answer)}], sources_html(answer, article_text), [*asked, q]
+
+    def add_files(files: list[str] | None, progress=gr.Progress()):
+        if not files:
+            return gr.skip(), gr.skip()
+        stored, created, rejected = store_uploads(files, cfg.corpus, max_bytes=cfg.max_file_bytes)
+        if not stored:
+            return add_markdown(None, (), rejected), gr.skip()
+        before = {a["id"] for a in desk.info().get("articles", [])}
+        progress(0, desc="Reading articles")
+        try:
+            result = desk.add(stored, progress=lambda done, total, desc: progress((done, total) if total else None, desc=desc))
+        except AskdeskError as e:
+            for p in created:  # the failed files would otherwise be retried at every start
+                p.unlink(missing_ok=True)
+            return f"⚠️ {md_text(e)}", gr.skip()
+        skipped = {Path(p).resolve() for p, _ in _pairs(result.get("skipped", []))}
+        for p in created:
+            if p in skipped:
+                p.unlink(missing_ok=True)  # unreadable: don't leave it lying in the corpus
+        info = desk.info()
+        new = [a["title"] for a in info.get("articles", []) if a["id"] not in before]
+        return add_markdown(result, new, rejected), index_html(info)
+
+    with gr.Blocks(title="askdesk", analytics_enabled=False) as demo:
+        gr.Markdown("# askdesk\nAsk about the news articles in the index. Every answer cites the sentences it "
+                    "rests on; when the articles do not say, it says so.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(elem_id="chat", label="Conversation", height=460, latex_delimiters=[],
+                                     feedback_options=None, placeholder="Ask a question, or pick an example below.")
+                question = gr.Textbox(elem_id="question", show_label=False, submit_btn="Ask",
+                                      max_length=cfg.max_question_chars,
+                                      placeholder="Ask about the articles and press Enter")
+                with gr.Row():
+                    example_buttons = [gr.Button(q, size="sm", elem_id=f"example-{i}") for i, q in enumerate(EXAMPLES)]
+                new_chat = gr.Button("New conversation", size="sm", elem_id="new-chat")
+            with gr.Column(scale=2):
+                sources = gr.HTML(SOURCES_EMPTY, elem_id="sources", js_on_load=None)
+        with gr.Accordion("Add articles", open=True):
+            files = gr.File(elem_id="upload", file_count="multiple", file_types=list(UPLOAD_SUFFIXES),
+                            label=f"Drop .txt, .md or .html files (up to {cfg.max_file_bytes / 1e6:g} MB each); "
+                                  "they are added to the index at once")
+            add_status = gr.Markdown(elem_id="add-status")
+        with gr.Accordion("Index", open=False):
+            index_panel = gr.HTML(index_html(desk.info()), elem_id="index-info", js_on_load=None)
+        asked = gr.State([])  # this conversation's questions, oldest first: the desk's follow-up context
+
+        ask_io = dict(fn=respond, inputs=[question, chatbot, asked], outputs=[question, chatbot, sources, asked],
+                      concurrency_id="ask", concurrency_limit=ASK_CONCURRENCY)
+        question.submit(**ask_io)
+        for button, q in zip(example_buttons, EXAMPLES):
+            button.click(lambda q=q: q, None, question, queue=False).then(**ask_io)
+        reset = dict(fn=lambda: ([], [], SOURCES_EMPTY, ""), outputs=[chatbot, asked, sources, question], queue=False)
+        new_chat.click(**reset)
+        chatbot.clear(**reset)
+        # One writer at a time; asks run on their own queue, so they go on during an add.
+        files.upload(add_files, files, [add_status, index_panel], concurrency_id="add", concurrency_limit=1)
+        demo.load(lambda: index_html(desk.info()), None, index_panel, queue=False)  # fresh counts on reload
+    return demo
+
+
+def auth_from_env(environ: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """ASKDESK_AUTH="user:password" -> (user, password); unset or empty -> None (no login)."""
+    raw = (os.environ if environ is None else environ).get("ASKDESK_AUTH", "")
+    if not raw:
+        return None
+    user, sep, password = raw.partition(":")
+    if not (sep and user and password):  # the message never echoes the value: it holds a password
+        raise BadInputError('ASKDESK_AUTH must look like "user:password" with both parts non-empty; '
+                            "fix it, or unset it to serve without a login")
+    return user, password
+
+
+def launch(cfg: Config | None = None, *, host: str | None = None, port: int | None = None, share: bool = False,
+           desk: Any = None, prevent_thread_lock: bool = False):
+    """Open (building if needed) the index and serve the page.
+
+    Args:
+        cfg: defaults to ``Config.from_env()``.
+        host: bind address; None honours GRADIO_SERVER_NAME, else 127.0.0.1.
+        port: None honours GRADIO_SERVER_PORT, else 7860.
+        share: a public gradio.live link; off unless asked for.
+        desk: an already open Desk (tests); by default ``Desk.ensure(cfg.corpus, cfg.index)``.
+
+    Raises:
+        AskdeskError: the index cannot be opened or built, or ASKDESK_AUTH is malformed.
+    """
+    import gradio as gr
+
+    from . import Config, Desk
+
+    cfg = cfg or Config.from_env()
+    auth = auth_from_env()
+    if desk is None:
+        t0 = time.perf_counter()
+        desk = Desk.ensure(cfg.corpus, cfg.index, config=cfg, progress=_log_progress())
+        logger.info("index %s ready in %.1f s", cfg.index, time.perf_counter() - t0)
+    demo = build_ui(desk, cfg)
+    demo.queue(default_concurrency_limit=ASK_CONCURRENCY, max_size=QUEUE_SIZE)
+    # System fonts: the default theme pulls Google Fonts, which an offline machine cannot reach.
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    return demo.launch(server_name=host, server_port=port, share=share, auth=auth, max_file_size=cfg.max_file_bytes,
+                       theme=theme, css=CSS, prevent_thread_lock=prevent_thread_lock, footer_links=["gradio"])
+
+
+def _log_progress(every_s: float = 2.0) -> Callable[[int, int, str], None]:
+    """A Desk progress callback that logs at most every `every_s` seconds (and at the end)."""
+    last = [0.0]
+
+    def report(done: int, total: int, desc: str) -> None:
+        if time.monotonic() - last[0] >= every_s or done == total:
+            last[0] = time.monotonic()
+            print(f"askdesk: {desc} {done}/{total}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python app.py` / `askdesk serve`: serve the chat page; returns the exit code."""
+    p = argparse.ArgumentParser(prog="askdesk serve", description="Serve the askdesk chat page.")
+    p.add_argument("--index", help="index folder (default: ASKDESK_INDEX or ./index)")
+    p.add_argument("--corpus", help="article folder the index is built from (default: ASKDESK_CORPUS or ./corpus)")
+    p.add_argument("--host", help="bind address (default: GRADIO_SERVER_NAME or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: GRADIO_SERVER_PORT or 7860)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline desk
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .config import Config
+
+    try:
+        launch(Config.from_env(index=args.index, corpus=args.corpus), host=args.host, port=args.port, share=args.share)
+    except AskdeskError as e:
+        print(f"askdesk: error: {e}", file=sys.stderr)
+        return 2
+    return 0

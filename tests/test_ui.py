@@ -1,0 +1,292 @@
+"""Fast tests of the chat page's pure helpers: escaping, citation rendering, upload names, auth.
+
+No model and no browser: a FakeDesk stands in for `Desk` where the page needs one.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from askdesk import ui
+from askdesk.errors import AskdeskError, BadInputError, BadQuestionError
+from askdesk.types import Answer, Article, Citation
+
+PAYLOAD = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
+
+
+def cite(n=1, *, sentence="Nippon Steel bid $14.9 billion.", before="Earlier text. ", after=" Later text.",
+         url="https://example.com/a", title="Trump meets Ishiba", **kw) -> Citation:
+    snippet = before + sentence + after
+    values = dict(n=n, article_id="a1", title=title, date="2025-02-07", source="Reuters", url=url,
+                  path="000.txt", sentence=sentence, snippet=snippet, start=100 + len(before),
+                  end=100 + len(before) + len(sentence), score=0.9, snippet_start=100)
+    return Citation(**{**values, **kw})
+
+
+class FakeDesk:
+    """The Desk methods the page calls; answers by word overlap so tests can steer it."""
+
+    def __init__(self, articles=()):
+        self.articles = {a.id: a for a in articles}
+        self.asked: list[tuple[str, list[str] | None]] = []
+        self.added: list[list[Path]] = []
+
+    def ask(self, question, *, history=None):
+        self.asked.append((question, history))
+        if not question.strip():
+            raise BadQuestionError("empty question; type a question")
+        words = set(re.findall(r"\w+", question.lower()))
+        for a in self.articles.values():
+            for m in re.finditer(r"\S.*?\.(?=\s|$)", a.text):
+                if len(words & set(re.findall(r"\w+", m.group().lower()))) >= 2:
+                    c = Citation(1, a.id, a.title, a.date, a.source, a.url, a.path, m.group().strip(), m.group(),
+                                 m.start(), m.end(), 1.0, m.start())
+                    return Answer(question, f"{c.sentence} [1]", False, (c,))
+        c = cite(sentence="Nothing close.")
+        return Answer(question, "The articles do not say.", True, (), (c,))
+
+    def add(self, paths, *, progress=None):
+        self.added.append([Path(p) for p in paths])
+        for i, p in enumerate(paths, 1):
+            text = Path(p).read_text()
+            art = Article(id=f"id-{Path(p).name}", title=text.splitlines()[0], text=text, path=Path(p).name)
+            self.articles[art.id] = art
+            if progress:
+                progress(i, len(paths), "embedding")
+        return {"added": len(paths), "updated": 0, "unchanged": 0, "skipped": [],
+                "n_articles": len(self.articles), "n_chunks": 3 * len(self.articles)}
+
+    def info(self):
+        return {"model": "fake", "n_articles": len(self.articles), "n_chunks": 3 * len(self.articles),
+                "created": "2025-02-08T10:00:00", "articles": [
+                    {"id": a.id, "title": a.title, "date": a.date, "source": a.source, "path": a.path}
+                    for a in self.articles.values()]}
+
+    def article(self, article_id):
+        if article_id not in self.articles:
+            raise KeyError(article_id)
+        return self.articles[article_id]
+
+
+# ---- escaping ----
+
+def test_esc_turns_markup_into_text():
+    out = ui.esc(PAYLOAD)
+    assert "<" not in out and ">" not in out and '"' not in out
+    assert "&lt;script&gt;" in out
+
+
+@pytest.mark.parametrize("text", [PAYLOAD, "![t](http://evil/x.png)", "[click](javascript:alert(1))",
+                                  "<a href=javascript:alert(1)>x</a>", "$$x$$", "# heading", "`code`"])
+def test_md_text_leaves_no_markup(text):
+    out = ui.md_text(text)
+    assert "<" not in out and ">" not in out
+    # every Markdown punctuation character is backslashed, so nothing becomes a link, image or heading
+    assert not re.search(r"(?<!\\)[\[\]()!#`$]", out)
+
+
+def test_md_text_keeps_entities_intact():
+    assert ui.md_text("AT&T <b>") == "AT&amp;T &lt;b&gt;"
+
+
+@pytest.mark.parametrize("url,ok", [
+    ("https://example.com/a?b=1", True), ("HTTP://example.com", True),
+    ("javascript:alert(1)", False), ("JavaScript:alert(1)", False), (" javascript:alert(1)", False),
+    ("java\tscript:alert(1)", False), ("data:text/html,<script>1</script>", False),
+    ("//evil.example", False), ("https:/x", False), ("https://a b", False), ("", False), (None, False),
+])
+def test_safe_url_allows_only_http_links(url, ok):
+    assert ui.safe_url(url) == (url if ok else None)
+
+
+# ---- citations ----
+
+def test_snippet_marks_the_cited_sentence():
+    c = cite()
+    assert ui.snippet_html(c) == "Earlier text. <mark>Nippon Steel bid $14.9 billion.</mark> Later text."
+
+
+def test_snippet_falls_back_to_text_search_when_offsets_disagree():
+    c = cite(start=0, end=5)
+    assert "<mark>Nippon Steel bid $14.9 billion.</mark>" in ui.snippet_html(c)
+    c = cite(start=0, end=5, sentence="Not in the snippet.", before="", after="x")
+    assert "<mark>Not in the snippet.</mark>" in ui.snippet_html(c)
+
+
+def test_citation_payload_is_text_everywhere():
+    c = cite(sentence=f"Bad {PAYLOAD} here.", title=PAYLOAD, source=PAYLOAD, before=PAYLOAD)
+    out = ui.citation_html(c, article_text=PAYLOAD * 3)
+    assert "<script" not in out and "<img" not in out and "onerror=\"" not in out
+    assert out.count("&lt;script&gt;") >= 5
+    assert "<mark>Bad &lt;script&gt;" in out
+
+
+def test_citation_links_only_http_urls():
+    assert '<a href="https://example.com/a" target="_blank" rel="noopener noreferrer nofollow">' in ui.citation_html(cite())
+    bad = ui.citation_html(cite(url="javascript:alert(1)"))
+    assert "<a " not in bad and "javascript" not in bad
+    quoted = ui.citation_html(cite(url='https://e.com/"onmouseover="alert(1)'))
+    assert 'href="https://e.com/&quot;onmouseover=&quot;alert(1)"' in quoted
+
+
+def test_more_of_the_article_marks_sentence_and_trims():
+    text = "word " * 1000 + "The cited sentence." + " tail" * 1000
+    start = text.index("The cited")
+    out = ui.excerpt_html(text, start, start + len("The cited sentence."), chars=100)
+    assert out.startswith("… ") and out.endswith(" …")
+    assert "<mark>The cited sentence.</mark>" in out
+    assert len(out) < 300
+
+
+def test_sources_panel_shows_each_citation_with_more_of_the_article():
+    a = Answer("q?", "A [1] B [2].", False, (cite(1), cite(2, sentence="Second.")))
+    out = ui.sources_html(a, article_text=lambda _id: "Full article text.")
+    assert out.count('class="ad-cite"') == 2 and "<h3>Sources</h3>" in out
+    assert out.count("<details><summary>More of the article</summary>") == 2
+
+
+def test_refusal_shows_related_passages():
+    a = Answer("Who won the 1998 World Cup?", "I could not find this.", True, (), (cite(3),))
+    out = ui.sources_html(a)
+    assert "<h3>Related passages</h3>" in out and "Not answered" in out and 'data-n="3"' in out
+    md = ui.answer_markdown(a)
+    assert md.startswith("**Not answered.**") and "Related passages" in md
+
+
+def test_answer_markdown_keeps_markers_and_lists_sources():
+    a = Answer("q", "Nippon Steel bid $14.9 billion [1].", False, (cite(1, title=PAYLOAD),))
+    md = ui.answer_markdown(a)
+    assert "\\[1\\]" in md and "$14\\.9" in md.replace("\\$", "$")
+    assert "<script" not in md and "*Sources:*" in md
+
+
+def test_index_panel_counts_and_escapes():
+    info = {"model": "m", "n_articles": 2, "n_chunks": 9, "created": "2025-02-08",
+            "articles": [{"id": "1", "title": PAYLOAD, "date": "2025-02-07"}, {"id": "2", "title": "B", "date": None}]}
+    out = ui.index_html(info)
+    assert '<span id="n-articles">2</span>' in out and '<span id="n-chunks">9</span>' in out
+    assert "<script" not in out
+
+
+def test_index_panel_caps_long_lists(monkeypatch):
+    monkeypatch.setattr(ui, "MAX_LISTED", 3)
+    info = {"articles": [{"id": str(i), "title": f"T{i}"} for i in range(10)], "n_articles": 10}
+    out = ui.index_html(info)
+    assert out.count("<tr>") == 1 + 3 and "and 7 more" in out
+
+
+def test_add_markdown_reports_counts_and_reasons():
+    result = {"added": 1, "updated": 0, "unchanged": 0, "skipped": [("/c/bad.txt", "not UTF-8")],
+              "n_articles": 2, "n_chunks": 7}
+    out = ui.add_markdown(result, ["New <b>one</b>"], [("x.pdf", "not a .txt file")])
+    assert "**2** articles in **7** chunks" in out and "new: New &lt;b&gt;one&lt;/b&gt;" in out
+    assert "bad\\.txt: not UTF\\-8" in out and "x\\.pdf" in out
+
+
+# ---- uploads ----
+
+@pytest.mark.parametrize("name,expected", [
+    ("article.txt", "article.txt"), ("../../x.txt", "x.txt"), ("..\\..\\x.txt", "x.txt"),
+    ("/etc/passwd.md", "passwd.md"), (".hidden.txt", "hidden.txt"), ("．．／x.txt", "x.txt"),
+    ("a b<c>.TXT", "a_b_c.txt"), ("...txt", "article.txt"), ("report.v2.html", "report_v2.html"),
+    ("Élysée.md", "Élysée.md"), ("x" * 300 + ".htm", "x" * 80 + ".htm"),
+])
+def test_safe_filename(name, expected):
+    assert ui.safe_filename(name) == expected
+
+
+@pytest.mark.parametrize("name", ["x.exe", "noext", "x.txt/", "x.txt.sh", "x.pdf"])
+def test_safe_filename_refuses_other_types(name):
+    with pytest.raises(BadInputError, match="save it as one"):
+        ui.safe_filename(name)
+
+
+def test_store_uploads_stays_inside_corpus(tmp_path):
+    up, corpus = tmp_path / "up", tmp_path / "corpus"
+    up.mkdir()
+    evil = up / "..\\..\\evil.txt"  # a legal file name on POSIX
+    evil.write_text("Evil\n\nbody")
+    stored, created, rejected = ui.store_uploads([evil], corpus, max_bytes=1000)
+    assert stored == created == [corpus.resolve() / "evil.txt"] and not rejected
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["..\\..\\evil.txt", "evil.txt"]
+
+
+def test_store_uploads_reuses_identical_and_never_overwrites(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("old")
+    same, other = tmp_path / "u1" / "a.txt", tmp_path / "u2" / "a.txt"
+    for p, text in ((same, "old"), (other, "new")):
+        p.parent.mkdir()
+        p.write_text(text)
+    stored, created, _ = ui.store_uploads([same, other], corpus, max_bytes=1000)
+    assert [p.name for p in stored] == ["a.txt", "a-2.txt"] and [p.name for p in created] == ["a-2.txt"]
+    assert (corpus / "a.txt").read_text() == "old" and (corpus / "a-2.txt").read_text() == "new"
+    assert not list(corpus.glob(".*"))  # no temporary files left behind
+
+
+def test_store_uploads_refuses_big_and_foreign_files(tmp_path):
+    big, exe = tmp_path / "big.txt", tmp_path / "x.exe"
+    big.write_text("x" * 2000)
+    exe.write_text("x")
+    stored, _, rejected = ui.store_uploads([big, exe], tmp_path / "corpus", max_bytes=1000)
+    assert stored == []
+    assert "2,000 bytes, over the 1,000-byte limit" in rejected[0][1] and "ASKDESK_MAX_FILE_BYTES" in rejected[0][1]
+    assert rejected[1][0] == "x.exe"
+
+
+# ---- auth ----
+
+def test_auth_from_env():
+    assert ui.auth_from_env({}) is None
+    assert ui.auth_from_env({"ASKDESK_AUTH": "ann:s3:cret"}) == ("ann", "s3:cret")
+    for bad in ("ann", "ann:", ":pw"):
+        with pytest.raises(BadInputError) as e:
+            ui.auth_from_env({"ASKDESK_AUTH": bad})
+        assert "user:password" in str(e.value) and (bad.strip(":") not in str(e.value) or bad == "ann")
+
+
+# ---- the page's handlers, with a fake desk ----
+
+@pytest.fixture()
+def page(tmp_path):
+    pytest.importorskip("gradio")
+    from askdesk.config import Config
+
+    art = Article("a1", "Trump meets Ishiba", "Nippon Steel offered $14.9 billion for US Steel. Other text.",
+                  "2025-02-07", "Reuters", "https://example.com/a", "000.txt")
+    desk = FakeDesk([art])
+    demo = ui.build_ui(desk, Config(corpus=tmp_path / "corpus", index=tmp_path / "index"))
+    fns = {f.name: f.fn for f in demo.fns.values()}
+    return desk, fns, tmp_path
+
+
+def test_page_answers_and_passes_history(page):
+    desk, fns, _ = page
+    steps = list(fns["respond"]("How big was Nippon Steel's bid?", [], []))
+    assert steps[0][1][-1]["content"] == ui.THINKING
+    _, chat, sources, asked = steps[-1]
+    assert "14\\.9 billion" in chat[-1]["content"] and "<mark>Nippon Steel offered" in sources
+    assert asked == ["How big was Nippon Steel's bid?"]
+    list(fns["respond"]("And US Steel?", chat, asked))
+    assert desk.asked[-1] == ("And US Steel?", ["How big was Nippon Steel's bid?"])
+
+
+def test_page_reports_desk_errors_in_the_chat(page):
+    desk, fns, _ = page
+    desk.ask = lambda q, history=None: (_ for _ in ()).throw(AskdeskError("index is locked; wait and retry"))
+    *_, (box, chat, _sources, asked) = fns["respond"]("anything", [], [])
+    assert "index is locked" in chat[-1]["content"] and asked == []
+
+
+def test_page_adds_uploaded_files(page, tmp_path):
+    desk, fns, _ = page
+    up = tmp_path / "up" / "new.txt"
+    up.parent.mkdir()
+    up.write_text("Fresh article\n\nThe harbour opened in 1901.")
+    status, index = fns["add_files"]([str(up)], progress=lambda *a, **k: None)
+    assert desk.added == [[(tmp_path / "corpus" / "new.txt").resolve()]]
+    assert "new: Fresh article" in status and '<span id="n-articles">2</span>' in index
