@@ -64,7 +64,7 @@ class _Candidate:
 
 
 def answer(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray, bm25: BM25, *,
-           max_citations: int = 2, refusal_model: dict | None = None):
+           max_citations: int = 2, refuse_below: float | None = None, refusal_model: dict | None = None):
     """Choose the answering sentences and decide whether to refuse.
 
     Returns:
@@ -111,7 +111,7 @@ def answer(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray,
                 "sentence_cos": scored[0][1], "sentence_lex": scored[0][2]}
     confidence = _sigmoid(model["bias"] + sum(model["weights"][k] * v for k, v in features.items()))
 
-    if confidence < model["threshold"]:
+    if confidence < (model["threshold"] if refuse_below is None else refuse_below):
         related = _citations([(s, c) for s, _, _, c in _diverse(scored, 3)])
         return REFUSAL, True, (), related, confidence
 

@@ -149,7 +149,10 @@ def cmd_remove(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    answer = _desk(args).ask(" ".join(args.question))
+    from .desk import Desk
+
+    cfg = _config(args)
+    answer = Desk(cfg.index, config=cfg).ask(" ".join(args.question))  # checks the question before loading
     if args.json:
         print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
         return 0

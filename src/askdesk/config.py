@@ -31,6 +31,7 @@ class Config:
     top_k: int = 5  # chunks handed to the answerer
     candidates: int = 50  # chunks each retriever returns before fusion
     max_citations: int = 2  # sentences quoted in one extractive answer
+    refuse_below: float | None = None  # None: the threshold calibrated for MiniLM (answer.REFUSAL_MODEL)
     max_question_chars: int = 2000  # longer questions are refused as bad input
     max_file_bytes: int = 5_000_000  # articles larger than this are skipped at ingest
 
@@ -70,10 +71,12 @@ def _coerce(f: dataclasses.Field, raw: str):
     try:
         if kind == "int":
             return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
         if kind == "Path":
             return Path(raw)
         return raw
     except ValueError:
         raise BadInputError(
-            f"ASKDESK_{f.name.upper()}={raw!r} is not a whole number; unset it or give e.g. {f.default!r}"
+            f"ASKDESK_{f.name.upper()}={raw!r} is not a number; unset it or give e.g. {f.default!r}"
         ) from None

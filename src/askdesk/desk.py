@@ -141,7 +141,8 @@ class Desk:
         hits = self._retrieve(state, query, qvec, self.config.top_k)
         t1 = time.perf_counter()
         text, refused, cites, related, conf = answer_mod.answer(
-            q, hits, state.snap, qvec, state.bm25, max_citations=self.config.max_citations)
+            query, hits, state.snap, qvec, state.bm25, max_citations=self.config.max_citations,
+            refuse_below=self.config.refuse_below)
         t2 = time.perf_counter()
         return Answer(question=q, text=text, refused=refused, citations=cites, related=related, confidence=conf,
                       timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000})

@@ -21,7 +21,8 @@ STOPWORDS = frozenset(
     what when where which while who whom why will with would you your yours yourself yourselves s t also say said
     says did does""".split()
 )
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:['’][^\W\d_]+)?", re.UNICODE)
+# Acronyms with dots ("U.S." -> "us"), numbers with their decimals ("68.5"), words.
+_TOKEN = re.compile(r"(?:[^\W\d_]\.){2,}|\d+(?:[.,]\d+)*|[^\W\d_]+(?:['’][^\W\d_]+)?", re.UNICODE)
 
 
 def terms(text: str) -> list[str]:
@@ -29,6 +30,8 @@ def terms(text: str) -> list[str]:
     out = []
     for tok in _TOKEN.findall(text.lower()):
         tok = tok.replace("’", "'")
+        if tok.endswith(".") and not tok[0].isdigit():
+            tok = tok.replace(".", "")
         if tok.endswith("'s"):
             tok = tok[:-2]
         if tok in STOPWORDS or not tok:

@@ -42,7 +42,7 @@ QUEUE_SIZE = 64  # requests waiting beyond this are turned away instead of pilin
 MORE_CHARS = 1500  # article text shown on each side of a cited sentence under "More of the article"
 MAX_LISTED = 300  # articles listed in the index panel; a big corpus would make the page heavy
 THINKING = "_Searching the articles…_"
-REFUSED_NOTE = "The articles do not answer this. The closest passages are under **Related passages**."
+REFUSED_NOTE = "The closest passages are shown under **Related passages**."
 SOURCES_EMPTY = '<div class="ad-sources"><p class="ad-muted">Sources for each answer appear here.</p></div>'
 CSS = """
 .ad-sources h3 { margin: 0 0 .3em; }
@@ -85,7 +85,8 @@ def highlight(text: str, start: int, end: int) -> str:
     """`text` escaped, with text[start:end] wrapped in <mark>."""
     start = max(0, min(start, len(text)))
     end = max(start, min(end, len(text)))
-    return f"{esc(text[:start])}<mark>{esc(text[start:end])}</mark>{esc(text[end:])}"
+    # Outer whitespace trimmed: the panel keeps line breaks (pre-wrap), so a trailing "\n\n" would show.
+    return f"{esc(text[:start].lstrip())}<mark>{esc(text[start:end])}</mark>{esc(text[end:].rstrip())}"
 
 
 def snippet_html(c: Citation) -> str:
@@ -134,7 +135,7 @@ def sources_html(answer: Answer, article_text: Callable[[str], str | None] | Non
     """The sources panel for one answer; a refusal shows its related passages instead."""
     cites = answer.related if answer.refused else answer.citations
     head = "Related passages" if answer.refused else "Sources"
-    note = f'<p class="ad-refused">Not answered: {esc(REFUSED_NOTE.replace("**", ""))}</p>' if answer.refused else ""
+    note = '<p class="ad-refused">Not answered. These are the closest passages, not an answer.</p>' if answer.refused else ""
     texts: dict[str, str | None] = {}  # two citations from one article: one lookup
     for c in cites:
         if article_text and c.article_id not in texts:
@@ -169,9 +170,11 @@ def add_markdown(result: dict | None, new_titles: Sequence[str], rejected: Seque
     """What an upload did, in a few lines; every file name and reason escaped."""
     lines = []
     if result is not None:
-        lines.append(f"Added **{result.get('added', 0)}** new, **{result.get('updated', 0)}** updated, "
-                     f"{result.get('unchanged', 0)} unchanged. The index now holds **{result.get('n_articles', 0):,}** "
-                     f"articles in **{result.get('n_chunks', 0):,}** chunks.")
+        # "unchanged" is left out: Desk.add counts every untouched article of the index there.
+        added, updated = result.get("added", 0), result.get("updated", 0)
+        lines.append((f"Added **{added}** new, **{updated}** updated." if added or updated else
+                      "Nothing new: already in the index.") + f" The index now holds "
+                     f"**{result.get('n_articles', 0):,}** articles in **{result.get('n_chunks', 0):,}** chunks.")
         lines += [f"- new: {md_text(t)}" for t in new_titles]
         rejected = list(rejected) + [(Path(p).name, r) for p, r in _pairs(result.get("skipped", []))]
     lines += [f"- not added: {md_text(name)}: {md_text(reason)}" for name, reason in rejected]
@@ -266,10 +269,10 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
 
     def add_files(files: list[str] | None, progress=gr.Progress()):
         if not files:
-            return gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip()
         stored, created, rejected = store_uploads(files, cfg.corpus, max_bytes=cfg.max_file_bytes)
         if not stored:
-            return add_markdown(None, (), rejected), gr.skip()
+            return add_markdown(None, (), rejected), gr.skip(), None
         before = {a["id"] for a in desk.info().get("articles", [])}
         progress(0, desc="Reading articles")
         try:
@@ -277,22 +280,24 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         except AskdeskError as e:
             for p in created:  # the failed files would otherwise be retried at every start
                 p.unlink(missing_ok=True)
-            return f"⚠️ {md_text(e)}", gr.skip()
+            return f"⚠️ {md_text(e)}", gr.skip(), None
         skipped = {Path(p).resolve() for p, _ in _pairs(result.get("skipped", []))}
         for p in created:
             if p in skipped:
                 p.unlink(missing_ok=True)  # unreadable: don't leave it lying in the corpus
         info = desk.info()
         new = [a["title"] for a in info.get("articles", []) if a["id"] not in before]
-        return add_markdown(result, new, rejected), index_html(info)
+        return add_markdown(result, new, rejected), index_html(info), None  # emptied for the next drop
 
     with gr.Blocks(title="askdesk", analytics_enabled=False) as demo:
         gr.Markdown("# askdesk\nAsk about the news articles in the index. Every answer cites the sentences it "
                     "rests on; when the articles do not say, it says so.")
         with gr.Row():
             with gr.Column(scale=3):
+                # No LaTeX and no share button: article text is not maths, and nothing leaves the machine.
                 chatbot = gr.Chatbot(elem_id="chat", label="Conversation", height=460, latex_delimiters=[],
-                                     feedback_options=None, placeholder="Ask a question, or pick an example below.")
+                                     feedback_options=None, buttons=["copy", "copy_all"],
+                                     placeholder="Ask a question, or pick an example below.")
                 question = gr.Textbox(elem_id="question", show_label=False, submit_btn="Ask",
                                       max_length=cfg.max_question_chars,
                                       placeholder="Ask about the articles and press Enter")
@@ -301,12 +306,12 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
                 new_chat = gr.Button("New conversation", size="sm", elem_id="new-chat")
             with gr.Column(scale=2):
                 sources = gr.HTML(SOURCES_EMPTY, elem_id="sources", js_on_load=None)
-        with gr.Accordion("Add articles", open=True):
-            files = gr.File(elem_id="upload", file_count="multiple", file_types=list(UPLOAD_SUFFIXES),
+        with gr.Accordion("Add articles", open=True, elem_id="add-panel"):
+            files = gr.File(elem_id="upload", file_count="multiple", file_types=list(UPLOAD_SUFFIXES), height=140,
                             label=f"Drop .txt, .md or .html files (up to {cfg.max_file_bytes / 1e6:g} MB each); "
                                   "they are added to the index at once")
             add_status = gr.Markdown(elem_id="add-status")
-        with gr.Accordion("Index", open=False):
+        with gr.Accordion("Index", open=False, elem_id="index-panel"):
             index_panel = gr.HTML(index_html(desk.info()), elem_id="index-info", js_on_load=None)
         asked = gr.State([])  # this conversation's questions, oldest first: the desk's follow-up context
 
@@ -319,7 +324,7 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         new_chat.click(**reset)
         chatbot.clear(**reset)
         # One writer at a time; asks run on their own queue, so they go on during an add.
-        files.upload(add_files, files, [add_status, index_panel], concurrency_id="add", concurrency_limit=1)
+        files.upload(add_files, files, [add_status, index_panel, files], concurrency_id="add", concurrency_limit=1)
         demo.load(lambda: index_html(desk.info()), None, index_panel, queue=False)  # fresh counts on reload
     return demo
 

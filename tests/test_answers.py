@@ -1,0 +1,68 @@
+"""The real model on the bundled article: every paragraph's facts come back with the right
+sentence cited, and questions the article cannot answer are refused."""
+
+import pytest
+
+from askdesk.answer import REFUSAL
+
+pytestmark = pytest.mark.slow
+
+ANSWERABLE = [
+    ("When did Trump welcome Ishiba to the White House?", "Friday, February 7"),
+    ("What compliment did Trump pay Ishiba?", "good looking"),
+    ("When did Ishiba assume office?", "assumed office in October"),
+    ("What did Ishiba say about seeing Trump on television?", "such a celebrity on television"),
+    ("How did Ishiba describe Trump when they met in person?", "sincere"),
+    ("What did both leaders commit to regarding North Korea?", "denuclearisation"),
+    ("How big was Nippon Steel's bid for US Steel?", "$14.9 billion"),
+    ("How large is the US trade deficit with Tokyo?", "$100 billion"),
+    ("What kind of tariffs is Trump planning?", "reciprocal tariffs"),
+    ("What was Japan's 2024 goods trade surplus with the US?", "$68.5 billion"),
+    ("Which Japanese companies have investment plans in the US?", "Toyota and Isuzu"),
+    ("What will Japan import more of from the United States?", "liquefied natural gas"),
+    ("How did Ishiba describe Japan's investment in the United States?", "unprecedented"),
+    ("What did the leaders reject in the South China Sea?", "unlawful maritime claims"),
+    ("Did Trump accept an invitation to visit Japan?", "invitation from Ishiba to visit Japan"),
+]
+UNANSWERABLE = [
+    "Who won the 1998 football World Cup?",
+    "What is the boiling point of water at sea level?",
+    "How do I bake sourdough bread?",
+    "Who is the prime minister of Canada?",
+    "What is the population of Brazil?",
+]
+
+
+@pytest.mark.parametrize("question,expected", ANSWERABLE)
+def test_answer_cites_the_right_sentence(real_desk, question, expected):
+    a = real_desk.ask(question)
+    assert not a.refused, f"refused {question!r} (confidence {a.confidence:.2f})"
+    c = a.citations[0]
+    assert expected in c.sentence, f"{question!r} cited {c.sentence!r}"
+    assert c.title == "Trump and Ishiba Forge Ties Amid Trade Talks and Regional Security Concerns"
+    assert c.date == "2025-02-07"
+    assert real_desk.article(c.article_id).text[c.start:c.end] == c.sentence
+    assert f"[{c.n}]" in a.text
+
+
+@pytest.mark.parametrize("question", UNANSWERABLE)
+def test_unanswerable_is_refused(real_desk, question):
+    a = real_desk.ask(question)
+    assert a.refused, f"answered {question!r} with {a.text!r} (confidence {a.confidence:.2f})"
+    assert a.text == REFUSAL and not a.citations and a.related
+
+
+def test_follow_up_question_uses_the_conversation(real_desk):
+    a = real_desk.ask("And what did Ishiba say about that?", history=["How did Trump describe Ishiba?"])
+    assert not a.refused and "Ishiba" in a.citations[0].snippet
+
+
+def test_ask_is_fast_once_loaded(real_desk):
+    import time
+
+    real_desk.ask("warm up question about steel")
+    t = time.perf_counter()
+    for _ in range(5):
+        real_desk.ask("How big was Nippon Steel's bid for US Steel?")
+    # Generous bound: a behaviour check that nothing reloads per question, not a benchmark.
+    assert (time.perf_counter() - t) / 5 < 1.0

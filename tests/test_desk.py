@@ -1,0 +1,104 @@
+import json
+
+import pytest
+
+from askdesk import AskdeskError, Desk
+from askdesk.answer import REFUSAL
+from askdesk.errors import BadInputError, BadQuestionError, EmptyCorpusError
+from conftest import write
+
+
+@pytest.fixture
+def desk(corpus, fake, fake_config):
+    return Desk.build(corpus, fake_config.index, config=fake_config, embedder=fake)
+
+
+def test_answer_cites_the_sentence_with_its_source(desk):
+    a = desk.ask("How big was Nippon Steel's bid to take over US Steel?")
+    assert not a.refused and a.citations
+    c = a.citations[0]
+    assert "$14.9 billion" in c.sentence and "[1]" in a.text
+    art = desk.article(c.article_id)
+    assert art.text[c.start:c.end] == c.sentence
+    assert art.text[c.snippet_start:c.snippet_start + len(c.snippet)] == c.snippet and c.sentence in c.snippet
+    assert (c.title, c.date, c.path) == (art.title, "2025-02-07", "000_6b727eb0139704a7.txt")
+
+
+def test_to_dict_has_the_documented_shape(desk):
+    d = desk.ask("What was Japan's 2024 goods trade surplus?").to_dict()
+    assert set(d) >= {"question", "answer", "refused", "citations", "related", "timings_ms"}
+    assert set(d["timings_ms"]) == {"retrieve", "answer"}
+    assert set(d["citations"][0]) >= {"n", "article_id", "title", "date", "source", "url", "sentence", "snippet",
+                                     "start", "end", "score"}
+    json.dumps(d)
+
+
+def test_refusal_below_the_threshold_lists_related_passages(corpus, fake, fake_config):
+    strict = Desk.build(corpus, fake_config.index, config=fake_config.replace(refuse_below=0.99), embedder=fake)
+    a = strict.ask("Which team won the 1998 football World Cup final?")
+    assert a.refused and a.text == REFUSAL and not a.citations
+    assert a.related and a.related[0].sentence and a.confidence < 0.99
+    unrelated = strict.ask("Which team won the 1998 football World Cup final?").confidence
+    assert strict.ask("What was Japan's 2024 goods trade surplus?").confidence > unrelated
+
+
+@pytest.mark.parametrize("q,exc,msg", [
+    ("", BadQuestionError, "empty"),
+    ("   \n ", BadQuestionError, "empty"),
+    ("x" * 100_000, BadQuestionError, "100,000 characters"),
+])
+def test_bad_questions(desk, q, exc, msg):
+    with pytest.raises(exc, match=msg):
+        desk.ask(q)
+
+
+def test_empty_corpus_is_an_error(tmp_path, fake, fake_config):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EmptyCorpusError, match="no readable article"):
+        Desk.build(tmp_path / "empty", config=fake_config, embedder=fake)
+    with pytest.raises(BadInputError, match="does not exist"):
+        Desk.build(tmp_path / "missing", config=fake_config, embedder=fake)
+    assert issubclass(EmptyCorpusError, AskdeskError)
+
+
+def test_sync_reports_changes_and_embeds_only_new_text(desk, corpus, fake):
+    write(corpus / "b.txt", "Shipyard order\n\nThe shipyard won an order for six ferries worth 900 million euros.")
+    before = fake.embedded
+    stats = desk.sync(corpus)
+    assert (stats["added"], stats["updated"], stats["removed"], stats["unchanged"]) == (1, 0, 0, 1)
+    assert fake.embedded - before == stats["embedded"] <= 3  # one chunk and its one sentence
+    again = desk.sync(corpus)
+    assert (again["added"], again["unchanged"]) == (0, 2) and "embedded" not in again
+    (corpus / "b.txt").unlink()
+    assert desk.sync(corpus)["removed"] == 1 and desk.info()["n_articles"] == 1
+
+
+def test_add_update_remove(desk, tmp_path, fake):
+    f = write(tmp_path / "corpus" / "ferry.txt", "Ferry order\n\nThe shipyard won an order for six ferries.")
+    assert desk.add([f])["added"] == 1
+    assert "six ferries" in desk.ask("How many ferries did the shipyard order?").citations[0].sentence
+    write(f, "Ferry order\n\nThe shipyard won an order for eight ferries.")
+    stats = desk.add([f])
+    assert (stats["updated"], stats["n_articles"]) == (1, 2)
+    assert "eight ferries" in desk.ask("How many ferries did the shipyard order?").citations[0].sentence
+    assert desk.add([f])["unchanged"] == 2
+    desk.remove(["ferry.txt"])
+    assert desk.info()["n_articles"] == 1
+    with pytest.raises(BadInputError, match="no article"):
+        desk.remove(["ferry.txt"])
+
+
+def test_follow_up_uses_the_conversation(desk, corpus):
+    write(corpus / "z.txt", "Zoo news\n\nThe zoo welcomed a baby panda named Lin on Tuesday.")
+    desk.sync(corpus)
+    a = desk.ask("What did he say about that?", history=["What did Ishiba say about Trump on television?"])
+    assert a.citations and a.citations[0].title.startswith("Trump and Ishiba")
+    b = desk.ask("What is the name of the baby panda at the zoo?", history=["What did Ishiba say about Trump?"])
+    assert "Lin" in b.citations[0].sentence
+
+
+def test_open_sees_a_newer_generation_without_restart(desk, corpus, fake, fake_config):
+    reader = Desk.open(fake_config.index, config=fake_config, embedder=fake)
+    write(corpus / "z.txt", "Zoo news\n\nThe zoo welcomed a baby panda named Lin on Tuesday.")
+    desk.sync(corpus)
+    assert reader.info()["n_articles"] == 2

