@@ -102,3 +102,25 @@ def test_open_sees_a_newer_generation_without_restart(desk, corpus, fake, fake_c
     write(corpus / "z.txt", "Zoo news\n\nThe zoo welcomed a baby panda named Lin on Tuesday.")
     desk.sync(corpus)
     assert reader.info()["n_articles"] == 2
+
+
+def test_wire_story_published_twice_is_stored_once(desk, corpus, tmp_path):
+    body = (corpus / "000_6b727eb0139704a7.txt").read_text().split("---\n", 2)[2]
+    lines = body.splitlines()
+    copy = "Trump hosts Ishiba (Wire copy)\n\n" + "\n".join(lines[2:]).replace("Friday", "Friday,")
+    write(corpus / "copy.txt", copy)
+    stats = desk.sync(corpus)
+    assert stats["n_articles"] == 1
+    assert any("copy.txt" in p and "near-duplicate of 000_6b727eb0139704a7.txt" in r for p, r in stats["skipped"])
+    write(corpus / "other.txt", "Other\n\n" + lines[2] + "\n\nA different story about fishing quotas in the north.")
+    assert desk.sync(corpus)["n_articles"] == 2  # one shared sentence is not a copy
+
+
+def test_the_same_sentence_is_never_cited_twice(fake, fake_config, tmp_path):
+    text = "The port handled 12.1 million tonnes of cargo in 2023, a record."
+    write(tmp_path / "c" / "a.txt", f"Port record\n\n{text}\n\nThe mayor praised the workers.")
+    write(tmp_path / "c" / "b.txt", f"Record year at the port\n\n{text}\n\nUnions asked for a bonus.")
+    desk = Desk.build(tmp_path / "c", config=fake_config, embedder=fake)
+    a = desk.ask("How many tonnes of cargo did the port handle in 2023?")
+    sentences = [c.sentence for c in a.citations]
+    assert len(sentences) == len(set(sentences))

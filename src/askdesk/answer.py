@@ -85,8 +85,10 @@ def answer(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray,
         a = snap.articles[h.chunk.article_id]
         base = snap.sentence_row[a.id]
         for k, (s, e) in enumerate(snap.sentences[a.id]):
-            if s >= h.chunk.start and e <= h.chunk.end and (a.id, s) not in seen:
-                seen.add((a.id, s))
+            # Keyed on the folded text: two copies of a wire story never yield the same quote twice.
+            key = " ".join(a.text[s:e].lower().split())
+            if s >= h.chunk.start and e <= h.chunk.end and key not in seen:
+                seen.add(key)
                 cands.append(_Candidate(a, (s, e), base + k, rank))
     if not cands:
         return REFUSAL, True, (), (), 0.0

@@ -226,7 +226,8 @@ class Desk:
         with index_mod.lock(self.index_dir, timeout=cfg_lock_wait()):
             old = self._old_snapshot()
             old_articles = list(old.articles.values()) if old else []
-            articles = plan(old_articles)
+            articles, dupes = _drop_near_duplicates(plan(old_articles))
+            skipped = skipped + dupes
             if not articles:
                 raise EmptyCorpusError("that would leave the index empty; add articles first (askdesk add FILE)")
             stats = _diff(old_articles, articles)
@@ -336,6 +337,31 @@ def _dedupe(articles: list[Article]) -> list[Article]:
             seen.add(a.id)
             out.append(a)
     return out
+
+
+def _drop_near_duplicates(articles: list[Article], share: float = 0.8) -> tuple[list[Article], list[Skipped]]:
+    """Keep one copy of a story published twice (a wire story with a new headline or byline).
+
+    An article is a copy when ``share`` of its sentences (whitespace and case folded) already
+    stand in one kept article; the first in corpus order is kept.
+    """
+    owner: dict[int, int] = {}  # sentence hash -> index of the kept article holding it
+    kept: list[Article] = []
+    dropped: list[Skipped] = []
+    for a in articles:
+        hashes = {hash(" ".join(a.text[s:e].lower().split())) for s, e in split_sentences(a.text)}
+        counts: dict[int, int] = {}
+        for h in hashes:
+            if h in owner:
+                counts[owner[h]] = counts.get(owner[h], 0) + 1
+        twin = max(counts, key=counts.get) if counts else None
+        if twin is not None and counts[twin] >= share * len(hashes):
+            dropped.append(Skipped(a.path or a.id, f"near-duplicate of {kept[twin].path or kept[twin].id}"))
+            continue
+        for h in hashes:
+            owner.setdefault(h, len(kept))
+        kept.append(a)
+    return kept, dropped
 
 
 def _diff(old: list[Article], new: list[Article]) -> dict:
