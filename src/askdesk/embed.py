@@ -6,9 +6,11 @@ window, and normalized float32 vectors. Tests plug in a deterministic fake throu
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -44,6 +46,112 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+class NumpyBert:
+    """A BERT encoder with mean pooling (all-MiniLM-L6-v2's architecture) in plain numpy.
+
+    Questions are short: in numpy one takes about 2 ms, and answering needs neither torch nor
+    sentence-transformers, whose imports cost several seconds of every cold start. Its vectors
+    match sentence-transformers' to float32 rounding (tests/test_embed.py checks it).
+    """
+
+    def __init__(self, path: str, max_tokens: int = 256):
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        p = Path(path)
+        cfg = json.loads((p / "config.json").read_text())
+        self.heads = int(cfg["num_attention_heads"])
+        self.eps = float(cfg.get("layer_norm_eps", 1e-12))
+        # Dense weights stored transposed, so every product is a plain contiguous x @ W.
+        self.w = {k.removeprefix("bert."): (np.ascontiguousarray(v.T) if k.endswith("dense.weight")
+                                            or k.endswith(("query.weight", "key.weight", "value.weight")) else v)
+                  for k, v in load_file(str(p / "model.safetensors")).items()}
+        self.layers = int(cfg["num_hidden_layers"])
+        self.tokenizer = Tokenizer.from_file(str(p / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_tokens)
+        self.counter = Tokenizer.from_file(str(p / "tokenizer.json"))  # untruncated, for fits()
+        self.counter.no_padding()
+        self.counter.no_truncation()
+
+    @staticmethod
+    def supports(path: str) -> bool:
+        """True for a local BERT model folder whose sentence-transformers pipeline is mean pooling + normalize."""
+        p = Path(path)
+        try:
+            cfg = json.loads((p / "config.json").read_text())
+            pool = json.loads((p / "1_Pooling" / "config.json").read_text())
+            modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((p / "modules.json").read_text())]
+        except (OSError, ValueError, KeyError):
+            return False
+        return (cfg.get("model_type") == "bert" and cfg.get("hidden_act") == "gelu"
+                and cfg.get("position_embedding_type", "absolute") == "absolute"
+                and modules == ["Transformer", "Pooling", "Normalize"] and pool.get("pooling_mode_mean_tokens")
+                and not any(pool.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens",
+                                                  "pooling_mode_mean_sqrt_len_tokens"))
+                and (p / "model.safetensors").is_file() and (p / "tokenizer.json").is_file())
+
+    def n_tokens(self, text: str) -> int:
+        """Wordpieces in ``text`` with [CLS] and [SEP], untruncated."""
+        return len(self.counter.encode(text).ids)
+
+    def encode(self, text: str) -> np.ndarray:
+        # Matrices this small run fastest on one BLAS thread; more threads only contend
+        # with each other (and with the web server) for 2 cores.
+        with _one_blas_thread():
+            return self._encode(text)
+
+    def _encode(self, text: str) -> np.ndarray:
+        w = self.w
+        enc = self.tokenizer.encode(text)
+        ids, types = np.asarray(enc.ids), np.asarray(enc.type_ids)
+        n = len(ids)
+        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:n]
+             + w["embeddings.token_type_embeddings.weight"][types])
+        x = self._norm(x, "embeddings.LayerNorm")
+        h, d = self.heads, x.shape[1] // self.heads
+        for i in range(self.layers):
+            pre = f"encoder.layer.{i}."
+            q, k, v = (self._dense(x, pre + f"attention.self.{m}").reshape(n, h, d).transpose(1, 0, 2)
+                       for m in ("query", "key", "value"))
+            att = q @ k.transpose(0, 2, 1) / np.sqrt(d)
+            att = np.exp(att - att.max(-1, keepdims=True))
+            att /= att.sum(-1, keepdims=True)
+            ctx = (att @ v).transpose(1, 0, 2).reshape(n, h * d)
+            x = self._norm(x + self._dense(ctx, pre + "attention.output.dense"), pre + "attention.output.LayerNorm")
+            inner = _gelu(self._dense(x, pre + "intermediate.dense"))
+            x = self._norm(x + self._dense(inner, pre + "output.dense"), pre + "output.LayerNorm")
+        v = x.mean(0)
+        return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+    def _dense(self, x: np.ndarray, name: str) -> np.ndarray:
+        return x @ self.w[name + ".weight"] + self.w[name + ".bias"]
+
+    def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + self.eps) * self.w[name + ".weight"] + self.w[name + ".bias"]
+
+
+def _one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    # BERT's exact GELU, x * Phi(x); erf from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+    z = np.abs(x) / np.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = np.sign(x) * (1.0 - poly * np.exp(-z * z))
+    return 0.5 * x * (1.0 + erf)
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded once on first use (imports torch lazily)."""
 
@@ -52,6 +160,7 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.max_wordpieces = max_wordpieces
         self._model = None
+        self._fast: NumpyBert | None | bool = None  # None: not tried yet; False: not supported
         self._lock = threading.Lock()
         self._dim: int | None = None
 
@@ -86,7 +195,19 @@ class SentenceTransformerEmbedder:
         return model
 
     @property
+    def fast(self) -> "NumpyBert | None":
+        """The numpy encoder for questions, when the model's architecture allows it."""
+        if self._fast is None:
+            with self._lock:
+                if self._fast is None:
+                    path = resolve_model_path(self.name)
+                    self._fast = NumpyBert(path, self.max_wordpieces) if NumpyBert.supports(path) else False
+        return self._fast or None
+
+    @property
     def dim(self) -> int:
+        if self._dim is None and self.fast is not None:
+            self._dim = int(self.fast.w["embeddings.word_embeddings.weight"].shape[1])
         if self._dim is None:
             m = self.model
             get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
@@ -94,7 +215,9 @@ class SentenceTransformerEmbedder:
         return self._dim
 
     def fits(self, text: str) -> bool:
-        # +2 for [CLS] and [SEP], which count against the window.
+        # [CLS] and [SEP] count against the window.
+        if self.fast is not None:
+            return self.fast.n_tokens(text) <= self.max_wordpieces
         n = len(self.model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
         return n <= self.model.max_seq_length
 
@@ -116,6 +239,8 @@ class SentenceTransformerEmbedder:
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
+        if self.fast is not None:
+            return self.fast.encode(text)
         v = self.model.encode([text], batch_size=1, normalize_embeddings=True, convert_to_numpy=True,
                               show_progress_bar=False)
         return v[0].astype(np.float32, copy=False)
