@@ -85,3 +85,13 @@ def test_boilerplate_only_stripped_at_the_tail():
     assert strip_boilerplate(text) == "Tags are used by the customs office.\n\nBody text goes on here."
     long_tail = "Intro.\n\nComments\n\n" + "A real paragraph that is long enough to be article text. " * 5
     assert strip_boilerplate(long_tail) == long_tail.strip()
+
+
+def test_a_corrected_title_or_date_changes_the_id(tmp_path):
+    f = write(tmp_path / "a.md", "---\ntitle: Old\ndate: 2024-01-01\n---\nSame body.")
+    ids = {read_article(f).id}
+    write(f, "---\ntitle: New\ndate: 2024-01-01\n---\nSame body.")
+    ids.add(read_article(f).id)
+    write(f, "---\ntitle: New\ndate: 2024-01-02\n---\nSame body.")
+    ids.add(read_article(f).id)
+    assert len(ids) == 3

@@ -224,6 +224,7 @@ class Desk:
                progress: Progress | None) -> dict:
         cfg = self.config
         with index_mod.lock(self.index_dir, timeout=cfg_lock_wait()):
+            index_mod.collect_garbage(self.index_dir)  # what a killed writer left behind
             old = self._old_snapshot()
             old_articles = list(old.articles.values()) if old else []
             articles, dupes = _drop_near_duplicates(plan(old_articles))
@@ -244,11 +245,19 @@ class Desk:
             todo: list[str] = []  # texts to embed
             chunk_slots: list[int | None] = []  # per chunk: row in todo, or None when reused
             sent_slots: dict[str, int] = {}  # article id -> first row of its sentences in todo
+            old_chunks: dict[str, list[Chunk]] = {}
+            for c in (old.chunks if reuse_ok else ()):
+                old_chunks.setdefault(c.article_id, []).append(c)
             for a in articles:
-                sentences[a.id] = split_sentences(a.text)
                 prefix = _title_prefix(a)
-                for c in chunk_article(a, max_tokens=cfg.chunk_tokens, overlap=cfg.chunk_overlap,
-                                       fits=lambda t, p=prefix: self.embedder.fits(p + t)):
+                if a.id in old_ids:  # same id, same text and settings: same sentences and chunks
+                    sentences[a.id] = old.sentences[a.id]
+                    article_chunks = old_chunks.get(a.id, [])
+                else:
+                    sentences[a.id] = split_sentences(a.text)
+                    article_chunks = chunk_article(a, max_tokens=cfg.chunk_tokens, overlap=cfg.chunk_overlap,
+                                                   fits=lambda t, p=prefix: self.embedder.fits(p + t))
+                for c in article_chunks:
                     chunks.append(c)
                     if c.id in old_chunk_vecs:
                         chunk_slots.append(None)

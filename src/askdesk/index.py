@@ -214,7 +214,7 @@ def publish(
     os.rename(tmp, index_dir / name)
     _fsync_dir(index_dir)
     _write_atomic(index_dir / CURRENT, name + "\n")  # the publish: one os.replace
-    _collect_garbage(index_dir, keep=name)
+    collect_garbage(index_dir, keep=name)
     logger.info("published %s (%d articles, %d chunks)", name, len(articles), len(chunks))
     return index_dir / name
 
@@ -244,8 +244,16 @@ def lock(index_dir: str | Path, *, timeout: float = 0.0) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _collect_garbage(index_dir: Path, keep: str) -> None:
-    # Readers load a generation fully into memory, so removing an old one never breaks them.
+def collect_garbage(index_dir: str | Path, keep: str | None = None) -> None:
+    """Remove generations other than the live one, and folders a crashed writer left behind.
+
+    Caller holds ``lock(index_dir)``. Readers load a generation fully into memory, so removing
+    an old one never breaks them.
+    """
+    index_dir = Path(index_dir)
+    keep = keep or current_generation(index_dir)
+    if keep is None or not index_dir.is_dir():
+        return
     for p in index_dir.iterdir():
         if p.is_dir() and p.name != keep and (p.name.startswith("g-") or p.name.startswith(".tmp-")):
             shutil.rmtree(p, ignore_errors=True)

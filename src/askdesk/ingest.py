@@ -115,23 +115,20 @@ def read_article(path: str | Path, *, root: str | Path | None = None, max_bytes:
     if not body.strip():
         raise BadInputError(f"{path.name!r} has no article text")
     title = (meta.get("title") or "").strip() or path.stem
-    key = meta.get("url") or rel
-    return Article(
-        id=article_id(key, body),
-        title=title,
-        text=body,
-        date=normalize_date(meta.get("date")),
-        source=(meta.get("source") or None),
-        url=(meta.get("url") or None),
-        path=rel,
-    )
+    date_iso = normalize_date(meta.get("date"))
+    source, url = meta.get("source") or None, meta.get("url") or None
+    # The id covers the metadata too: a corrected title or date is an update, not "unchanged".
+    return Article(id=article_id(url or rel, "\n".join(map(str, (title, date_iso, source, body)))),
+                   title=title, text=body, date=date_iso, source=source, url=url, path=rel)
 
 
 def article_from_text(text: str, *, title: str = "", key: str = "", **meta) -> Article:
     """An Article from text in memory (evaluation sets, tests); same cleaning as files."""
     body = strip_boilerplate(text.replace("\r\n", "\n")).strip()
-    return Article(id=article_id(key or title, body), title=title or body[:60], text=body,
-                   date=normalize_date(meta.get("date")), source=meta.get("source"), url=meta.get("url"),
+    title = title or body[:60]
+    date_iso = normalize_date(meta.get("date"))
+    return Article(id=article_id(key or title, "\n".join(map(str, (title, date_iso, meta.get("source"), body)))),
+                   title=title, text=body, date=date_iso, source=meta.get("source"), url=meta.get("url"),
                    path=meta.get("path"))
 
 
