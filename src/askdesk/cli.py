@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ask", help="answer a question with cited sentences")
     s.add_argument("question", nargs="+", help="the question")
     s.add_argument("--json", action="store_true", help="print the answer as JSON (the Answer.to_dict() shape)")
+    s.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible /v1 base URL of an LLM that writes the answer, "
+                                                     "e.g. http://localhost:11434/v1 (default: $ASKDESK_LLM_URL)")
+    s.add_argument("--llm-model", metavar="NAME", help="the LLM's model name, e.g. llama3.2 (default: $ASKDESK_LLM_MODEL)")
 
     s = sub.add_parser("info", help="what the index holds: model, articles, chunks, built when")
     s.add_argument("--json", action="store_true", help="print as JSON")
@@ -151,19 +154,26 @@ def cmd_remove(args) -> int:
 def cmd_ask(args) -> int:
     from .desk import Desk
 
-    cfg = _config(args)
+    cfg = _config(args).replace(llm_url=args.llm_url, llm_model=args.llm_model)
     answer = Desk(cfg.index, config=cfg).ask(" ".join(args.question))  # checks the question before loading
     if args.json:
         print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
         return 0
     print(answer.text)
-    items = answer.related if answer.refused else answer.citations
+    unsupported = [s["text"] for s in answer.sentences if not s["supported"]]
+    if unsupported:
+        print("\n⚠ Not backed by the cited passages:")
+        print("\n".join(f"  - {s}" for s in unsupported))
+    related = answer.refused or not answer.citations  # a written answer that cited nothing lists the passages
+    items = answer.related if related else answer.citations
     if items:
-        print("\nRelated passages:" if answer.refused else "\nSources:")
+        print("\nRelated passages:" if related else "\nSources:")
     for c in items:
         where = " · ".join(x for x in (c.date, c.source, c.url or c.path) if x)
         print(f"[{c.n}] {c.title}" + (f" ({where})" if where else ""))
         print(f"    \"{c.sentence}\"")
+    if answer.note:  # e.g. the LLM timed out and this is the extractive answer
+        print(f"\nNote: {answer.note}")
     return 0
 
 

@@ -34,6 +34,11 @@ class Config:
     refuse_below: float | None = None  # None: the threshold calibrated for MiniLM (answer.REFUSAL_MODEL)
     max_question_chars: int = 2000  # longer questions are refused as bad input
     max_file_bytes: int = 5_000_000  # articles larger than this are skipped at ingest
+    # Written answers (askdesk.generate): an OpenAI-compatible /v1 base URL and model; None: extractive only.
+    llm_url: str | None = None  # e.g. http://localhost:11434/v1 (Ollama)
+    llm_model: str | None = None  # e.g. llama3.2
+    llm_api_key: str | None = dataclasses.field(default=None, repr=False)  # local servers need none
+    llm_timeout: float = 30.0  # seconds to wait for a reply (and between streamed pieces), then fall back
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Config":

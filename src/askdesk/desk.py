@@ -8,11 +8,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from . import answer as answer_mod
+from . import generate as generate_mod
 from . import index as index_mod
 from .chunk import ENCODING, chunk_article, split_sentences
 from .config import Config
@@ -45,44 +46,48 @@ class Desk:
         index_dir: the index folder (default ``config.index``).
         config: settings; ``Config.from_env()`` when omitted.
         embedder: the embedding model; sentence-transformers with ``config.model`` when omitted.
+        generator: an LLM that writes the answers (`askdesk.generate.Generator`); by default the one
+            ``config.llm_url`` and ``config.llm_model`` name, or none: extractive answers only.
     """
 
     def __init__(self, index_dir: str | Path | None = None, *, config: Config | None = None,
-                 embedder: Embedder | None = None):
+                 embedder: Embedder | None = None, generator: generate_mod.Generator | None = None):
         self.config = config or Config.from_env()
         self.index_dir = Path(index_dir) if index_dir is not None else self.config.index
         self.embedder = embedder or SentenceTransformerEmbedder(
             self.config.model, batch_size=self.config.batch_size, max_wordpieces=self.config.max_wordpieces)
         self._state: _State | None = None
         self._load_lock = threading.Lock()
+        self.generator = generator if generator is not None else generate_mod.from_config(self.config)
 
     # -- opening and building -------------------------------------------------------------
     @classmethod
     def open(cls, index_dir: str | Path | None = None, *, config: Config | None = None,
-             embedder: Embedder | None = None) -> "Desk":
+             embedder: Embedder | None = None, generator: generate_mod.Generator | None = None) -> "Desk":
         """Open an existing index; raises IndexMissingError, IndexMismatchError or IndexCorruptError."""
-        desk = cls(index_dir, config=config, embedder=embedder)
+        desk = cls(index_dir, config=config, embedder=embedder, generator=generator)
         desk._reload()
         return desk
 
     @classmethod
     def build(cls, corpus: str | Path | Iterable[Article], index_dir: str | Path | None = None, *,
               config: Config | None = None, embedder: Embedder | None = None,
-              progress: Progress | None = None) -> "Desk":
+              progress: Progress | None = None, generator: generate_mod.Generator | None = None) -> "Desk":
         """Build (or sync) the index from a folder of articles or from Article objects.
 
         Unchanged chunks keep their vectors from the existing index; only new text is embedded.
         Raises EmptyCorpusError when no readable article is found.
         """
-        desk = cls(index_dir, config=config, embedder=embedder)
+        desk = cls(index_dir, config=config, embedder=embedder, generator=generator)
         desk.sync(corpus, progress=progress)
         return desk
 
     @classmethod
     def ensure(cls, corpus: str | Path, index_dir: str | Path | None = None, *, config: Config | None = None,
-               embedder: Embedder | None = None, progress: Progress | None = None) -> "Desk":
+               embedder: Embedder | None = None, progress: Progress | None = None,
+               generator: generate_mod.Generator | None = None) -> "Desk":
         """Open the index, building or syncing it first when it is missing or the corpus changed."""
-        return cls.build(corpus, index_dir, config=config, embedder=embedder, progress=progress)
+        return cls.build(corpus, index_dir, config=config, embedder=embedder, progress=progress, generator=generator)
 
     def sync(self, corpus: str | Path | Iterable[Article], *, progress: Progress | None = None) -> dict:
         """Make the index hold exactly the articles in ``corpus``; returns what changed."""
@@ -128,9 +133,26 @@ class Desk:
             history: earlier questions of the same conversation, oldest first; a follow-up
                 ("what did he say about it?") is retrieved together with the last of them.
 
+        With a generator (``Desk(generator=...)`` or ``config.llm_url``/``llm_model``) the LLM
+        writes the answer from the same passages unless the extractive answer refuses; each
+        sentence is then verified (``Answer.sentences``). If the LLM fails or times out, the
+        extractive answer comes back with ``Answer.note`` saying why.
+
         Raises:
             BadQuestionError: empty or over-long question.
         """
+        *_, answer = self._answer(question, history, stream=False)
+        return answer
+
+    def ask_stream(self, question: str, history: Sequence[str] | None = None) -> Iterator[str | Answer]:
+        """Like `ask`, for a page: yields the LLM's text pieces as they arrive, then the final Answer.
+
+        Without a generator (or when the extractive answer refuses) it yields only the Answer.
+        The pieces carry the model's own [n] numbers; the final Answer renumbers its citations.
+        """
+        yield from self._answer(question, history, stream=True)
+
+    def _answer(self, question: str, history: Sequence[str] | None, *, stream: bool) -> Iterator[str | Answer]:
         q = self._check_question(question)
         t0 = time.perf_counter()
         state = self._current()
@@ -144,8 +166,15 @@ class Desk:
             query, hits, state.snap, qvec, state.bm25, max_citations=self.config.max_citations,
             refuse_below=self.config.refuse_below)
         t2 = time.perf_counter()
-        return Answer(question=q, text=text, refused=refused, citations=cites, related=related, confidence=conf,
-                      timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000})
+        quoted = tuple({"text": c.sentence, "cites": [c.n], "supported": True, "evidence": c.sentence} for c in cites)
+        base = Answer(question=q, text=text, refused=refused, citations=cites, related=related, confidence=conf,
+                      timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000}, sentences=quoted)
+        if self.generator is None or refused:  # the extractive refusal stands: the LLM is not asked
+            yield base
+            return
+        yield from generate_mod.written_answer(
+            base, generate_mod.passages_from_hits(hits, state.snap), self.generator, self.embedder, stream=stream,
+            history=list(history or ()))  # the generator's own timeout (config.llm_timeout for one from config)
 
     def retrieve(self, question: str, *, k: int | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``question`` (fused dense + BM25), best first."""

@@ -33,3 +33,7 @@ class BadQuestionError(AskdeskError):
 
 class BadInputError(AskdeskError):
     """A file, option or data set is not of the expected form."""
+
+
+class GeneratorError(AskdeskError):
+    """The LLM server failed, timed out or sent no completion (Desk.ask falls back, never raises it)."""

@@ -76,6 +76,11 @@ class Answer:
     related: tuple[Citation, ...] = ()  # closest passages when refused (or extra context)
     confidence: float = 0.0  # calibrated probability that the passages hold the answer
     timings_ms: dict = field(default_factory=dict)
+    generator: str = "extractive"  # or the model name of the LLM that wrote `text`
+    # One {"text", "cites", "supported", "evidence"} per sentence: a claim, its [n]s, whether the
+    # cited passages back it, and the cited sentence closest to it.
+    sentences: tuple[dict, ...] = ()
+    note: str | None = None  # shown with the answer, e.g. why the LLM's answer was not used
 
     def to_dict(self) -> dict:
         """The JSON shape of `askdesk ask --json`."""
@@ -87,4 +92,7 @@ class Answer:
             "citations": [c.to_dict() for c in self.citations],
             "related": [c.to_dict() for c in self.related],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "generator": self.generator,
+            "sentences": [{**s, "cites": list(s["cites"])} for s in self.sentences],
+            "note": self.note,
         }

@@ -43,6 +43,10 @@ MORE_CHARS = 1500  # article text shown on each side of a cited sentence under "
 MAX_LISTED = 300  # articles listed in the index panel; a big corpus would make the page heavy
 THINKING = "_Searching the articles…_"
 REFUSED_NOTE = "The closest passages are shown under **Related passages**."
+UNSUPPORTED = "⚠ unsupported"  # the badge after a written sentence its cited passages do not back
+UNSUPPORTED_NOTE = ("⚠ unsupported: the cited passages do not back that sentence (a number, date or name in it "
+                    "is not in them, or they say something else). Check it against the sources.")
+STREAM_EVERY_S = 0.1  # a streamed answer refreshes the chat at most this often
 SOURCES_EMPTY = '<div class="ad-sources"><p class="ad-muted">Sources for each answer appear here.</p></div>'
 CSS = """
 .ad-sources h3 { margin: 0 0 .3em; }
@@ -136,8 +140,9 @@ def citation_html(c: Citation, article_text: str | None = None) -> str:
 
 def sources_html(answer: Answer, article_text: Callable[[str], str | None] | None = None) -> str:
     """The sources panel for one answer; a refusal shows its related passages instead."""
-    cites = answer.related if answer.refused else answer.citations
-    head = "Related passages" if answer.refused else "Sources"
+    related = answer.refused or (not answer.citations and bool(answer.related))  # a written answer citing nothing
+    cites = answer.related if related else answer.citations
+    head = "Related passages" if related else "Sources"
     note = '<p class="ad-refused">Not answered. These are the closest passages, not an answer.</p>'
     note = note if answer.refused else ""
     texts: dict[str, str | None] = {}  # two citations from one article: one lookup
@@ -150,12 +155,23 @@ def sources_html(answer: Answer, article_text: Callable[[str], str | None] | Non
 
 
 def answer_markdown(answer: Answer) -> str:
-    """The chat bubble: the answer with its [n] markers, then a one-line list of its sources."""
+    """The chat bubble: the answer with its [n] markers, then a one-line list of its sources.
+
+    A written (LLM) answer is shown sentence by sentence, unsupported ones badged; a note
+    (e.g. "the LLM was down, this is the extractive answer") comes last.
+    """
     if answer.refused:
         return f"**Not answered.** {md_text(answer.text)}\n\n{REFUSED_NOTE}"
     refs = "; ".join(f"\\[{int(c.n)}\\] {md_text(c.title)}" + (f" ({md_text(c.date)})" if c.date else "")
                      for c in answer.citations)
-    return md_text(answer.text) + (f"\n\n*Sources:* {refs}" if refs else "")
+    body = md_text(answer.text)
+    if answer.generator != "extractive" and answer.sentences:  # written by an LLM: each sentence as verified
+        body = " ".join(md_text(s["text"]) + "".join(f" \\[{int(n)}\\]" for n in s["cites"])
+                        + ("" if s["supported"] else f" **{UNSUPPORTED}**") for s in answer.sentences)
+        if not all(s["supported"] for s in answer.sentences):
+            body += f"\n\n_{md_text(UNSUPPORTED_NOTE)}_"
+    note = f"\n\n> {md_text(answer.note)}" if answer.note else ""  # e.g. the LLM was down: extractive instead
+    return body + (f"\n\n*Sources:* {refs}" if refs else "") + note
 
 
 def index_html(info: dict) -> str:
@@ -259,7 +275,16 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         chat = list(chat or []) + [{"role": "user", "content": md_text(q)}]
         yield "", chat + [{"role": "assistant", "content": THINKING}], gr.skip(), asked
         try:
-            answer = desk.ask(q, history=list(asked) or None)
+            if getattr(desk, "generator", None) is None:
+                answer = desk.ask(q, history=list(asked) or None)
+            else:  # the LLM's words stream in; the verified answer replaces them at the end
+                answer, partial, shown = None, "", 0.0
+                for item in desk.ask_stream(q, list(asked) or None):
+                    if not isinstance(item, str):
+                        answer = item
+                    elif (partial := partial + item) and time.monotonic() - shown >= STREAM_EVERY_S:
+                        shown = time.monotonic()
+                        yield "", chat + [{"role": "assistant", "content": md_text(partial) + " ▍"}], gr.skip(), asked
         except AskdeskError as e:  # a bad question or index trouble: say it in the chat, keep the page
             yield "", chat + [{"role": "assistant", "content": f"⚠️ {md_text(e)}"}], gr.skip(), asked
             return
