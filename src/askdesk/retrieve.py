@@ -124,7 +124,7 @@ class BM25:
 
 
 def fuse(dense: Sequence[tuple[int, float]], lexical: Sequence[tuple[int, float]], *,
-         dense_weight: float = 0.5, k: int = 60) -> list[tuple[int, float]]:
+         dense_weight: float = 0.4, k: int = 2) -> list[tuple[int, float]]:
     """Reciprocal-rank fusion, weighted: rows found by both lists rise, neither side is discarded."""
     scores: dict[int, float] = {}
     for w, ranked in ((dense_weight, dense), (1.0 - dense_weight, lexical)):

@@ -1,0 +1,189 @@
+"""Fit askdesk's refusal model on squad-dev, and write the rgb-news QA sets.
+
+    python bench/calibrate.py                         # fit REFUSAL_MODEL; print it and held-out rates
+    python bench/calibrate.py --write-sets /tmp/sets  # QA folders for `askdesk eval qa` (see write_sets)
+
+Calibration: squad-dev's articles are split in file order into halves A and B. On index A,
+A's questions are answerable and B's are about absent topics; the model is fitted there.
+Index B (B's questions answerable, A's absent) is held out and only reported on. The features
+are exactly the ones `askdesk.answer.answer()` computes: they are read back through the
+refusal model seam (a one-hot model per feature, confidence = sigmoid(feature)), so this
+script follows whatever features answer.py defines.
+
+The full index is built once into --cache (a few minutes on 2 cores); the halves are copies
+synced down to their articles, so no text is embedded twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from askdesk import answer as answer_mod
+from askdesk import eval as eval_mod
+from askdesk.config import Config
+from askdesk.desk import Desk
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TARGET_REFUSED_ANSWERABLE = 0.02  # the threshold leaves 2% of answerable refused on the fit part (target < 5%)
+
+
+def squad_halves(squad: Path):
+    """(articles, doc_of, questions, half of each article id, half of each question) from squad.json."""
+    articles, doc_of, questions = eval_mod._read_squad(squad)
+    titles = list(dict.fromkeys(d.rsplit("_", 1)[0] for d in doc_of.values()))
+    first = set(titles[: len(titles) // 2])
+    half_of_doc = {aid: "A" if d.rsplit("_", 1)[0] in first else "B" for aid, d in doc_of.items()}
+    half_of_q = [half_of_doc[next(a for a, d in doc_of.items() if d in q["gold_docs"])] for q in questions]
+    return articles, questions, half_of_doc, half_of_q
+
+
+def half_desks(articles, half_of_doc, cache: Path, config: Config) -> dict[str, Desk]:
+    """Desks over halves A and B, synced down from one full index (nothing embedded twice)."""
+    full = cache / "full"
+    t0 = time.perf_counter()
+    Desk.build(articles, full, config=config)
+    print(f"full index ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    desks = {}
+    for half in "AB":
+        target = cache / half
+        if not target.exists():
+            shutil.copytree(full, target)
+        desks[half] = Desk.build([a for a in articles if half_of_doc[a.id] == half], target, config=config)
+    return desks
+
+
+def features(desk: Desk, question: str, qvec: np.ndarray) -> list[float]:
+    """The refusal features answer() computes for ``question``, in feature_names() order."""
+    state = desk._current()
+    hits = desk._retrieve(state, question, qvec, desk.config.top_k)
+    names = answer_mod.feature_names()
+    out = []
+    for name in names:
+        onehot = {"bias": 0.0, "weights": {n: float(n == name) for n in names}, "threshold": 0.0}
+        conf = answer_mod.answer(question, hits, state.snap, qvec, state.bm25,
+                                 max_citations=desk.config.max_citations, refusal_model=onehot)[4]
+        conf = min(max(conf, 1e-12), 1 - 1e-12)
+        out.append(math.log(conf / (1 - conf)))  # logit(sigmoid(f)) = f
+    return out
+
+
+def fit(x: np.ndarray, y: np.ndarray) -> dict:
+    """Logistic regression on raw features; threshold leaves TARGET_REFUSED_ANSWERABLE refused."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=10.0, max_iter=1000).fit(x, y)
+    names = answer_mod.feature_names()
+    model = {"bias": round(float(lr.intercept_[0]), 3),
+             "weights": {n: round(float(w), 3) for n, w in zip(names, lr.coef_[0])}, "threshold": 0.5}
+    conf = confidence(model, x)
+    model["threshold"] = round(float(np.quantile(conf[y == 1], TARGET_REFUSED_ANSWERABLE)), 3)
+    return model
+
+
+def confidence(model: dict, x: np.ndarray) -> np.ndarray:
+    w = np.array([model["weights"][n] for n in answer_mod.feature_names()])
+    return 1 / (1 + np.exp(-(model["bias"] + x @ w)))
+
+
+def rates(model: dict, x: np.ndarray, y: np.ndarray) -> dict:
+    refused = confidence(model, x) < model["threshold"]
+    return {"refused_answerable": round(float(refused[y == 1].mean()), 4),
+            "refused_unanswerable": round(float(refused[y == 0].mean()), 4), "n": int(len(y))}
+
+
+def calibrate(squad: Path, cache: Path, limit: int | None) -> None:
+    config = Config.from_env()
+    articles, questions, half_of_doc, half_of_q = squad_halves(squad)
+    desks = half_desks(articles, half_of_doc, cache, config)
+    picked = list(range(len(questions)))[:: max(1, len(questions) // limit)] if limit else range(len(questions))
+    texts = [" ".join(questions[i]["question"].split()) for i in picked]
+    t0 = time.perf_counter()
+    qvecs = desks["A"].embedder.embed_documents(texts)  # the same model and normalisation as embed_query
+    data = {}
+    for half, desk in desks.items():
+        x = np.array([features(desk, t, v) for t, v in zip(texts, qvecs)])
+        y = np.array([int(half_of_q[i] == half) for i in picked])
+        data[half] = (x, y)
+    print(f"features of {len(texts)} questions x 2 indexes in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    model = fit(*data["A"])
+    names = answer_mod.feature_names()
+    print("REFUSAL_MODEL =", json.dumps(model))
+    print("fit (index A):     ", rates(model, *data["A"]))
+    print("held out (index B):", rates(model, *data["B"]))
+    print("current REFUSAL_MODEL on held out:", rates(answer_mod.REFUSAL_MODEL, *data["B"]))
+    x, y = data["B"]
+    for cut in (0.35, 0.40):  # the single cosine cut-off the issue measured
+        single = {"bias": 0.0, "weights": {n: 0.0 for n in names}, "threshold": 0.5}
+        single["weights"]["dense"], single["bias"] = 100.0, -100.0 * cut
+        print(f"dense >= {cut} alone, held out:", rates(single, x, y))
+    np.savez(cache / "features.npz", names=np.array(names), xa=data["A"][0], ya=data["A"][1],
+             xb=data["B"][0], yb=data["B"][1])
+
+
+def write_sets(rgb: Path, squad: Path, out: Path) -> None:
+    """The QA folders of docs/quality.md: rgb-news-qa, rgb-news-absent and squad-absent-b."""
+    write_rgb(rgb, out)
+    articles, questions, half_of_doc, half_of_q = squad_halves(squad)
+    # The held-out direction of the calibration: index B; B's questions answerable, A's absent.
+    corpus = [{"_id": a.path, "title": a.title, "text": a.text} for a in articles if half_of_doc[a.id] == "B"]
+    qa = [{"id": q["id"], "question": q["question"], "answers": q["answers"] if h == "B" else []}
+          for q, h in zip(questions, half_of_q)]
+    _write_set(out / "squad-absent-b", corpus, qa, [(q["id"], d) for q, h in zip(questions, half_of_q) if h == "B"
+                                                    for d in sorted(q["gold_docs"])])
+    print(f"wrote {out}/squad-absent-b ({len(corpus)} paragraphs, {len(qa)} questions)")
+
+
+def write_rgb(source: Path, out: Path) -> None:
+    """rgb-news-qa (positives + negatives, qrels on positives; also a BEIR retrieval set) and
+    rgb-news-absent (negatives only: every question unanswerable)."""
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    docs = {kind: [] for kind in ("positive", "negative")}
+    for r in rows:
+        for kind in docs:
+            docs[kind] += [{"_id": f"{r['id']}-{kind[:3]}-{j}", "title": "", "text": t} for j, t in enumerate(r[kind])]
+    qa = [{"id": str(r["id"]), "question": r["question"], "answers": r["answers"]} for r in rows]
+    _write_set(out / "rgb-news-qa", docs["positive"] + docs["negative"], qa,
+               [(str(r["id"]), f"{r['id']}-pos-{j}") for r in rows for j in range(len(r["positive"]))])
+    # Without the positives nothing should answer; drop a question if some other snippet still does.
+    negatives = [d["text"].lower() for d in docs["negative"]]
+    absent = [{**q, "answers": []} for q in qa
+              if not any(a.lower() in t for a in q["answers"] for t in negatives)]
+    _write_set(out / "rgb-news-absent", docs["negative"], absent, [])
+    print(f"wrote {out}/rgb-news-qa ({len(qa)} questions) and {out}/rgb-news-absent ({len(absent)} questions)")
+
+
+def _write_set(folder: Path, corpus: list[dict], qa: list[dict], qrels: list[tuple[str, str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in corpus))
+    (folder / "qa.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in qa))
+    if qrels:  # with queries.jsonl the folder is also a BEIR set for `askdesk eval retrieval`
+        (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q["id"], "text": q["question"]}) + "\n"
+                                                      for q in qa))
+        (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in qrels))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--squad", type=Path, default=DATA / "squad-dev" / "squad.json", help="SQuAD v1.1 JSON file")
+    p.add_argument("--cache", type=Path, default=Path("/tmp/askdesk-calibrate"), help="where the indexes are kept")
+    p.add_argument("--limit", type=int, help="every n-th question so that about this many are used (quick runs)")
+    p.add_argument("--write-sets", type=Path, metavar="OUT", help="write the QA folders into OUT and exit")
+    p.add_argument("--rgb", type=Path, default=DATA / "rgb-news" / "rgb_en_fact.jsonl", help="rgb_en_fact.jsonl")
+    args = p.parse_args()
+    if args.write_sets:
+        write_sets(args.rgb, args.squad, args.write_sets)
+        return
+    calibrate(args.squad, args.cache, args.limit)
+
+
+if __name__ == "__main__":
+    main()
