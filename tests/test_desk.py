@@ -124,3 +124,20 @@ def test_the_same_sentence_is_never_cited_twice(fake, fake_config, tmp_path):
     a = desk.ask("How many tonnes of cargo did the port handle in 2023?")
     sentences = [c.sentence for c in a.citations]
     assert len(sentences) == len(set(sentences))
+
+
+def test_date_range_and_as_of_restrict_the_articles_used(tmp_path, fake, fake_config):
+    c = tmp_path / "dated"
+    write(c / "a.md", "---\ntitle: Port, March\ndate: 2024-03-01\n---\nThe port handled 12.1 million tonnes of cargo.")
+    write(c / "b.md", "---\ntitle: Port, June\ndate: 2024-06-05\n---\nThe port handled 12.4 million tonnes of cargo.")
+    write(c / "c.txt", "Port, undated\n\nThe port handled 9.9 million tonnes of cargo.")
+    desk = Desk.build(c, config=fake_config, embedder=fake)
+    q = "How many tonnes of cargo did the port handle?"
+    assert {x.date for x in desk.ask(q, as_of="2024-04-01").citations} == {"2024-03-01"}
+    assert {x.date for x in desk.ask(q, since="2024-05-01").citations} == {"2024-06-05"}
+    assert {x.date for x in desk.ask(q, since="2024-01-01", until="2024-12-31").citations} <= {"2024-03-01", "2024-06-05"}
+    assert desk.ask(q, until="2023-12-31").refused  # nothing published then
+    with pytest.raises(BadInputError, match="not a date"):
+        desk.ask(q, since="last Tuesday-ish")
+    with pytest.raises(BadInputError, match="swap them"):
+        desk.ask(q, since="2024-06-01", until="2024-01-01")

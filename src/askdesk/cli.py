@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ask", help="answer a question with cited sentences")
     s.add_argument("question", nargs="+", help="the question")
     s.add_argument("--json", action="store_true", help="print the answer as JSON (the Answer.to_dict() shape)")
+    s.add_argument("--since", metavar="DATE", help="only articles published on or after DATE (YYYY-MM-DD)")
+    s.add_argument("--until", metavar="DATE", help="only articles published on or before DATE")
+    s.add_argument("--as-of", metavar="DATE", dest="as_of", help="answer as of DATE: nothing published later is used")
     s.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible /v1 base URL of an LLM that writes the answer, "
                                                      "e.g. http://localhost:11434/v1 (default: $ASKDESK_LLM_URL)")
     s.add_argument("--llm-model", metavar="NAME", help="the LLM's model name, e.g. llama3.2 (default: $ASKDESK_LLM_MODEL)")
@@ -155,7 +158,9 @@ def cmd_ask(args) -> int:
     from .desk import Desk
 
     cfg = _config(args).replace(llm_url=args.llm_url, llm_model=args.llm_model)
-    answer = Desk(cfg.index, config=cfg).ask(" ".join(args.question))  # checks the question before loading
+    # The question and dates are checked before anything loads.
+    answer = Desk(cfg.index, config=cfg).ask(" ".join(args.question), since=args.since, until=args.until,
+                                             as_of=args.as_of)
     if args.json:
         print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
         return 0

@@ -6,6 +6,7 @@ import logging
 import re
 import threading
 import time
+from datetime import date
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -19,7 +20,7 @@ from .chunk import ENCODING, chunk_article, split_sentences
 from .config import Config
 from .embed import Embedder, SentenceTransformerEmbedder
 from .errors import BadInputError, BadQuestionError, EmptyCorpusError
-from .ingest import Skipped, read_articles
+from .ingest import Skipped, normalize_date, read_articles
 from .retrieve import BM25, fuse, terms
 from .types import Answer, Article, Chunk, Hit
 
@@ -125,13 +126,16 @@ class Desk:
         return self._write(lambda old: [a for a in old if a.id not in hit], [], None)
 
     # -- asking ---------------------------------------------------------------------------
-    def ask(self, question: str, *, history: Sequence[str] | None = None) -> Answer:
+    def ask(self, question: str, *, history: Sequence[str] | None = None, since: str | date | None = None,
+            until: str | date | None = None, as_of: str | date | None = None) -> Answer:
         """Answer ``question`` from the index, with citations, or refuse.
 
         Args:
             question: the question, up to ``config.max_question_chars`` characters.
             history: earlier questions of the same conversation, oldest first; a follow-up
                 ("what did he say about it?") is retrieved together with the last of them.
+            since, until: only articles published in this range (ISO dates or ``date``), inclusive.
+            as_of: answer as of that day: nothing published later is used.
 
         With a generator (``Desk(generator=...)`` or ``config.llm_url``/``llm_model``) the LLM
         writes the answer from the same passages unless the extractive answer refuses; each
@@ -140,19 +144,22 @@ class Desk:
 
         Raises:
             BadQuestionError: empty or over-long question.
+            BadInputError: a date that cannot be read.
         """
-        *_, answer = self._answer(question, history, stream=False)
+        *_, answer = self._answer(question, history, stream=False, window=date_window(since, until, as_of))
         return answer
 
-    def ask_stream(self, question: str, history: Sequence[str] | None = None) -> Iterator[str | Answer]:
+    def ask_stream(self, question: str, history: Sequence[str] | None = None, *, since: str | date | None = None,
+                   until: str | date | None = None, as_of: str | date | None = None) -> Iterator[str | Answer]:
         """Like `ask`, for a page: yields the LLM's text pieces as they arrive, then the final Answer.
 
         Without a generator (or when the extractive answer refuses) it yields only the Answer.
         The pieces carry the model's own [n] numbers; the final Answer renumbers its citations.
         """
-        yield from self._answer(question, history, stream=True)
+        yield from self._answer(question, history, stream=True, window=date_window(since, until, as_of))
 
-    def _answer(self, question: str, history: Sequence[str] | None, *, stream: bool) -> Iterator[str | Answer]:
+    def _answer(self, question: str, history: Sequence[str] | None, *, stream: bool,
+                window: tuple[str | None, str | None] = (None, None)) -> Iterator[str | Answer]:
         q = self._check_question(question)
         t0 = time.perf_counter()
         state = self._current()
@@ -160,7 +167,7 @@ class Desk:
         if history and _FOLLOW_UP.search(q):
             query = f"{history[-1]} {q}"
         qvec = self.embedder.embed_query(query)
-        hits = self._retrieve(state, query, qvec, self.config.top_k)
+        hits = self._retrieve(state, query, qvec, self.config.top_k, window)
         t1 = time.perf_counter()
         text, refused, cites, related, conf = answer_mod.answer(
             query, hits, state.snap, qvec, state.bm25, max_citations=self.config.max_citations,
@@ -182,10 +189,12 @@ class Desk:
         state = self._current()
         return self._retrieve(state, q, self.embedder.embed_query(q), k or self.config.top_k)
 
-    def _retrieve(self, state: _State, query: str, qvec: np.ndarray, k: int) -> list[Hit]:
+    def _retrieve(self, state: _State, query: str, qvec: np.ndarray, k: int,
+                  window: tuple[str | None, str | None] = (None, None)) -> list[Hit]:
         n = self.config.candidates
-        dense = state.snap.search(qvec, n)
-        lexical = state.bm25.top(terms(query), n)
+        allowed = _in_window(state.snap, window)
+        dense = state.snap.search(qvec, n, allowed=allowed)
+        lexical = state.bm25.top(terms(query), n, allowed=allowed)
         dmap, lmap = dict(dense), dict(lexical)
         fused = fuse(dense, lexical)[:k]
         chunks = state.snap.chunks
@@ -346,6 +355,35 @@ class Desk:
     def _counts(self) -> dict:
         m = self._state.snap.manifest if self._state else {}
         return {"n_articles": m.get("n_articles", 0), "n_chunks": m.get("n_chunks", 0)}
+
+
+def date_window(since=None, until=None, as_of=None) -> tuple[str | None, str | None]:
+    """(since, until) as ISO dates; ``as_of`` caps ``until``. Raises BadInputError for unreadable dates."""
+    out = []
+    for name, value in (("since", since), ("until", until), ("as_of", as_of)):
+        if value is None or value == "":
+            out.append(None)
+            continue
+        iso = normalize_date(value)
+        if iso is None:
+            raise BadInputError(f"{name}={value!r} is not a date; use YYYY-MM-DD, e.g. 2025-02-07")
+        out.append(iso)
+    lo, hi, cap = out
+    if cap is not None and (hi is None or cap < hi):
+        hi = cap
+    if lo is not None and hi is not None and lo > hi:
+        raise BadInputError(f"since={lo!r} is after until={hi!r}; swap them")
+    return lo, hi
+
+
+def _in_window(snap: index_mod.Snapshot, window: tuple[str | None, str | None]) -> np.ndarray | None:
+    """Boolean mask over chunk rows whose article date lies in the window; undated articles drop out."""
+    lo, hi = window
+    if lo is None and hi is None:
+        return None
+    ok = {a.id for a in snap.articles.values()
+          if a.date is not None and (lo is None or a.date >= lo) and (hi is None or a.date <= hi)}
+    return np.fromiter((c.article_id in ok for c in snap.chunks), dtype=bool, count=len(snap.chunks))
 
 
 def cfg_lock_wait() -> float:

@@ -70,13 +70,20 @@ class Snapshot:
     def __post_init__(self) -> None:
         self.row_of = {faiss_id(c.id): i for i, c in enumerate(self.chunks)}
 
-    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Top ``k`` chunks by inner product: (row in ``chunks``, score), best first."""
+    def search(self, query: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Top ``k`` chunks by inner product: (row in ``chunks``, score), best first.
+
+        ``allowed`` (a boolean mask over rows) keeps only those rows, e.g. a date range.
+        """
         if not self.chunks:
             return []
+        want = k if allowed is None else min(len(self.chunks), max(k * 10, 200))  # over-fetch, then filter
         scores, ids = self.faiss_index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32),
-                                              min(k, len(self.chunks)))
-        return [(self.row_of[int(i)], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+                                              min(want, len(self.chunks)))
+        rows = [(self.row_of[int(i)], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        if allowed is not None:
+            rows = [(r, s) for r, s in rows if allowed[r]]
+        return rows[:k]
 
     def chunk_vectors(self) -> dict[str, np.ndarray]:
         """chunk id -> vector, for reuse by the next generation."""

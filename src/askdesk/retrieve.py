@@ -107,8 +107,10 @@ class BM25:
             out[d] += self.idf[i] * tf * (self.k1 + 1) / (tf + self.norm[d])
         return out
 
-    def top(self, query_terms: Sequence[str], k: int) -> list[tuple[int, float]]:
+    def top(self, query_terms: Sequence[str], k: int, *, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         s = self.scores(query_terms)
+        if allowed is not None:
+            s = np.where(allowed, s, 0.0)
         if not len(s):
             return []
         k = min(k, len(s))
