@@ -37,12 +37,13 @@ TARGET_REFUSED_ANSWERABLE = 0.02  # the threshold leaves 2% of answerable refuse
 
 
 def squad_halves(squad: Path):
-    """(articles, doc_of, questions, half of each article id, half of each question) from squad.json."""
+    """(articles, questions, half of each article id, half of each question) from squad.json."""
     articles, doc_of, questions = eval_mod._read_squad(squad)
-    titles = list(dict.fromkeys(d.rsplit("_", 1)[0] for d in doc_of.values()))
+    titles = list(dict.fromkeys(d.rsplit("_", 1)[0] for d in doc_of.values()))  # "Fresno,_California_3"
     first = set(titles[: len(titles) // 2])
     half_of_doc = {aid: "A" if d.rsplit("_", 1)[0] in first else "B" for aid, d in doc_of.items()}
-    half_of_q = [half_of_doc[next(a for a, d in doc_of.items() if d in q["gold_docs"])] for q in questions]
+    half_of_id = {d: half_of_doc[aid] for aid, d in doc_of.items()}
+    half_of_q = [half_of_id[next(iter(q["gold_docs"]))] for q in questions]
     return articles, questions, half_of_doc, half_of_q
 
 
@@ -55,8 +56,8 @@ def half_desks(articles, half_of_doc, cache: Path, config: Config) -> dict[str, 
     desks = {}
     for half in "AB":
         target = cache / half
-        if not target.exists():
-            shutil.copytree(full, target)
+        shutil.rmtree(target, ignore_errors=True)  # a fresh copy of full reuses all its vectors
+        shutil.copytree(full, target)
         desks[half] = Desk.build([a for a in articles if half_of_doc[a.id] == half], target, config=config)
     return desks
 

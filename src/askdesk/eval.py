@@ -24,9 +24,9 @@ import numpy as np
 from .config import Config
 from .desk import Desk
 from .embed import Embedder
-from .errors import BadInputError
+from .errors import BadInputError, BadQuestionError
 from .ingest import article_from_text
-from .types import Article
+from .types import Answer, Article
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,11 @@ def eval_retrieval(path: str | Path, *, config: Config | None = None, limit: int
     with _desk(articles, config, embedder, index_dir) as (desk, index_s):
         for q in _progress(judged, "retrieval"):
             t0 = time.perf_counter()
-            hits = desk.retrieve(str(q["text"]), k=RETRIEVE_CHUNKS)
+            try:
+                hits = desk.retrieve(str(q["text"]), k=RETRIEVE_CHUNKS)
+            except BadQuestionError as e:  # empty or over-long: nothing found, as for a user
+                logger.warning("query %s: %s", q["_id"], e)
+                hits = []
             times.append((time.perf_counter() - t0) * 1000)
             ranked = list(dict.fromkeys(doc_of[h.chunk.article_id] for h in hits))[:10]
             rels = qrels[str(q["_id"])]
@@ -126,7 +130,11 @@ def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None
     with _desk(articles, config, embedder, index_dir) as (desk, index_s):
         for q in _progress(questions, "qa"):
             t0 = time.perf_counter()
-            ans = desk.ask(q["question"])
+            try:
+                ans = desk.ask(q["question"])  # question_date is read but not used: Desk.ask takes no date
+            except BadQuestionError as e:  # empty or over-long: counted as a refusal
+                logger.warning("question %s: %s", q["id"], e)
+                ans = Answer(q["question"], str(e), refused=True)
             times.append((time.perf_counter() - t0) * 1000)
             golds = [g for g in (normalize_answer(a) for a in q["answers"]) if g]
             if not ans.refused:
@@ -157,8 +165,13 @@ def format_table(result: dict) -> str:
     width = max((len(k) for k in result), default=0)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
     for k, v in result.items():
-        shown = "-" if v is None else f"{v:.4f}" if isinstance(v, float) and 0 <= v <= 1 else f"{v:,}" if isinstance(v, int) else str(v)
-        lines.append(f"{k:<{width}}  {shown}")
+        if v is None:
+            v = "-"
+        elif isinstance(v, float) and 0 <= v <= 1:  # a rate
+            v = f"{v:.4f}"
+        elif isinstance(v, int):
+            v = f"{v:,}"
+        lines.append(f"{k:<{width}}  {v}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,287 @@
+"""Benchmark corpora and an embedding cache.
+
+Real text comes from SQuAD v1.1 dev paragraphs (``../shared/data/squad-dev``, CC BY-SA 4.0).
+Sizes past the ~950 paragraphs that fit the model's window are made of variations: sentences of
+2-3 paragraphs on the same topic, shuffled and recombined under a new title. Each variation
+keeps under 60% of its sentences from any one paragraph, so askdesk's near-duplicate filter
+(80% shared sentences) keeps them all.
+
+- ``1k``/``10k``: one paragraph-sized article each (~1 chunk), written as ``.txt`` files so that
+  `askdesk index` and `python app.py` read them as they would any corpus.
+- ``100k``: multi-paragraph articles (2-4 chunks each) published with ``askdesk.index.publish``.
+  The text, chunking, sentence spans, BM25 postings and records are askdesk's own; sentence
+  vectors are the real model's (every sentence is a SQuAD sentence, embedded once); each chunk
+  vector is the normalized mean of its sentences' vectors plus a little noise, instead of
+  running the model over 100k chunks (~1 hour here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "squad-dev"
+RESULTS = ROOT / "bench" / "results"
+CACHE = RESULTS / "cache"
+GENERATOR_VERSION = 1  # bump when the corpus generator changes: cached corpora and indexes are rebuilt
+
+
+def parse_size(s: str) -> int:
+    """"1k" -> 1000, "100k" -> 100_000, "2500" -> 2500."""
+    s = s.strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000}.get(s[-1:], 1)
+    return int(float(s[:-1] if mult > 1 else s) * mult)
+
+
+def size_label(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def paragraphs(fits: Callable[[str], bool]) -> list[dict]:
+    """SQuAD dev paragraphs that fit one chunk: <= 190 cl100k tokens and, with the title line, the
+    model's 256-wordpiece window. So the raw baseline truncates nothing and each is one chunk."""
+    from askdesk.chunk import count_tokens
+
+    out = []
+    for line in open(DATA / "corpus.jsonl", encoding="utf-8"):
+        d = json.loads(line)
+        if count_tokens(d["text"]) <= 190 and fits(f"{d['title']}\n{d['text']}"):
+            out.append(d)
+    return out
+
+
+def questions(n: int | None = None) -> list[str]:
+    """SQuAD dev questions, in file order."""
+    qs = [json.loads(line)["text"] for line in open(DATA / "queries.jsonl", encoding="utf-8")]
+    return qs[:n] if n else qs
+
+
+def _sentences(text: str) -> list[str]:
+    from askdesk.chunk import split_sentences
+
+    return [text[s:e] for s, e in split_sentences(text)]
+
+
+def variations(paras: Sequence[dict], n: int, *, seed: int = 0, max_tokens: int = 180,
+               blocks: tuple[int, int] = (1, 1)) -> list[tuple[str, str]]:
+    """``n`` new (title, text) articles recombined from ``paras``; ``blocks`` paragraphs per article."""
+    from askdesk.chunk import count_tokens
+
+    rng = random.Random(seed)
+    by_title: dict[str, list[list[str]]] = {}
+    for p in paras:
+        sents = _sentences(p["text"])
+        if len(sents) >= 2:
+            by_title.setdefault(p["title"], []).append(sents)
+    titles = sorted(t for t, ps in by_title.items() if len(ps) >= 3)
+    seen: set[str] = set()
+    out: list[tuple[str, str]] = []
+    counts: dict[str, int] = {}
+    while len(out) < n:
+        title = rng.choice(titles)
+        body = []
+        for _ in range(rng.randint(*blocks)):
+            sources = rng.sample(by_title[title], rng.choice((2, 3)))
+            pool = [(i, s) for i, src in enumerate(sources) for s in src]
+            rng.shuffle(pool)
+            picked, per_src, tokens = [], {}, 0
+            for i, s in pool:
+                t = counts[s] if s in counts else counts.setdefault(s, count_tokens(s))
+                if tokens + t > max_tokens:
+                    continue
+                picked.append((i, s))
+                per_src[i] = per_src.get(i, 0) + 1
+                tokens += t
+            if len(picked) < 3 or max(per_src.values()) > 0.6 * len(picked):
+                continue  # too close to one paragraph: the near-duplicate filter would drop it
+            body.append(" ".join(s for _, s in picked))
+        text = "\n\n".join(body)
+        if not body or text in seen:
+            continue
+        seen.add(text)
+        out.append((f"{title}: {_headline(rng)} {len(out) + 1}", text))
+    return out
+
+
+def _headline(rng: random.Random) -> str:
+    return rng.choice(("Briefing", "Digest", "Background", "Explainer", "Review", "Roundup", "Notes", "Summary"))
+
+
+def write_corpus(folder: Path, n_articles: int, fits: Callable[[str], bool], *, seed: int = 0) -> dict:
+    """The ``n_articles`` paragraph-sized articles as .txt files in ``folder`` (reused when present)."""
+    stamp = folder / ".bench.json"
+    want = {"version": GENERATOR_VERSION, "n_articles": n_articles, "seed": seed}
+    if stamp.is_file() and json.loads(stamp.read_text()) == want:
+        return want
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    paras = paragraphs(fits)
+    items = [(p["title"], p["text"]) for p in paras[:n_articles]]
+    items += variations(paras, n_articles - len(items), seed=seed)
+    for i, (title, text) in enumerate(items):
+        (folder / f"a{i:06d}.txt").write_text(f"Title: {title}\nDate: 2025-{1 + i % 12:02d}-{1 + i % 28:02d}\n\n{text}\n",
+                                              encoding="utf-8")
+    stamp.write_text(json.dumps(want))
+    return want
+
+
+def corpus_texts(folder: Path) -> list[str]:
+    """Each article's body as askdesk reads it (for the raw-model baseline)."""
+    from askdesk.ingest import read_articles
+
+    articles, _ = read_articles([folder], root=folder)
+    return [a.text for a in articles]
+
+
+class CachedEmbedder:
+    """Wraps an Embedder; document vectors are cached by sha1(model, text) in ``bench/results/cache``.
+
+    For building benchmark indexes only: build throughput is always measured without it.
+    """
+
+    def __init__(self, inner, cache_dir: Path = CACHE, *, lookup: bool = True):
+        self.inner = inner
+        self.lookup = lookup  # False: embed everything (a timed build), only record the vectors
+        self.name = inner.name
+        self.dir = cache_dir
+        self._keys = cache_dir / f"{inner.name}.keys.npy"
+        self._vecs = cache_dir / f"{inner.name}.vecs.npy"
+        self.index: dict[bytes, int] = {}
+        self.vecs = np.zeros((0, 0), np.float32)
+        if self._keys.is_file() and self._vecs.is_file():
+            keys = np.load(self._keys, allow_pickle=False)
+            self.vecs = np.load(self._vecs, allow_pickle=False)
+            self.index = {bytes(k): i for i, k in enumerate(keys)}
+        self.hits = self.misses = 0
+        self.dirty = False
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def fits(self, text: str) -> bool:
+        return self.inner.fits(text)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.inner.embed_query(text)
+
+    def _key(self, text: str) -> bytes:
+        return hashlib.sha1(f"{self.name}\n{text}".encode()).digest()
+
+    def embed_documents(self, texts: Sequence[str], *, progress=None) -> np.ndarray:
+        if not self.lookup:  # a timed build: the model sees every text, as without the cache
+            vecs = self.inner.embed_documents(texts, progress=progress)
+            self._record(texts, vecs)
+            return vecs
+        keys = [self._key(t) for t in texts]
+        todo: dict[bytes, str] = {}
+        for k, t in zip(keys, texts):
+            if k not in self.index and k not in todo:
+                todo[k] = t
+        self.misses += len(todo)
+        self.hits += len(texts) - len(todo)
+        fresh_vecs: dict[bytes, np.ndarray] = {}
+        if todo:
+            t0 = time.perf_counter()
+            new = self.inner.embed_documents(list(todo.values()), progress=progress)
+            print(f"  embedded {len(todo):,} new texts in {time.perf_counter() - t0:.0f} s", flush=True)
+            fresh_vecs = dict(zip(todo, new))
+            self._record(list(todo.values()), new)
+            self.save()
+        elif progress:
+            progress(len(texts))
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([fresh_vecs[k] if k in fresh_vecs else self.vecs[self.index[k]] for k in keys]).astype(np.float32)
+
+    def _record(self, texts: Sequence[str], vecs: np.ndarray) -> None:
+        add: dict[bytes, np.ndarray] = {}
+        for t, v in zip(texts, vecs):
+            k = self._key(t)
+            if k not in self.index:
+                add.setdefault(k, v)
+        if add:
+            base = len(self.index)
+            block = np.stack(list(add.values())).astype(np.float32)
+            self.vecs = block if not len(self.vecs) else np.concatenate([self.vecs, block])
+            self.index.update((k, base + i) for i, k in enumerate(add))
+            self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        self.dirty = False
+        self.dir.mkdir(parents=True, exist_ok=True)
+        keys = np.array(sorted(self.index, key=self.index.get), dtype="S20")
+        np.save(self._keys, keys, allow_pickle=False)
+        np.save(self._vecs, self.vecs, allow_pickle=False)
+
+
+def build_synthetic(index_dir: Path, n_chunks: int, embedder: CachedEmbedder, config, *, seed: int = 1) -> dict:
+    """Publish a ~``n_chunks`` index of multi-paragraph articles with askdesk's own pipeline pieces
+    (chunker, sentence splitter, BM25, ``index.publish``), vectors as described in the module doc."""
+    from askdesk import index as index_mod
+    from askdesk.chunk import ENCODING, chunk_article, split_sentences
+    from askdesk.desk import Desk
+    from askdesk.ingest import article_from_text
+    from askdesk.retrieve import BM25
+
+    stamp = index_dir / ".bench.json"
+    want = {"version": GENERATOR_VERSION, "n_chunks": n_chunks, "seed": seed}
+    if stamp.is_file() and json.loads(stamp.read_text()) == want and index_mod.current_generation(index_dir):
+        return want
+    t0 = time.perf_counter()
+    paras = paragraphs(embedder.fits)
+    rng = np.random.default_rng(seed)
+    articles, chunks, sentences = [], [], {}
+    batch = 0
+    while len(chunks) < n_chunks:
+        for title, text in variations(paras, 2000, seed=seed * 1000 + batch, blocks=(2, 4)):
+            a = article_from_text(text, title=title, key=f"synthetic/{len(articles)}", date="2025-03-01",
+                                  source="bench", path=f"synthetic/{len(articles):06d}.txt")
+            prefix = f"{a.title}\n"
+            sentences[a.id] = split_sentences(a.text)
+            chunks.extend(chunk_article(a, max_tokens=config.chunk_tokens, overlap=config.chunk_overlap,
+                                        fits=lambda t, p=prefix: embedder.fits(p + t)))
+            articles.append(a)
+            if len(chunks) >= n_chunks:
+                break
+        batch += 1
+    sent_texts = [a.text[s:e] for a in articles for s, e in sentences[a.id]]
+    unique = sorted(set(sent_texts))
+    uvecs = embedder.embed_documents(unique)
+    row = {t: i for i, t in enumerate(unique)}
+    sent_vecs = uvecs[[row[t] for t in sent_texts]]
+    # A chunk's vector: the mean of the vectors of the sentences inside it, plus noise, normalized.
+    starts, chunk_vecs = {}, np.empty((len(chunks), uvecs.shape[1]), np.float32)
+    r = 0
+    for a in articles:
+        starts[a.id] = r
+        r += len(sentences[a.id])
+    for j, c in enumerate(chunks):
+        spans = sentences[c.article_id]
+        base = starts[c.article_id]
+        inside = [base + k for k, (s, e) in enumerate(spans) if s >= c.start and e <= c.end] or [base]
+        v = sent_vecs[inside].mean(0) + rng.normal(0, 0.01, uvecs.shape[1]).astype(np.float32)
+        chunk_vecs[j] = v / np.linalg.norm(v)
+    titles = {a.id: a.title for a in articles}
+    bm25 = BM25.fit(f"{titles[c.article_id]} {c.text}" for c in chunks)
+    settings = Desk(index_dir, config=config, embedder=embedder)._chunk_settings()
+    manifest = {"model": config.model, "dim": int(uvecs.shape[1]), "tokenizer": ENCODING, **settings}
+    with index_mod.lock(index_dir):
+        index_mod.publish(index_dir, manifest=manifest, articles=articles, sentences=sentences,
+                          sentence_vectors=sent_vecs, chunks=chunks, chunk_vectors=chunk_vecs,
+                          lexical=bm25.to_arrays())
+    stamp.write_text(json.dumps(want))
+    print(f"  published synthetic index: {len(articles):,} articles, {len(chunks):,} chunks, "
+          f"{len(sent_texts):,} sentences in {time.perf_counter() - t0:.0f} s", flush=True)
+    return want

@@ -1,0 +1,232 @@
+"""The measurements behind `bench/run.py`; each returns a flat dict of numbers.
+
+Every comparison is timed in the same process and the same run, because absolute times drift on a
+shared 2-core machine: the ratios are the result, the milliseconds are context.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from corpus import RESULTS, ROOT, CachedEmbedder, corpus_texts
+
+BENCH = ROOT / "bench"
+ASKDESK = Path(sys.executable).with_name("askdesk")
+
+
+def pct(xs: Sequence[float], p: float) -> float:
+    return float(np.percentile(xs, p)) if len(xs) else float("nan")
+
+
+def env(**extra: str) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+            **extra}
+
+
+def build(folder: Path, emb, config) -> dict:
+    """askdesk's index build of ``folder`` against one raw ``encode`` of every article's text.
+
+    Both use the same loaded model, warmed up; the raw baseline runs first and then askdesk, so
+    neither gets a warmer cache. askdesk's time covers everything: reading the files, chunking,
+    embedding chunks and sentences, BM25, writing and publishing.
+    """
+    from askdesk import Desk
+
+    texts = corpus_texts(folder)
+    model = emb.model
+    model.encode(["warm up"] * 8, show_progress_bar=False)
+    t = time.perf_counter()
+    model.encode(texts, show_progress_bar=False)  # default settings: batch 32, no normalization
+    raw_s = time.perf_counter() - t
+    recorder = CachedEmbedder(emb, lookup=False)  # embeds every text; only records vectors for later runs
+    with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
+        cfg = config.replace(index=Path(tmp) / "index")
+        t = time.perf_counter()
+        desk = Desk.build(folder, cfg.index, config=cfg, embedder=recorder)
+        build_s = time.perf_counter() - t
+        info = desk.info()
+    recorder.save()
+    return {"articles": len(texts), "raw_encode_s": raw_s, "build_s": build_s,
+            "raw_texts_per_s": len(texts) / raw_s, "build_articles_per_s": len(texts) / build_s,
+            "build_ratio": raw_s / build_s, "build_chunks": info["n_chunks"]}
+
+
+def ensure_index(folder: Path, index: Path, emb, config) -> dict:
+    """The benchmark's index of ``folder`` at ``index``, built through `Desk.build` with cached vectors."""
+    from askdesk import Desk
+
+    cached = CachedEmbedder(emb)
+    t = time.perf_counter()
+    desk = Desk.build(folder, index, config=config.replace(index=index), embedder=cached)
+    info = desk.info()
+    return {"chunks": info["n_chunks"], "n_articles": info["n_articles"],
+            "cached_build_s": time.perf_counter() - t, "cache_hits": cached.hits, "cache_misses": cached.misses}
+
+
+def latency(index: Path, emb, config, questions: Sequence[str]) -> dict:
+    """`Desk.ask` against the bare minimum (the raw model's encode of the question + one FAISS search)."""
+    from askdesk import Desk
+
+    desk = Desk.open(index, config=config.replace(index=index), embedder=emb)
+    snap = desk._current().snap
+    raw = emb.model
+    for q in questions[:10]:  # warm up: first-use loads, page faults
+        desk.ask(q)
+        raw.encode([q], show_progress_bar=False)
+    bare, fast, retrieve, ask = [], [], [], []
+    for q in questions:
+        t = time.perf_counter()
+        v = raw.encode([q], show_progress_bar=False)
+        snap.faiss_index.search(np.ascontiguousarray(v, dtype=np.float32), 10)
+        t1 = time.perf_counter()
+        snap.search(emb.embed_query(q), 10)
+        t2 = time.perf_counter()
+        desk.retrieve(q)
+        t3 = time.perf_counter()
+        desk.ask(q)
+        t4 = time.perf_counter()
+        bare.append((t1 - t) * 1e3)
+        fast.append((t2 - t1) * 1e3)
+        retrieve.append((t3 - t2) * 1e3)
+        ask.append((t4 - t3) * 1e3)
+    out = {"questions": len(questions), "ask_p50_ms": pct(ask, 50), "ask_p95_ms": pct(ask, 95),
+           "retrieve_p50_ms": pct(retrieve, 50), "bare_p50_ms": pct(bare, 50), "bare_p95_ms": pct(bare, 95),
+           "bare_numpy_p50_ms": pct(fast, 50)}
+    out["ask_over_bare_p50"] = out["ask_p50_ms"] / out["bare_p50_ms"]
+    out["ask_over_bare_p95"] = out["ask_p95_ms"] / out["bare_p95_ms"]
+    return out
+
+
+def cold_start(index: Path, question: str, runs: int = 3) -> dict:
+    """Process start to the printed answer of `askdesk ask` on an existing index (median of ``runs``)."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        p = subprocess.run([str(ASKDESK), "ask", question], env=env(ASKDESK_INDEX=str(index)),
+                           capture_output=True, text=True)
+        times.append(time.perf_counter() - t)
+        if p.returncode:
+            raise RuntimeError(f"askdesk ask failed: {p.stderr[-500:]}")
+    return {"cold_start_s": statistics.median(times), "cold_start_max_s": max(times)}
+
+
+def help_time(runs: int = 5) -> dict:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run([str(ASKDESK), "--help"], env=env(), check=True, capture_output=True)
+        times.append(time.perf_counter() - t)
+    return {"help_s": statistics.median(times)}
+
+
+def probe(*args: str) -> dict:
+    p = subprocess.run([sys.executable, str(BENCH / "probe.py"), *args], env=env(), capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"probe {args[0]} failed: {p.stderr[-800:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def memory(index: Path, questions: Sequence[str], model_mb: float) -> dict:
+    """Peak RSS of a process that opens the index and answers ``questions``, and minus the model alone."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=RESULTS, delete=False) as f:
+        json.dump(list(questions), f)
+    try:
+        serve = probe("serve", str(index), f.name)
+    finally:
+        os.unlink(f.name)
+    parts = probe("parts", str(index))
+    return {"peak_mb": serve["peak_mb"], "beyond_model_mb": serve["peak_mb"] - model_mb,
+            "load_s": serve["load_s"], "torch_on_ask_path": serve["torch_imported"],
+            "rss_steps_mb": parts["rss_steps_mb"], "array_mb": parts["array_mb"],
+            "n_sentences": parts["n_sentences"], "vocab": parts["vocab"], "vocab_dtype": parts["vocab_dtype"]}
+
+
+def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> dict:
+    """Approximate FAISS indexes over the same vectors: recall@k against exact search, search time,
+    and `Desk.ask` with the approximate index swapped in (bench only; askdesk ships Flat)."""
+    import faiss
+
+    from askdesk import Desk
+    from askdesk.index import _all_vectors
+
+    desk = Desk.open(index, config=config.replace(index=index), embedder=emb)
+    snap = desk._current().snap
+    ids, xb = _all_vectors(snap.faiss_index)
+    xb = np.ascontiguousarray(xb, dtype=np.float32)
+    xq = np.stack([emb.embed_query(q) for q in questions])
+    d = xb.shape[1]
+
+    def timed(ix, reps: int = 1) -> tuple[np.ndarray, float]:
+        ts = []
+        for q in xq:
+            t = time.perf_counter()
+            _, found = ix.search(q.reshape(1, -1), k)
+            ts.append((time.perf_counter() - t) * 1e3)
+        _, found = ix.search(xq, k)
+        return found, pct(ts, 50)
+
+    flat = faiss.IndexFlatIP(d)
+    flat.add(xb)
+    truth, flat_ms = timed(flat)
+    out: dict = {"n": int(len(xb)), "flat_search_p50_ms": flat_ms}
+    candidates = {
+        "hnsw32": lambda: _hnsw(faiss, d, 32, 40),
+        "ivf1024_flat": lambda: _ivf(faiss, d, xb, 1024, "Flat"),
+        "ivf1024_pq48": lambda: _ivf(faiss, d, xb, 1024, "PQ48"),
+    }
+    for name, make in candidates.items():
+        t = time.perf_counter()
+        ix = make()
+        ix.add(xb)
+        build_s = time.perf_counter() - t
+        for knob, values in (("efSearch", (32, 64, 128)) if name.startswith("hnsw") else ("nprobe", (8, 16, 32)),):
+            for v in values:
+                faiss.ParameterSpace().set_index_parameter(ix, knob, v)
+                found, ms = timed(ix)
+                recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, found)]))
+                out[f"{name}_{knob}{v}"] = {"recall_at_10": recall, "search_p50_ms": ms, "build_s": build_s}
+    # End to end: Desk.ask with HNSW (efSearch 64) in place of Flat, same ids.
+    hnsw = _hnsw(faiss, d, 32, 40)
+    faiss.ParameterSpace().set_index_parameter(hnsw, "efSearch", 64)
+    swapped = faiss.IndexIDMap2(hnsw)
+    swapped.add_with_ids(xb, ids)
+    for q in questions[:10]:
+        desk.ask(q)
+    flat_ask = []
+    for q in questions:
+        t = time.perf_counter()
+        desk.ask(q)
+        flat_ask.append((time.perf_counter() - t) * 1e3)
+    snap.faiss_index = swapped
+    for q in questions[:10]:
+        desk.ask(q)
+    hnsw_ask = []
+    for q in questions:
+        t = time.perf_counter()
+        desk.ask(q)
+        hnsw_ask.append((time.perf_counter() - t) * 1e3)
+    out["ask_p50_flat_ms"], out["ask_p95_flat_ms"] = pct(flat_ask, 50), pct(flat_ask, 95)
+    out["ask_p50_hnsw_ms"], out["ask_p95_hnsw_ms"] = pct(hnsw_ask, 50), pct(hnsw_ask, 95)
+    return out
+
+
+def _hnsw(faiss, d: int, m: int, ef_construction: int):
+    ix = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
+    ix.hnsw.efConstruction = ef_construction
+    return ix
+
+
+def _ivf(faiss, d: int, xb: np.ndarray, nlist: int, code: str):
+    ix = faiss.index_factory(d, f"IVF{nlist},{code}", faiss.METRIC_INNER_PRODUCT)
+    ix.train(xb[np.random.default_rng(0).choice(len(xb), min(len(xb), 60 * nlist), replace=False)])
+    return ix
