@@ -232,7 +232,7 @@ def test_eval_qa_folder_counts_refusals_and_hits(tmp_path, cfg, monkeypatch):
     ])
     (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\na\tfootball\t1\nb\tvolcano\t1\nc\tbank\t1\n")
 
-    def fake_ask(self, question, *, history=None):
+    def fake_ask(self, question, *, history=None, as_of=None):
         ids = {a.path: a.id for a in self._current().snap.articles.values()}
         s1, s2 = "Arsenal beat Chelsea two goals to one.", "Etna erupted on Tuesday."
         canned = {
@@ -252,6 +252,26 @@ def test_eval_qa_folder_counts_refusals_and_hits(tmp_path, cfg, monkeypatch):
     assert r["answer_words"] == round((7 + 6 + 3) / 3, 1)  # [n] markers are not words
     (root / "qrels.tsv").unlink()
     assert ev.eval_qa(root, config=cfg, embedder=FakeEmbedder())["citation_hit"] is None
+
+
+def test_question_date_hides_later_articles(tmp_path, cfg, monkeypatch):
+    import askdesk.answer as answer_mod
+
+    monkeypatch.setattr(answer_mod, "REFUSAL_MODEL",
+                        {"bias": 0.0, "weights": dict.fromkeys(answer_mod.feature_names(), 0.0), "threshold": 0.0})
+    root = tmp_path / "dated"
+    root.mkdir()
+    write_jsonl(root / "corpus.jsonl", [
+        {"_id": "old", "title": "Town hall", "text": "The mayor of Springfield is Alice Moore.", "metadata": {"date": "2020-05-01"}},
+        # The closer match to the question, but published after it was asked.
+        {"_id": "new", "title": "Who is the mayor of Springfield", "text": "Who is the mayor of Springfield? Bob Stone is.",
+         "metadata": {"date": "2024-05-01"}},
+    ])
+    question = {"id": "1", "question": "Who is the mayor of Springfield?", "answers": ["Alice Moore"]}
+    write_jsonl(root / "qa.jsonl", [question])
+    assert ev.eval_qa(root, config=cfg, embedder=FakeEmbedder())["first_sentence_hit"] == 0.0
+    write_jsonl(root / "qa.jsonl", [{**question, "question_date": "2021-01-01"}])
+    assert ev.eval_qa(root, config=cfg, embedder=FakeEmbedder())["first_sentence_hit"] == 1.0
 
 
 # -- the real thing ---------------------------------------------------------------------------

@@ -97,8 +97,9 @@ def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None
     Args:
         path: a SQuAD v1.1 JSON file (each paragraph becomes an article titled by its article,
             and is the gold document of its questions), or a folder with ``corpus.jsonl`` and
-            ``qa.jsonl`` (``id``, ``question``, ``answers`` list, optional ``question_date``;
-            ``answers: []`` marks a question the corpus cannot answer) plus optional qrels
+            ``qa.jsonl`` (``id``, ``question``, ``answers`` list, optional ``question_date``: asked
+            ``as_of`` that day when the corpus has dates; ``answers: []`` marks a question the
+            corpus cannot answer) plus optional qrels
             (``qrels.tsv`` or ``qrels/test.tsv``) naming the documents that hold each answer.
         config: askdesk settings; ``Config.from_env()`` when omitted.
         limit: only the first ``limit`` questions, in file order.
@@ -127,11 +128,12 @@ def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None
     if not questions:
         raise BadInputError(f"no questions in {str(p)!r}; give a SQuAD JSON file or a folder with qa.jsonl")
     rows, times, words = [], [], []
+    dated = any(a.date for a in articles)  # as_of drops undated articles: only use it where dates exist
     with _desk(articles, config, embedder, index_dir) as (desk, index_s):
         for q in _progress(questions, "qa"):
             t0 = time.perf_counter()
             try:
-                ans = desk.ask(q["question"])  # question_date is read but not used: Desk.ask takes no date
+                ans = desk.ask(q["question"], as_of=q.get("date") if dated else None)  # asked on question_date
             except BadQuestionError as e:  # empty or over-long: counted as a refusal
                 logger.warning("question %s: %s", q["id"], e)
                 ans = Answer(q["question"], str(e), refused=True)
@@ -307,7 +309,8 @@ def _read_qa_folder(root: Path) -> tuple[list[Article], dict[str, str], list[dic
         answers = [str(a) for a in rec.get("answers", [])]
         qid = str(rec.get("id", n))
         gold = {d for d, s in qrels.get(qid, {}).items() if s > 0} if answers else set()
-        questions.append({"id": qid, "question": rec["question"], "answers": answers, "gold_docs": gold})
+        questions.append({"id": qid, "question": rec["question"], "answers": answers, "gold_docs": gold,
+                          "date": rec.get("question_date")})
     return articles, doc_of, questions
 
 
