@@ -32,6 +32,7 @@ class Config:
     candidates: int = 50  # chunks each retriever returns before fusion
     max_citations: int = 2  # sentences quoted in one extractive answer
     refuse_below: float | None = None  # None: the threshold calibrated for MiniLM (answer.REFUSAL_MODEL)
+    lock_wait: float = 30.0  # seconds a writer waits for another writer before giving up
     max_question_chars: int = 2000  # longer questions are refused as bad input
     max_file_bytes: int = 5_000_000  # articles larger than this are skipped at ingest
     # Written answers (askdesk.generate): an OpenAI-compatible /v1 base URL and model; None: extractive only.

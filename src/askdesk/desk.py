@@ -261,7 +261,7 @@ class Desk:
     def _write(self, plan: Callable[[list[Article]], list[Article]], skipped: list[Skipped],
                progress: Progress | None) -> dict:
         cfg = self.config
-        with index_mod.lock(self.index_dir, timeout=cfg_lock_wait()):
+        with index_mod.lock(self.index_dir, timeout=cfg.lock_wait):
             index_mod.collect_garbage(self.index_dir)  # what a killed writer left behind
             old = self._old_snapshot()
             old_articles = list(old.articles.values()) if old else []
@@ -384,16 +384,6 @@ def _in_window(snap: index_mod.Snapshot, window: tuple[str | None, str | None]) 
     ok = {a.id for a in snap.articles.values()
           if a.date is not None and (lo is None or a.date >= lo) and (hi is None or a.date <= hi)}
     return np.fromiter((c.article_id in ok for c in snap.chunks), dtype=bool, count=len(snap.chunks))
-
-
-def cfg_lock_wait() -> float:
-    """Seconds a writer waits for another writer before giving up (ASKDESK_LOCK_WAIT)."""
-    import os
-
-    try:
-        return float(os.environ.get("ASKDESK_LOCK_WAIT", "30"))
-    except ValueError:
-        return 30.0
 
 
 def _title_prefix(a: Article) -> str:
