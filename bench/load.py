@@ -97,6 +97,7 @@ def run(index: Path, corpus: Path, questions: list[str], *, users: int = 20, per
                     with lock:
                         errors.append(f"{type(e).__name__}: {str(e)[:200]}")
 
+        server_cpu0, client_cpu0 = _cpu_s(proc.pid), time.process_time()
         t0 = time.perf_counter()
         threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
         for t in threads:
@@ -104,6 +105,7 @@ def run(index: Path, corpus: Path, questions: list[str], *, users: int = 20, per
         for t in threads:
             t.join(timeout=600)
         wall = time.perf_counter() - t0
+        server_cpu, client_cpu = _cpu_s(proc.pid) - server_cpu0, time.process_time() - client_cpu0
         for c in clients:
             try:
                 c.close()
@@ -120,7 +122,18 @@ def run(index: Path, corpus: Path, questions: list[str], *, users: int = 20, per
             "p50_ms": float(np.percentile(lat, 50)) if lat else None,
             "p95_ms": float(np.percentile(lat, 95)) if lat else None,
             "max_ms": max(lat) if lat else None, "wall_s": wall,
-            "throughput_qps": len(lat) / wall if wall else None, "server_ready_s": ready_s}
+            "throughput_qps": len(lat) / wall if wall else None, "server_ready_s": ready_s,
+            # CPU per answer: the page's process, and the 20 clients (which share the 2 cores here)
+            "server_cpu_ms_per_answer": server_cpu * 1e3 / max(len(lat), 1),
+            "client_cpu_ms_per_answer": client_cpu * 1e3 / max(len(lat), 1)}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads), from /proc."""
+    import os
+
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _ask_endpoint(client) -> str:

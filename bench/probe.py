@@ -2,6 +2,7 @@
 
     python bench/probe.py model                       # the question encoder alone: the model baseline
     python bench/probe.py serve INDEX QUESTIONS.json  # Desk.open + answer the questions
+    python bench/probe.py serve-mmap INDEX QUESTIONS.json  # the same with sentences.npy memory-mapped
     python bench/probe.py parts INDEX                 # what the loaded index is made of
 
 Prints one JSON object. Peak RSS is VmHWM from /proc/self/status (ru_maxrss as a fallback).
@@ -52,6 +53,21 @@ def serve(index: str, questions: str) -> dict:
             "load_s": load_s, "questions": len(qs), "torch_imported": "torch" in sys.modules}
 
 
+def serve_mmap(index: str, questions: str) -> dict:
+    """`serve` with sentences.npy memory-mapped: the proposed index.load change, simulated here."""
+    import numpy as np
+
+    load = np.load
+
+    def mapped(file, *args, **kwargs):
+        if str(file).endswith("sentences.npy"):
+            kwargs["mmap_mode"] = "r"
+        return load(file, *args, **kwargs)
+
+    np.load = mapped
+    return serve(index, questions)
+
+
 def parts(index: str) -> dict:
     """RSS after each step of loading, and the bytes of the big arrays."""
     import numpy as np
@@ -81,5 +97,5 @@ def parts(index: str) -> dict:
 
 if __name__ == "__main__":
     mode, *rest = sys.argv[1:]
-    out = {"model": model, "serve": serve, "parts": parts}[mode](*rest)
+    out = {"model": model, "serve": serve, "serve-mmap": serve_mmap, "parts": parts}[mode](*rest)
     print(json.dumps(out))
