@@ -12,9 +12,9 @@ here on the same texts, in the same process, as ratios to the raw encode:
 - ``int8``: torch dynamic int8 quantization of the Linear layers (raw encode of the same texts);
 - ``int8_late_pooling``: both.
 
-``--quality N`` also runs askdesk's own evaluations on squad-dev (`askdesk.eval`): answer
-quality (first N SQuAD questions) with standalone vs late-pooled sentence vectors, and
-retrieval recall@5 with fp32 vs int8 vectors. Prints JSON; writes bench/results/build_speed.json.
+``--quality N`` also runs askdesk's own evaluations on squad-dev (`askdesk.eval`), first N
+questions: answer quality with standalone vs late-pooled sentence vectors, and retrieval
+recall@5 with fp32 vs int8 vectors. Prints JSON; writes bench/results/build_speed.json.
 """
 
 from __future__ import annotations
@@ -171,8 +171,8 @@ def quality(n: int, emb) -> dict:
     out = {"qa_standalone": eval_qa(DATA / "squad.json", config=cfg, limit=n, embedder=cached),
            "qa_late_pooling": eval_qa(DATA / "squad.json", config=cfg, limit=n, embedder=LatePooling(emb))}
     cached.save()
-    out["retrieval_fp32"] = eval_retrieval(DATA, config=cfg, embedder=corpus.CachedEmbedder(emb))
-    out["retrieval_int8"] = eval_retrieval(DATA, config=cfg, embedder=Int8(emb))
+    out["retrieval_fp32"] = eval_retrieval(DATA, config=cfg, limit=n, embedder=corpus.CachedEmbedder(emb))
+    out["retrieval_int8"] = eval_retrieval(DATA, config=cfg, limit=n, embedder=Int8(emb))
     return out
 
 

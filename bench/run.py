@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"build: {args.build_articles} articles, raw encode then Desk.build")
         res["build"] = measure.build(build_folder, emb, cfg)
         _say(_fmt(res["build"]))
+        _save(res, args.out)
         if not args.no_peers:  # right after askdesk's build, so both see the same machine load
             _say("peers: LlamaIndex and LangChain")
             res["peers"] = peers(build_folder, res["build"], qs, args.peers_python, cfg, emb)
@@ -121,10 +122,15 @@ def main(argv: list[str] | None = None) -> int:
         from askdesk import Desk
 
         r["chunks"] = Desk.open(index, config=cfg.replace(index=index), embedder=emb).info()["n_chunks"]
+        res["sizes"][label] = r
         if n >= 50_000 and not args.no_ann:
             _say(f"{label}: approximate indexes against exact search")
-            r["ann"] = measure.ann(index, emb, cfg, qs)
-        res["sizes"][label] = r
+            try:
+                r["ann"] = measure.ann(index, emb, cfg, qs)
+            except Exception as e:  # noqa: BLE001 - one failed experiment must not lose the run
+                r["ann_error"] = f"{type(e).__name__}: {e}"[:500]
+                _say(f"ANN failed: {r['ann_error']}")
+        _save(res, args.out)
         _say(_fmt({k: v for k, v in r.items() if not isinstance(v, dict)}))
 
     if not args.no_load:
@@ -134,11 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         res["load"] = []
         for conc in [None] + [int(c) for c in args.load_concurrency.split(",") if c.strip()]:
             _say(f"load: {args.users} users at {label}, ASK_CONCURRENCY={conc or 'shipped'}")
-            out = load.run(RESULTS / "indexes" / label, RESULTS / "corpora" / label, qs, users=args.users,
-                           concurrency=conc)
+            try:
+                out = load.run(RESULTS / "indexes" / label, RESULTS / "corpora" / label, qs, users=args.users,
+                               concurrency=conc)
+            except Exception as e:  # noqa: BLE001 - recorded; the rest of the run goes on
+                _say(f"load test failed: {type(e).__name__}: {e}")
+                continue
             out["size"] = label
             res["load"].append(out)
             _say(_fmt(out))
+            _save(res, args.out)
 
     res["loadavg_end"] = os.getloadavg()
     res["total_s"] = time.perf_counter() - t_all
@@ -301,6 +312,12 @@ def write_doc(table: str) -> None:
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     DOC.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+
+
+def _save(res: dict, out: str) -> None:
+    """Partial results after each phase, so a crash late in a long run loses nothing measured."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(res, indent=2))
 
 
 def _machine() -> dict:
