@@ -37,7 +37,22 @@ import corpus  # noqa: E402
 from corpus import DATA, RESULTS  # noqa: E402
 
 
-class LatePooling:
+class _Wrapped:
+    """An Embedder that hands everything to ``inner``; subclasses replace what they measure."""
+
+    dim = property(lambda self: self.inner.dim)
+
+    def fits(self, text):
+        return self.inner.fits(text)
+
+    def embed_query(self, text):
+        return self.inner.embed_query(text)
+
+    def embed_documents(self, texts, *, progress=None):
+        return self.inner.embed_documents(texts, progress=progress)
+
+
+class LatePooling(_Wrapped):
     """An askdesk Embedder that embeds each chunk once and pools its sentences from the chunk's tokens.
 
     It relies on the order `Desk` embeds in (an article's chunks, then its sentences) and on chunk
@@ -48,14 +63,6 @@ class LatePooling:
     def __init__(self, inner, model=None):
         self.inner, self.name, self.model = inner, inner.name, model or inner.model
         self.standalone = 0
-
-    dim = property(lambda self: self.inner.dim)
-
-    def fits(self, text):
-        return self.inner.fits(text)
-
-    def embed_query(self, text):
-        return self.inner.embed_query(text)
 
     def embed_documents(self, texts, *, progress=None):
         chunk_idx = [i for i, t in enumerate(texts) if "\n" in t]
@@ -99,7 +106,7 @@ class LatePooling:
         return out
 
 
-class Int8:
+class Int8(_Wrapped):
     """The same SentenceTransformer with its Linear layers dynamically quantized to int8."""
 
     def __init__(self, inner):
@@ -112,16 +119,6 @@ class Int8:
         self.inner._dim = inner.dim
         self.name, self.model = inner.name, self.inner._model
 
-    dim = property(lambda self: self.inner.dim)
-
-    def fits(self, text):
-        return self.inner.fits(text)
-
-    def embed_query(self, text):
-        return self.inner.embed_query(text)
-
-    def embed_documents(self, texts, *, progress=None):
-        return self.inner.embed_documents(texts, progress=progress)
 
 
 def speed(n: int, emb) -> dict:

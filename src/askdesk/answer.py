@@ -166,14 +166,14 @@ def _citations(items: list[tuple[float, _Candidate]]) -> tuple[Citation, ...]:
     for n, (score, c) in enumerate(items, start=1):
         a = c.article
         s, e = c.span
-        snip_s, snip_e = _neighbours(a.text, s, e)
+        snip_s, snip_e = snippet_span(a.text, s, e)
         out.append(Citation(n=n, article_id=a.id, title=a.title, date=a.date, source=a.source, url=a.url,
                             path=a.path, sentence=a.text[s:e], snippet=a.text[snip_s:snip_e], start=s, end=e,
                             score=round(float(score), 4), snippet_start=snip_s))
     return tuple(out)
 
 
-def _neighbours(text: str, s: int, e: int, reach: int = 240) -> tuple[int, int]:
+def snippet_span(text: str, s: int, e: int, reach: int = 240) -> tuple[int, int]:
     """A snippet around the sentence: up to ``reach`` characters each side, cut at sentence ends."""
     lo = max(0, s - reach)
     if lo > 0:

@@ -117,10 +117,9 @@ class Desk:
     def remove(self, refs: Sequence[str]) -> dict:
         """Remove articles by id or path; raises BadInputError naming refs that match nothing."""
         state = self._current()
-        wanted = set(refs)
-        hit = {a.id for a in state.snap.articles.values() if a.id in wanted or a.path in wanted}
-        found = {r for r in wanted if r in hit or any(a.path == r and a.id in hit for a in state.snap.articles.values())}
-        missing = wanted - found
+        by_ref = {ref: a.id for a in state.snap.articles.values() for ref in (a.id, a.path) if ref}
+        missing = [r for r in refs if r not in by_ref]
+        hit = {by_ref[r] for r in refs if r in by_ref}
         if missing:
             raise BadInputError(f"no article with id or path {sorted(missing)[0]!r}; `askdesk info` lists them")
         return self._write(lambda old: [a for a in old if a.id not in hit], [], None)

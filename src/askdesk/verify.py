@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .answer import REFUSAL, _neighbours
+from .answer import REFUSAL, snippet_span
 from .chunk import split_sentences
 from .types import Article, Citation
 
@@ -157,7 +157,7 @@ def compose(raw: str, passages: Sequence[Passage], embedder, *,
         _, score, idx = max((c.supported, c.best[old][1], c.best[old][0]) for _, c in checked if old in c.best)
         p = by_n[old]
         s, e = p.spans[idx]
-        lo, hi = _neighbours(p.article.text, s, e)
+        lo, hi = snippet_span(p.article.text, s, e)
         a = p.article
         citations.append(Citation(n=new[old], article_id=a.id, title=a.title, date=a.date, source=a.source, url=a.url,
                                   path=a.path, sentence=a.text[s:e], snippet=a.text[lo:hi], start=s, end=e,
