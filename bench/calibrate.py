@@ -4,8 +4,12 @@
     python bench/calibrate.py --write-sets /tmp/sets  # QA folders for `askdesk eval qa` (see write_sets)
 
 Calibration: squad-dev's articles are split in file order into halves A and B. On index A,
-A's questions are answerable and B's are about absent topics; the model is fitted there.
-Index B (B's questions answerable, A's absent) is held out and only reported on. The features
+A's questions are answerable and B's are about absent topics ("off-topic"). A second kind of
+absent question is near the topic: index "A-even" holds only the even paragraphs of A's
+articles; questions about the odd paragraphs are absent there (same article, same names, other
+facts) unless their answer string also occurs in an even paragraph of the article (then they
+are left out). The model is fitted on both kinds from half A. Half B's indexes (B, B-even) are
+held out and only reported on. The features
 are exactly the ones `askdesk.answer.answer()` computes: they are read back through the
 refusal model seam (a one-hot model per feature, confidence = sigmoid(feature)), so this
 script follows whatever features answer.py defines.
@@ -48,18 +52,43 @@ def squad_halves(squad: Path):
 
 
 def half_desks(articles, half_of_doc, cache: Path, config: Config) -> dict[str, Desk]:
-    """Desks over halves A and B, synced down from one full index (nothing embedded twice)."""
+    """Desks over halves A and B and their even paragraphs, synced down from one full index
+    (nothing embedded twice)."""
     full = cache / "full"
     t0 = time.perf_counter()
     Desk.build(articles, full, config=config)
     print(f"full index ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     desks = {}
-    for half in "AB":
-        target = cache / half
+    for name in ("A", "B", "A-even", "B-even"):
+        target = cache / name
         shutil.rmtree(target, ignore_errors=True)  # a fresh copy of full reuses all its vectors
         shutil.copytree(full, target)
-        desks[half] = Desk.build([a for a in articles if half_of_doc[a.id] == half], target, config=config)
+        keep = [a for a in articles if half_of_doc[a.id] == name[0] and (len(name) == 1 or _even(a.path))]
+        desks[name] = Desk.build(keep, target, config=config)
     return desks
+
+
+def _even(doc_id: str) -> bool:
+    return int(doc_id.rsplit("_", 1)[1]) % 2 == 0  # "Fresno,_California_3" -> paragraph 3
+
+
+def near_labels(articles, questions, half_of_q, half: str) -> dict[int, int]:
+    """Question index -> 1 (answerable on ``half``-even) or 0 (absent there, same article)."""
+    even_text: dict[str, str] = {}
+    for a in articles:
+        if _even(a.path):
+            title = a.path.rsplit("_", 1)[0]
+            even_text[title] = even_text.get(title, "") + " " + a.text.lower()
+    out = {}
+    for i, q in enumerate(questions):
+        if half_of_q[i] != half:
+            continue
+        doc = next(iter(q["gold_docs"]))
+        if _even(doc):
+            out[i] = 1
+        elif not any(ans.lower() in even_text.get(doc.rsplit("_", 1)[0], "") for ans in q["answers"]):
+            out[i] = 0
+    return out
 
 
 def features(desk: Desk, question: str, qvec: np.ndarray) -> list[float]:
@@ -91,7 +120,7 @@ def fit(x: np.ndarray, y: np.ndarray) -> dict:
 
 
 def confidence(model: dict, x: np.ndarray) -> np.ndarray:
-    w = np.array([model["weights"][n] for n in answer_mod.feature_names()])
+    w = np.array([model["weights"].get(n, 0.0) for n in answer_mod.feature_names()])
     return 1 / (1 + np.exp(-(model["bias"] + x @ w)))
 
 
@@ -105,29 +134,34 @@ def calibrate(squad: Path, cache: Path, limit: int | None) -> None:
     config = Config.from_env()
     articles, questions, half_of_doc, half_of_q = squad_halves(squad)
     desks = half_desks(articles, half_of_doc, cache, config)
-    picked = list(range(len(questions)))[:: max(1, len(questions) // limit)] if limit else range(len(questions))
-    texts = [" ".join(questions[i]["question"].split()) for i in picked]
+    picked = list(range(len(questions)))[:: max(1, len(questions) // limit)] if limit else list(range(len(questions)))
+    texts = {i: " ".join(questions[i]["question"].split()) for i in picked}
     t0 = time.perf_counter()
-    qvecs = desks["A"].embedder.embed_documents(texts)  # the same model and normalisation as embed_query
+    qvecs = dict(zip(picked, desks["A"].embedder.embed_documents([texts[i] for i in picked])))
     data = {}
-    for half, desk in desks.items():
-        x = np.array([features(desk, t, v) for t, v in zip(texts, qvecs)])
-        y = np.array([int(half_of_q[i] == half) for i in picked])
-        data[half] = (x, y)
-    print(f"features of {len(texts)} questions x 2 indexes in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    model = fit(*data["A"])
+    for name, desk in desks.items():
+        if len(name) == 1:  # off-topic: the other half's questions are absent
+            labels = {i: int(half_of_q[i] == name) for i in picked}
+        else:  # near-topic: the article's odd paragraphs are absent
+            labels = {i: y for i, y in near_labels(articles, questions, half_of_q, name[0]).items() if i in qvecs}
+        x = np.array([features(desk, texts[i], qvecs[i]) for i in labels])
+        data[name] = (x, np.array(list(labels.values())))
+        print(f"{name}: {len(labels)} questions, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    fit_x = np.concatenate([data["A"][0], data["A-even"][0]])
+    fit_y = np.concatenate([data["A"][1], data["A-even"][1]])
+    model = fit(fit_x, fit_y)
     names = answer_mod.feature_names()
     print("REFUSAL_MODEL =", json.dumps(model))
-    print("fit (index A):     ", rates(model, *data["A"]))
-    print("held out (index B):", rates(model, *data["B"]))
-    print("current REFUSAL_MODEL on held out:", rates(answer_mod.REFUSAL_MODEL, *data["B"]))
+    for name in data:
+        kind = "fit" if name.startswith("A") else "held out"
+        print(f"{kind} ({name}):", rates(model, *data[name]), " current model:", rates(answer_mod.REFUSAL_MODEL, *data[name]))
     x, y = data["B"]
     for cut in (0.35, 0.40):  # the single cosine cut-off the issue measured
         single = {"bias": 0.0, "weights": {n: 0.0 for n in names}, "threshold": 0.5}
         single["weights"]["dense"], single["bias"] = 100.0, -100.0 * cut
         print(f"dense >= {cut} alone, held out:", rates(single, x, y))
-    np.savez(cache / "features.npz", names=np.array(names), xa=data["A"][0], ya=data["A"][1],
-             xb=data["B"][0], yb=data["B"][1])
+    np.savez(cache / "features.npz", names=np.array(names), **{f"x_{k}": v[0] for k, v in data.items()},
+             **{f"y_{k}": v[1] for k, v in data.items()})
 
 
 def write_sets(rgb: Path, squad: Path, out: Path) -> None:

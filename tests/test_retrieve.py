@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from askdesk.retrieve import BM25, fuse, terms
+from askdesk.retrieve import BM25, fuse, rrf, terms, top_rows
 
 
 def test_terms_keep_names_and_numbers():
@@ -35,7 +35,33 @@ def test_bm25_round_trips_through_arrays():
     assert again.top(["three"], 5) == [(1, float(bm.scores(["three"])[1]))]
 
 
-def test_fusion_keeps_what_only_one_side_found():
-    fused = dict(fuse([(1, 0.9), (2, 0.8)], [(3, 12.0), (1, 10.0)]))
+def test_rank_fusion_keeps_what_only_one_side_found():
+    fused = dict(rrf([(1, 0.9), (2, 0.8)], [(3, 12.0), (1, 10.0)]))
     assert set(fused) == {1, 2, 3}
     assert max(fused, key=fused.get) == 1  # found by both
+
+
+def test_score_fusion_scales_each_signal_over_the_candidates():
+    rows = [7, 8, 9]
+    dense = np.array([0.50, 0.40, 0.30])
+    sentence = np.array([0.50, 0.60, 0.30])
+    lexical = np.array([0.0, 6.0, 12.0])
+    got = dict(fuse(rows, dense, sentence, lexical, dense_weight=0.6, sentence_share=0.5))
+    # by hand: meaning = .5*minmax(dense) + .5*minmax(sentence); words = bm25 / max
+    want = {7: 0.6 * (0.5 * 1.0 + 0.5 * (0.2 / 0.3)) + 0.4 * 0.0,
+            8: 0.6 * (0.5 * 0.5 + 0.5 * 1.0) + 0.4 * 0.5,
+            9: 0.6 * 0.0 + 0.4 * 1.0}
+    assert got.keys() == want.keys()
+    for r in rows:
+        assert math.isclose(got[r], want[r], rel_tol=1e-9)
+    assert [r for r, _ in fuse(rows, dense, sentence, lexical)] == sorted(rows, key=lambda r: -got[r])
+
+
+def test_score_fusion_handles_ties_and_no_word_matches():
+    got = fuse([1, 2], np.array([0.3, 0.3]), np.array([0.2, 0.2]), np.zeros(2))
+    assert [r for r, _ in got] == [1, 2] and got[0][1] == got[1][1]
+    assert fuse([], np.zeros(0), np.zeros(0), np.zeros(0)) == []
+
+
+def test_top_rows_drops_zero_scores():
+    assert top_rows(np.array([0.0, 3.0, 1.0, 0.0]), 3) == [(1, 3.0), (2, 1.0)]

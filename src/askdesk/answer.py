@@ -114,9 +114,13 @@ def answer(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray,
     best_chunk = hits[0].chunk
     chunk_terms = set(terms(best_chunk.text + " " + snap.articles[best_chunk.article_id].title))
     coverage = sum(w for t, w in weights.items() if t in chunk_terms) / total
+    top = scored[0][3]
+    top_chunk = hits[top.hit_rank].chunk
     features = {"dense": max(h.dense for h in hits), "coverage": coverage,
-                "sentence_cos": scored[0][1], "sentence_lex": scored[0][2]}
-    confidence = _sigmoid(model["bias"] + sum(model["weights"][k] * v for k, v in features.items()))
+                "sentence_cos": scored[0][1], "sentence_lex": scored[0][2],
+                "specifics": _specifics_found(question, f"{top.article.title} {top.article.date or ''} {top_chunk.text}"),
+                "type": 1.0 if qtype is None else _type_match(qtype, top.article.text[top.span[0]:top.span[1]], qtext_lower)}
+    confidence = _sigmoid(model["bias"] + sum(model["weights"].get(k, 0.0) * v for k, v in features.items()))
 
     if confidence < (model["threshold"] if refuse_below is None else refuse_below):
         related = _citations([(s, c) for s, _, _, c in _diverse(scored, 3)])
@@ -137,7 +141,32 @@ def answer(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray,
 
 
 def feature_names() -> list[str]:
-    return list(REFUSAL_MODEL["weights"])
+    """The refusal features `answer` computes, in the order bench/calibrate.py fits them."""
+    return ["dense", "coverage", "sentence_cos", "sentence_lex", "specifics", "type"]
+
+
+_SPECIFIC = re.compile(r"\d[\d.,]*|(?<=\s)[A-Z][\w'’.-]*")
+
+
+def specifics(question: str) -> set[str]:
+    """The question's names and numbers ("2022", "Nobel", "Ishiba"): the words an answer about
+    the same topic but another event, year or person lacks. The first word is skipped
+    (capitalised anyway)."""
+    out = set()
+    for m in _SPECIFIC.finditer(" " + question.strip()):
+        if m.start() == 1 and not m.group(0)[0].isdigit():
+            continue  # the question's first word
+        out.update(terms(m.group(0)))
+    return out
+
+
+def _specifics_found(question: str, text: str) -> float:
+    """Share of the question's names and numbers in ``text``; 1.0 when it has none."""
+    wanted = specifics(question)
+    if not wanted:
+        return 1.0
+    have = set(terms(text))
+    return sum(t in have for t in wanted) / len(wanted)
 
 
 def _type_match(qtype: str | None, sentence: str, question_lower: str) -> float:

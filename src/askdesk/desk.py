@@ -18,10 +18,10 @@ from . import generate as generate_mod
 from . import index as index_mod
 from .chunk import ENCODING, chunk_article, split_sentences
 from .config import Config
-from .embed import Embedder, SentenceTransformerEmbedder
+from .embed import Embedder, SentenceTransformerEmbedder, embed_with_spans
 from .errors import BadInputError, BadQuestionError, EmptyCorpusError
 from .ingest import Skipped, normalize_date, read_articles
-from .retrieve import BM25, fuse, terms
+from .retrieve import BM25, fuse, terms, top_rows
 from .types import Answer, Article, Chunk, Hit
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ class _State:
     snap: index_mod.Snapshot
     bm25: BM25
     generation: str
+    sent_lo: np.ndarray  # per chunk row: its first whole sentence's row in snap.sentence_vectors
+    sent_hi: np.ndarray  # ... and one past its last
 
 
 class Desk:
@@ -56,7 +58,8 @@ class Desk:
         self.config = config or Config.from_env()
         self.index_dir = Path(index_dir) if index_dir is not None else self.config.index
         self.embedder = embedder or SentenceTransformerEmbedder(
-            self.config.model, batch_size=self.config.batch_size, max_wordpieces=self.config.max_wordpieces)
+            self.config.model, batch_size=self.config.batch_size, max_wordpieces=self.config.max_wordpieces,
+            quantize=self.config.int8)
         self._state: _State | None = None
         self._load_lock = threading.Lock()
         self.generator = generator if generator is not None else generate_mod.from_config(self.config)
@@ -191,18 +194,21 @@ class Desk:
     def _retrieve(self, state: _State, query: str, qvec: np.ndarray, k: int,
                   window: tuple[str | None, str | None] = (None, None)) -> list[Hit]:
         n = self.config.candidates
-        allowed = _in_window(state.snap, window)
-        dense = state.snap.search(qvec, n, allowed=allowed)
-        lexical = state.bm25.top(terms(query), n, allowed=allowed)
-        dmap, lmap = dict(dense), dict(lexical)
-        fused = fuse(dense, lexical)[:k]
-        chunks = state.snap.chunks
-        # Chunks found only lexically still need a dense score for the answerer.
-        missing = [r for r, _ in fused if r not in dmap]
-        if missing:
-            for r in missing:
-                dmap[r] = float(self._chunk_vector(state, r) @ qvec)
-        return [Hit(chunks[r], s, dmap[r], lmap.get(r, 0.0)) for r, s in fused]
+        snap = state.snap
+        allowed = _in_window(snap, window)
+        dense = snap.search(qvec, n, allowed=allowed)
+        lex = state.bm25.scores(terms(query))
+        if allowed is not None:
+            lex = np.where(allowed, lex, 0.0)
+        rows = list(dict.fromkeys([r for r, _ in dense] + [r for r, _ in top_rows(lex, n)]))
+        if not rows:
+            return []
+        dmap = dict(dense)
+        # Chunks found only by BM25 still need their cosine.
+        cos = np.array([dmap[r] if r in dmap else float(self._chunk_vector(state, r) @ qvec) for r in rows])
+        fused = fuse(rows, cos, _best_sentence_cos(state, rows, qvec, cos), lex[rows])[:k]
+        at = {r: i for i, r in enumerate(rows)}
+        return [Hit(snap.chunks[r], s, float(cos[at[r]]), float(lex[r])) for r, s in fused]
 
     def _chunk_vector(self, state: _State, row: int) -> np.ndarray:
         return state.snap.faiss_index.reconstruct(index_mod.faiss_id(state.snap.chunks[row].id))
@@ -254,7 +260,7 @@ class Desk:
             if self._state is not None and self._state.generation == gen:
                 return
             snap = index_mod.load(self.index_dir, expect=self._expect())
-            self._state = _State(snap, BM25.from_arrays(snap.lexical), snap.path.name)
+            self._state = _State(snap, BM25.from_arrays(snap.lexical), snap.path.name, *_sentence_ranges(snap))
             logger.info("loaded index %s", snap.path)
 
     def _write(self, plan: Callable[[list[Article]], list[Article]], skipped: list[Skipped],
@@ -279,9 +285,10 @@ class Desk:
 
             chunks: list[Chunk] = []
             sentences: dict[str, list[tuple[int, int]]] = {}
-            todo: list[str] = []  # texts to embed
-            chunk_slots: list[int | None] = []  # per chunk: row in todo, or None when reused
-            sent_slots: dict[str, int] = {}  # article id -> first row of its sentences in todo
+            texts: list[str] = []  # chunk texts to embed, title line first
+            spans: list[list[tuple[int, int]]] = []  # per text: the sentences pooled from its pass
+            chunk_slots: list[int | None] = []  # per chunk: row in texts, or None when reused
+            sent_slots: dict[str, list[tuple[int, int]]] = {}  # new article -> per sentence (text row, span no.)
             old_chunks: dict[str, list[Chunk]] = {}
             for c in (old.chunks if reuse_ok else ()):
                 old_chunks.setdefault(c.article_id, []).append(c)
@@ -294,39 +301,52 @@ class Desk:
                     sentences[a.id] = split_sentences(a.text)
                     article_chunks = chunk_article(a, max_tokens=cfg.chunk_tokens, overlap=cfg.chunk_overlap,
                                                    fits=lambda t, p=prefix: self.embedder.fits(p + t))
+                rows = {}
                 for c in article_chunks:
                     chunks.append(c)
                     if c.id in old_chunk_vecs:
                         chunk_slots.append(None)
                     else:
-                        chunk_slots.append(len(todo))
-                        todo.append(prefix + c.text)
+                        chunk_slots.append(len(texts))
+                        rows[c.id] = len(texts)
+                        texts.append(prefix + c.text)
+                        spans.append([])
                 if a.id not in old_ids:
-                    sent_slots[a.id] = len(todo)
-                    todo.extend(a.text[s:e] for s, e in sentences[a.id])
-            total = len(todo)
-            done = 0
+                    slots = []
+                    for s_, e_ in sentences[a.id]:
+                        c = _home_chunk(article_chunks, s_, e_, rows)
+                        if c is None:  # no embedded chunk holds the whole sentence: it is embedded alone
+                            texts.append(a.text[s_:e_])
+                            spans.append([(0, e_ - s_)])
+                            slots.append((len(texts) - 1, 0))
+                        else:
+                            off = len(prefix) - c.start  # article offsets -> offsets in the chunk's text
+                            spans[rows[c.id]].append((s_ + off, e_ + off))
+                            slots.append((rows[c.id], len(spans[rows[c.id]]) - 1))
+                    sent_slots[a.id] = slots
+            total = len(texts)
             if progress:
                 progress(0, total, "embedding")
+            done = 0
 
             def tick(n: int) -> None:
                 nonlocal done
                 done += n
                 if progress:
-                    progress(done, total, "embedding")
+                    progress(min(done, total), total, "embedding")
 
             logger.info("embedding %d texts (%d chunks reused)", total, len(old_chunk_vecs))
-            new_vecs = self.embedder.embed_documents(todo, progress=tick)
+            new_vecs, span_vecs, n_encoded = embed_with_spans(self.embedder, texts, spans, progress=tick)
             dim = new_vecs.shape[1] if total else (old.manifest["dim"] if old else self.embedder.dim)
             chunk_vecs = np.stack([old_chunk_vecs[c.id] if slot is None else new_vecs[slot]
                                    for c, slot in zip(chunks, chunk_slots)]).astype(np.float32)
             sent_blocks = []
             for a in articles:
-                n = len(sentences[a.id])
                 if a.id in sent_slots:
-                    sent_blocks.append(new_vecs[sent_slots[a.id]:sent_slots[a.id] + n])
+                    block = [span_vecs[r][j] for r, j in sent_slots[a.id]]
+                    sent_blocks.append(np.stack(block) if block else np.zeros((0, dim), np.float32))
                 else:
-                    r = old.sentence_row[a.id]
+                    r, n = old.sentence_row[a.id], len(sentences[a.id])
                     sent_blocks.append(old.sentence_vectors[r:r + n].astype(np.float32))
             sent_vecs = np.concatenate(sent_blocks) if sent_blocks else np.zeros((0, dim), np.float32)
             if progress:
@@ -338,12 +358,12 @@ class Desk:
                               sentence_vectors=sent_vecs, chunks=chunks, chunk_vectors=chunk_vecs,
                               lexical=bm25.to_arrays())
             self._reload()
-            return {**stats, "embedded": total, **self._counts()}
+            return {**stats, "embedded": n_encoded, **self._counts()}
 
     def _chunk_settings(self) -> dict:
         c = self.config
         return {"chunk_tokens": c.chunk_tokens, "chunk_overlap": c.chunk_overlap, "max_wordpieces": c.max_wordpieces,
-                "title_prefix": True}
+                "title_prefix": True, "sentence_vectors": "late-pooled", "int8": c.int8}
 
     def _old_snapshot(self) -> index_mod.Snapshot | None:
         if index_mod.current_generation(self.index_dir) is None:
@@ -383,6 +403,52 @@ def _in_window(snap: index_mod.Snapshot, window: tuple[str | None, str | None]) 
     ok = {a.id for a in snap.articles.values()
           if a.date is not None and (lo is None or a.date >= lo) and (hi is None or a.date <= hi)}
     return np.fromiter((c.article_id in ok for c in snap.chunks), dtype=bool, count=len(snap.chunks))
+
+
+def _sentence_ranges(snap: index_mod.Snapshot) -> tuple[np.ndarray, np.ndarray]:
+    """For each chunk, the rows of the sentences that lie wholly inside it (a contiguous range:
+    an article's sentences are sorted and do not overlap)."""
+    from bisect import bisect_left, bisect_right
+
+    lo = np.zeros(len(snap.chunks), dtype=np.int64)
+    hi = np.zeros(len(snap.chunks), dtype=np.int64)
+    bounds: dict[str, tuple[list[int], list[int]]] = {}
+    for i, c in enumerate(snap.chunks):
+        if c.article_id not in bounds:
+            spans = snap.sentences[c.article_id]
+            bounds[c.article_id] = ([s for s, _ in spans], [e for _, e in spans])
+        starts, ends = bounds[c.article_id]
+        base = snap.sentence_row[c.article_id]
+        lo[i] = base + bisect_left(starts, c.start)
+        hi[i] = base + max(bisect_right(ends, c.end), bisect_left(starts, c.start))
+    return lo, hi
+
+
+def _best_sentence_cos(state: _State, rows: Sequence[int], qvec: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Each chunk's best sentence cosine to the question (its own cosine when it holds no whole sentence)."""
+    lo, hi = state.sent_lo[rows], state.sent_hi[rows]
+    sizes = hi - lo
+    if not sizes.sum():
+        return fallback.copy()
+    idx = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
+    sims = np.asarray(state.snap.sentence_vectors[idx], dtype=np.float32) @ qvec
+    out = fallback.astype(np.float64).copy()
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    nonempty = sizes > 0
+    out[nonempty] = np.maximum.reduceat(sims, starts[nonempty])
+    return out
+
+
+def _home_chunk(chunks: Sequence[Chunk], s: int, e: int, embedded: dict) -> Chunk | None:
+    """The embedded chunk holding sentence [s, e) with the most context around it (overlap puts a
+    sentence in two chunks; the one where it sits nearer the middle reads it better)."""
+    best, best_gap = None, -1
+    for c in chunks:
+        if c.id in embedded and c.start <= s and e <= c.end:
+            gap = min(s - c.start, c.end - e)
+            if gap > best_gap:
+                best, best_gap = c, gap
+    return best
 
 
 def _title_prefix(a: Article) -> str:

@@ -111,12 +111,7 @@ class BM25:
         s = self.scores(query_terms)
         if allowed is not None:
             s = np.where(allowed, s, 0.0)
-        if not len(s):
-            return []
-        k = min(k, len(s))
-        idx = np.argpartition(-s, k - 1)[:k]
-        idx = idx[np.argsort(-s[idx], kind="stable")]
-        return [(int(i), float(s[i])) for i in idx if s[i] > 0]
+        return top_rows(s, k)
 
     def idf_of(self, term: str) -> float:
         """A term's IDF; unseen terms get the maximum (they are as rare as it gets)."""
@@ -125,9 +120,54 @@ class BM25:
         return float(self.idf[i]) if i is not None else math.log1p((n + 0.5) / 0.5)
 
 
-def fuse(dense: Sequence[tuple[int, float]], lexical: Sequence[tuple[int, float]], *,
-         dense_weight: float = 0.4, k: int = 2) -> list[tuple[int, float]]:
-    """Reciprocal-rank fusion, weighted: rows found by both lists rise, neither side is discarded."""
+def top_rows(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The ``k`` highest positive scores as (row, score), best first."""
+    if not len(scores) or k <= 0:
+        return []
+    k = min(k, len(scores))
+    idx = np.argpartition(-scores, k - 1)[:k]
+    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    return [(int(i), float(scores[i])) for i in idx if scores[i] > 0]
+
+
+def fuse(rows: Sequence[int], dense: np.ndarray, sentence: np.ndarray, lexical: np.ndarray, *,
+         dense_weight: float = 0.6, sentence_share: float = 0.5) -> list[tuple[int, float]]:
+    """Score fusion over the union of both retrievers' candidates, best first.
+
+    Args:
+        rows: candidate chunk rows (found by the dense search, BM25, or both).
+        dense: each candidate's cosine to the question.
+        sentence: each candidate's best sentence cosine (a chunk that holds one sentence on the
+            question's topic among others about something else still ranks).
+        lexical: each candidate's BM25 score (0: no question word in it).
+        dense_weight: share of the meaning side against the words side.
+        sentence_share: share of the best sentence within the meaning side.
+
+    Cosines are min-max scaled over the candidates (their spread, not their level, tells the
+    candidates apart); BM25 is divided by its maximum, so a chunk without the question's words
+    gets 0. Unlike rank fusion, a large gap on one side survives: measured on squad-dev (dev half)
+    this beats weighted RRF on MRR@10 by about 3 points (docs/quality.md).
+    """
+    if not len(rows):
+        return []
+    meaning = (1 - sentence_share) * _minmax(np.asarray(dense)) + sentence_share * _minmax(np.asarray(sentence))
+    lex = np.asarray(lexical, dtype=np.float64)
+    top = float(lex.max())
+    words = lex / top if top > 0 else np.zeros_like(lex)
+    score = dense_weight * meaning + (1 - dense_weight) * words
+    order = np.argsort(-score, kind="stable")
+    return [(int(rows[i]), float(score[i])) for i in order]
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.ones_like(x)
+
+
+def rrf(dense: Sequence[tuple[int, float]], lexical: Sequence[tuple[int, float]], *,
+        dense_weight: float = 0.4, k: int = 2) -> list[tuple[int, float]]:
+    """Weighted reciprocal-rank fusion (the earlier default; kept as the baseline bench/fusion.py measures)."""
     scores: dict[int, float] = {}
     for w, ranked in ((dense_weight, dense), (1.0 - dense_weight, lexical)):
         for rank, (row, _) in enumerate(ranked):

@@ -1,0 +1,80 @@
+"""Retrieval fusion on a kept index: weighted RRF against score fusion, over a grid of weights.
+
+    askdesk eval retrieval ../shared/data/squad-dev --index-dir /tmp/squad-index   # once, keeps the index
+    python bench/fusion.py /tmp/squad-index ../shared/data/squad-dev [--dev 2631]
+
+Every query's candidates (dense top-50 and BM25 top-50, as `Desk` retrieves them) and their
+signals are computed once; each variant then only re-ranks them, so the grid takes seconds.
+Weights are chosen on the first ``--dev`` queries (squad-dev's first 12 articles) and reported
+on the rest, which they never saw. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("index")
+    ap.add_argument("data")
+    ap.add_argument("--dev", type=int, default=2631)
+    args = ap.parse_args()
+
+    from askdesk import Desk
+    from askdesk.desk import _best_sentence_cos
+    from askdesk.eval import _read_corpus, _read_jsonl, _read_qrels, mrr_at_k, recall_at_k
+    from askdesk.retrieve import fuse, rrf, terms, top_rows
+
+    desk = Desk.open(args.index)
+    state = desk._current()
+    snap = state.snap
+    root = Path(args.data)
+    _, doc_of = _read_corpus(root)
+    qrels = _read_qrels(root)
+    queries = [q for q in _read_jsonl(root / "queries.jsonl", "queries") if qrels.get(str(q["_id"]))]
+    n = desk.config.candidates
+    feats = []
+    for i, q in enumerate(queries):
+        qvec = desk.embedder.embed_query(q["text"])
+        dense = snap.search(qvec, n)
+        lex = state.bm25.scores(terms(q["text"]))
+        lexical = top_rows(lex, n)
+        rows = list(dict.fromkeys([r for r, _ in dense] + [r for r, _ in lexical]))
+        dmap = dict(dense)
+        cos = np.array([dmap[r] if r in dmap else float(desk._chunk_vector(state, r) @ qvec) for r in rows])
+        feats.append((rows, cos, _best_sentence_cos(state, rows, qvec, cos), lex[rows], dense, lexical,
+                      qrels[str(q["_id"])]))
+        if i % 500 == 0:
+            print(f"{i}/{len(queries)}", file=sys.stderr, flush=True)
+
+    def score(rank_fn, part: slice) -> dict:
+        r5, mrr = [], []
+        for rows, cos, sent, lex, dense, lexical, rels in feats[part]:
+            ranked = list(dict.fromkeys(doc_of[snap.chunks[r].article_id] for r, _ in rank_fn(rows, cos, sent, lex, dense, lexical)))[:10]
+            r5.append(recall_at_k(ranked, rels, 5))
+            mrr.append(mrr_at_k(ranked, rels, 10))
+        return {"recall@5": round(float(np.mean(r5)), 4), "mrr@10": round(float(np.mean(mrr)), 4)}
+
+    dev, test = slice(0, args.dev), slice(args.dev, None)
+    out = {"rrf 0.4/k2 (before)": {s: score(lambda r, c, st, l, d, lx: rrf(d, lx), p) for s, p in (("dev", dev), ("test", test))}}
+    grid = {}
+    for w, share in itertools.product((0.4, 0.5, 0.6, 0.7, 0.8), (0.0, 0.25, 0.5, 0.75, 1.0)):
+        grid[(w, share)] = score(lambda r, c, st, l, d, lx: fuse(r, c, st, l, dense_weight=w, sentence_share=share), dev)
+    best = max(grid, key=lambda k: grid[k]["mrr@10"] + grid[k]["recall@5"])
+    out["grid (dev)"] = {f"w={w} share={s}": v for (w, s), v in grid.items()}
+    out["best on dev"] = {"dense_weight": best[0], "sentence_share": best[1], "dev": grid[best],
+                          "test": score(lambda r, c, st, l, d, lx: fuse(r, c, st, l, dense_weight=best[0],
+                                                                         sentence_share=best[1]), test)}
+    out["shipped defaults"] = {s: score(lambda r, c, st, l, d, lx: fuse(r, c, st, l), p) for s, p in (("dev", dev), ("test", test))}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
