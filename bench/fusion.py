@@ -29,7 +29,7 @@ def main() -> None:
 
     from askdesk import Desk
     from askdesk.desk import _best_sentence_cos
-    from askdesk.eval import _read_corpus, _read_jsonl, _read_qrels, mrr_at_k, recall_at_k
+    from askdesk.eval import _read_corpus, _read_jsonl, _read_qrels, mrr_at_k, ndcg_at_k, recall_at_k
     from askdesk.retrieve import fuse, rrf, terms, top_rows
 
     desk = Desk.open(args.index)
@@ -55,12 +55,14 @@ def main() -> None:
             print(f"{i}/{len(queries)}", file=sys.stderr, flush=True)
 
     def score(rank_fn, part: slice) -> dict:
-        r5, mrr = [], []
+        r5, mrr, ndcg = [], [], []
         for rows, cos, sent, lex, dense, lexical, rels in feats[part]:
             ranked = list(dict.fromkeys(doc_of[snap.chunks[r].article_id] for r, _ in rank_fn(rows, cos, sent, lex, dense, lexical)))[:10]
             r5.append(recall_at_k(ranked, rels, 5))
             mrr.append(mrr_at_k(ranked, rels, 10))
-        return {"recall@5": round(float(np.mean(r5)), 4), "mrr@10": round(float(np.mean(mrr)), 4)}
+            ndcg.append(ndcg_at_k(ranked, rels, 10))
+        return {"recall@5": round(float(np.mean(r5)), 4), "mrr@10": round(float(np.mean(mrr)), 4),
+                "ndcg@10": round(float(np.mean(ndcg)), 4)}
 
     dev, test = slice(0, args.dev), slice(args.dev, None)
     out = {"rrf 0.4/k2 (before)": {s: score(lambda r, c, st, l, d, lx: rrf(d, lx), p) for s, p in (("dev", dev), ("test", test))}}
@@ -72,6 +74,10 @@ def main() -> None:
     out["best on dev"] = {"dense_weight": best[0], "sentence_share": best[1], "dev": grid[best],
                           "test": score(lambda r, c, st, l, d, lx: fuse(r, c, st, l, dense_weight=best[0],
                                                                          sentence_share=best[1]), test)}
+    for name, kw in (("dense alone (chunk cosine)", {"dense_weight": 1.0, "sentence_share": 0.0}),
+                     ("dense alone (best sentence)", {"dense_weight": 1.0, "sentence_share": 1.0}),
+                     ("bm25 alone", {"dense_weight": 0.0})):
+        out[name] = {s: score(lambda r, c, st, l, d, lx, kw=kw: fuse(r, c, st, l, **kw), p) for s, p in (("dev", dev), ("test", test))}
     out["shipped defaults"] = {s: score(lambda r, c, st, l, d, lx: fuse(r, c, st, l), p) for s, p in (("dev", dev), ("test", test))}
     print(json.dumps(out, indent=1))
 
