@@ -116,7 +116,8 @@ def read_article(path: str | Path, *, root: str | Path | None = None, max_bytes:
         raise BadInputError(f"{path.name!r} has no article text")
     title = (meta.get("title") or "").strip() or path.stem
     # Never the file's mtime: a copied or re-saved file would get the wrong day.
-    date_iso = normalize_date(meta.get("date")) or dateline_date(body, year_hint=_year_hint(meta.get("url"), rel))
+    hint = _year_hint(meta.get("url"), rel)  # a dateline may have been taken for the title line
+    date_iso = normalize_date(meta.get("date")) or dateline_date(body, year_hint=hint) or dateline_date(title, year_hint=hint)
     source, url = meta.get("source") or None, meta.get("url") or None
     # The id covers the metadata too: a corrected title or date is an update, not "unchanged".
     return Article(id=article_id(url or rel, "\n".join(map(str, (title, date_iso, source, body)))),

@@ -356,7 +356,7 @@ def find_figures(sentence: str) -> list[Figure]:
             continue
         cur, num, scale, unit = m.group("cur"), m.group("num"), (m.group("scale") or "").lower(), m.group("unit")
         after = sentence[m.end("num"):m.end("num") + 1]
-        if after and (after.isalpha() and not scale and not (unit or "").startswith(after)) or after == "-":
+        if after == "-" or after.isalpha() and not scale and (unit or "").lower() in ("", "st", "nd", "rd", "th"):
             continue  # "90th", "Q1", "18-month"
         unit_l = (unit or "").lower()
         if unit_l in _STOP or unit_l in _SCALE or cur and unit_l not in ("%", "percent", "per cent"):
@@ -403,8 +403,8 @@ def disagree(a: Figure, b: Figure) -> bool:
     if a.unit != b.unit or a.hedged or b.hedged:
         return False
     if a.unit == "date":
-        ya, yb = str(a.value)[:4], str(b.value)[:4]
-        if a.value == b.value or str(a.value)[4:] == str(b.value)[4:] and "?" in (ya + yb):
+        (ya, da), (yb, db) = str(a.value).split("-", 1), str(b.value).split("-", 1)
+        if a.value == b.value or da == db and "?" in (ya + yb):
             return False  # "7 February" and "7 February 2025" are the same day
     elif abs(a.value - b.value) <= 0.005 * max(abs(a.value), abs(b.value)):
         return False
