@@ -327,7 +327,7 @@ _UNITS = {"%": "%", "percent": "%", "per cent": "%", "pc": "%", "tons": "tonnes"
           "pounds": "£", "yen": "¥", "persons": "people", "person": "people"}
 _NUMBER = re.compile(r"(?P<cur>US\$|[$€£¥])?\s?(?P<num>(?<![\w.,])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])\d+(?:\.\d+)?)"
                      r"(?:\s?(?P<scale>thousand|million|billion|trillion|bn|mn|tn|[mbk])\b)?"
-                     r"(?:\s?(?P<unit>%|per ?cent\b|[a-zA-Z]+\b))?")
+                     r"(?:\s?(?P<unit>%|per ?cent\b|[a-zA-Z]+\b))?", re.I)
 _DATE = re.compile(rf"\b(?:(?P<m1>{_MONTH_RE})\.? (?P<d1>\d{{1,2}})(?:st|nd|rd|th)?(?:,? (?P<y1>(?:19|20)\d\d))?"
                    rf"|(?P<d2>\d{{1,2}})(?:st|nd|rd|th)? (?P<m2>{_MONTH_RE})(?:,? (?P<y2>(?:19|20)\d\d))?)\b", re.I)
 _PERIOD_WORDS = re.compile(rf"\b(?:(?:19|20)\d\d|{_MONTH_RE}|q[1-4]|(?:first|second|third|fourth) quarter|"
@@ -361,8 +361,8 @@ def find_figures(sentence: str) -> list[Figure]:
         unit_l = (unit or "").lower()
         if unit_l in _STOP or unit_l in _SCALE or cur and unit_l not in ("%", "percent", "per cent"):
             unit, unit_l = None, ""  # "$14.9 billion attempt": the dollar sign is the unit
-        if not cur and not scale and not unit_l and re.fullmatch(r"(?:19|20)\d\d", num):
-            continue  # a year
+        if not cur and not scale and unit_l != "%" and re.fullmatch(r"(?:19|20)\d\d", num):
+            continue  # a year ("2019 US Open")
         norm = _UNITS.get((cur or "").lower()) or cur or _UNITS.get(unit_l) or (unit_l.rstrip("s") if unit_l else "")
         if not norm:
             continue  # a bare number: what it counts is unknown
@@ -370,16 +370,23 @@ def find_figures(sentence: str) -> list[Figure]:
         end = m.end("unit") if unit else (m.end("scale") if scale else m.end("num"))
         out.append(((m.start(), end), sentence[m.start():end].strip(), value, norm, bool(_HEDGE.search(sentence[:m.start()]))))
     figures = []
+    spans = [span for span, *_ in out]
     for (s, e), text, value, unit, hedged in out:
         rest = sentence[:s] + " " + sentence[e:]
-        figures.append(Figure(text, value, unit, _subject(sentence, s, e),
+        lo = max([b for a, b in spans if b <= s], default=0)  # the subject stops at a neighbouring figure
+        hi = min([a for a, b in spans if a >= e], default=len(sentence))
+        figures.append(Figure(text, value, unit, _subject(sentence[lo:hi], s - lo, e - lo),
                               frozenset(w.lower() for w in _PERIOD_WORDS.findall(rest)), hedged, (s, e)))
     return figures
 
 
+_CLAUSE = re.compile(r"[,;:()·|]|\s(?:and|but|vs\.?|versus|while|whereas)\s|\s[–—-]\s|\.\.\.|…")
+
+
 def _subject(sentence: str, s: int, e: int, reach: int = 8) -> frozenset:
-    before = re.findall(r"[A-Za-z][\w'’-]+", sentence[:s])[-reach:]
-    after = re.findall(r"[A-Za-z][\w'’-]+", sentence[e:])[:reach]
+    """Content words of the figure's clause, up to ``reach`` each side: what the figure is about."""
+    before = re.findall(r"[A-Za-z][\w'’-]+", _CLAUSE.split(sentence[:s])[-1])[-reach:]
+    after = re.findall(r"[A-Za-z][\w'’-]+", _CLAUSE.split(sentence[e:])[0])[:reach]
     return frozenset(_stem(w) for w in before + after
                      if w.lower() not in _STOP and w.lower() not in _SCALE and w.lower() not in _UNITS
                      and not _PERIOD_WORDS.fullmatch(w))
