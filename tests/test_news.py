@@ -9,7 +9,8 @@ import json
 import pytest
 
 from askdesk import Config, Desk, news
-from askdesk.news import Quote, asked_speaker, disagree, find_figures, find_quotes, resolve_period, same_person
+from askdesk.news import disagree, find_figures, resolve_period
+from askdesk.quotes import asked_speaker, find_quotes, same_person
 from conftest import FakeEmbedder, write
 
 # ---- relative dates ---------------------------------------------------------------------------------
