@@ -11,7 +11,7 @@ import pytest
 from askdesk import Config, Desk, news
 from askdesk.news import disagree, find_figures, resolve_period
 from askdesk.quotes import asked_speaker, find_quotes, same_person
-from conftest import FakeEmbedder, write
+from conftest import write
 
 # ---- relative dates ---------------------------------------------------------------------------------
 

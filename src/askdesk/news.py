@@ -23,8 +23,8 @@ AS_OF = "As of {date}: {text}"
 QUOTE_ANSWER = "{speaker}: “{quote}” [{n}]"  # a quotation, marked as one, with the person the article names  # an answer about a figure that changes, dated by its cited article
 CONFLICT = "Reports differ on {about}: {values}."
 NO_QUOTE_NOTE = "No quotation from {speaker} on this was found in the articles; this is the closest passage."
-PERIOD_FALLBACK_NOTE = ("Nothing published {phrase} ({since} to {until}) answers this; "
-                        "the answer uses articles from any date.")
+PERIOD_CHUNKS = 3  # of the 5 chunks answered from, this many from the question's period; see docs/news.md
+PERIOD_FALLBACK_NOTE = "Nothing was published {phrase} ({since} to {until}); the answer uses articles from any date."
 
 _MONTH_RE = r"(?:january|february|march|april|may|june|july|august|september|sept|october|november|december)"
 
