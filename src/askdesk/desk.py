@@ -172,7 +172,6 @@ class Desk:
         if history and _FOLLOW_UP.search(q):
             query = f"{history[-1]} {query}"
         qvec = self.embedder.embed_query(query)
-
         hits = self._retrieve(state, query, qvec, self.config.top_k, window)
         note, period_info = None, None
         if period is not None:
@@ -196,8 +195,7 @@ class Desk:
         passages = self._passages(state, hits, qvec)
         quoted = tuple({"text": c.sentence, "cites": [c.n], "supported": True, "evidence": c.sentence} for c in cites)
         base = Answer(question=q, text=text, refused=refused, citations=cites, related=related, confidence=conf,
-                      timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000},
-                      sentences=quoted,
+                      timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000}, sentences=quoted,
                       note=note, period=period_info)
         if self.generator is None or refused:  # the extractive refusal stands: the LLM is not asked
             yield news.enrich(base, passages)
