@@ -328,6 +328,6 @@ def test_news_conflict_quote_and_date_range(page, app, tmp_path):
     ask(page, app, "How much cargo did the port of Varsk handle?")
     sources = page.inner_text("#sources")
     assert "Daily Ledger" in sources and "Harbor Times" not in sources and "Reports differ" not in sources
-    set_dates(page, since="2030-01-01")  # nothing published then
-    ask(page, app, "How much cargo did the port of Varsk handle?")
+    set_dates(page, since="2030-01-01")  # nothing published then (a new wording: the panel must change)
+    ask(page, app, "How much cargo went through the port of Varsk?")
     assert "Not answered" in last_reply(page)
