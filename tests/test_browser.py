@@ -275,3 +275,59 @@ def test_upload_limits_show_a_clear_message(page, app, name, size, message):
     page.get_by_text(message).first.wait_for(timeout=ADD_TIMEOUT_MS)
     assert name in page.get_by_text(message).first.inner_text()
     assert not (app.corpus / name).exists()
+
+
+SNEAKY = "<img src=x onerror=window.__pwned=5>"  # no double quotes: it sits inside a quotation
+PORT_A = f"""---
+title: Varsk port has record year
+date: 2024-03-01
+source: Harbor Times
+---
+The port of Varsk handled 12.1 million tonnes of cargo last year, the port authority said.
+
+Harbour master Ilse Brandt was pleased with the result. "The new breakwater {SNEAKY} made all the difference for our fishing fleet," she said.
+"""
+PORT_B = """---
+title: Cargo boom at Varsk
+date: 2024-03-05
+source: Daily Ledger
+---
+The port of Varsk handled 12.4 million tonnes of cargo last year, according to the port authority.
+"""
+
+
+def set_dates(page, since: str = "", until: str = "") -> None:
+    """Fill the Dates panel's range (opened first) and commit each field with Enter."""
+    if not page.locator("#since input").first.is_visible():
+        page.click("#dates-panel > button")
+    for sel, value in (("#since input", since), ("#until input", until)):
+        box = page.locator(sel).first
+        box.fill(value)
+        box.press("Enter")
+
+
+def test_news_conflict_quote_and_date_range(page, app, tmp_path):
+    for name, text in (("varsk_port_a.md", PORT_A), ("varsk_port_b.md", PORT_B)):
+        status = upload(page, {"name": name, "mimeType": "text/markdown", "buffer": text.encode()})
+        assert "Added 1 new" in status or "already in the index" in status, status
+    ask(page, app, "How much cargo did the port of Varsk handle?")
+    box = page.locator("#sources .ad-conflicts")
+    assert "Reports differ" in box.inner_text()
+    assert "12.1 million tonnes [" in box.inner_text() and "12.4 million tonnes [" in box.inner_text()
+    assert "Harbor Times, 1 March 2024" in box.inner_text() and "Daily Ledger, 5 March 2024" in box.inner_text()
+
+    ask(page, app, "What did Brandt say about the breakwater?")
+    quote = page.locator("#sources .ad-quote").first
+    assert SNEAKY in quote.inner_text() and quote.locator(".ad-speaker").inner_text() == "Ilse Brandt"
+    assert "Ilse Brandt:" in last_reply(page) and SNEAKY in last_reply(page)
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#sources img[src='x'], #chat img[src='x']").count() == 0
+
+    set_dates(page, since="2024-03-03")  # only the Daily Ledger's report is in range: no disagreement left
+    ask(page, app, "How much cargo did the port of Varsk handle?")
+    sources = page.inner_text("#sources")
+    assert "Daily Ledger" in sources and "Harbor Times" not in sources and "Reports differ" not in sources
+    set_dates(page, since="2030-01-01")  # nothing published then (a new wording: the panel must change)
+    ask(page, app, "How much cargo went through the port of Varsk?")
+    assert "Not answered" in last_reply(page)

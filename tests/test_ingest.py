@@ -95,3 +95,39 @@ def test_a_corrected_title_or_date_changes_the_id(tmp_path):
     write(f, "---\ntitle: New\ndate: 2024-01-02\n---\nSame body.")
     ids.add(read_article(f).id)
     assert len(ids) == 3
+
+
+@pytest.mark.parametrize("opening,hint,expected", [
+    ("WASHINGTON, March 3, 2025 (Reuters) - The Senate voted.", None, "2025-03-03"),
+    ("LONDON, 3 March 2025 — Ministers met.", None, "2025-03-03"),
+    ("NEW YORK, Feb. 7, 2025 (AP) — Stocks rose.", None, "2025-02-07"),
+    ("Feb 7, 2021 ... Super Bowl LV will be played in Tampa.", None, "2021-02-07"),
+    ("Feb 7 (Reuters) - Japan's prime minister met Trump.", 2025, "2025-02-07"),
+    ("Feb 7 (Reuters) - Japan's prime minister met Trump.", None, None),  # no year anywhere: no date
+    ("LONDON — Tuesday was a busy day in parliament.", 2025, None),  # a weekday is no date
+    ("March 3 was a good day for the port.", 2025, None),  # a sentence, not a dateline
+    ("WASHINGTON, Feb 30, 2024 (Reuters) - Nothing.", None, None),
+])
+def test_dateline_dates(opening, hint, expected):
+    from askdesk.ingest import dateline_date
+
+    assert dateline_date(opening, year_hint=hint) == expected
+
+
+def test_dateline_used_when_no_metadata_and_year_from_url(tmp_path):
+    a = read_article(write(tmp_path / "a.txt", "Senate votes\n\nWASHINGTON, March 3, 2025 (Reuters) - The Senate voted."))
+    assert a.date == "2025-03-03"
+    b = read_article(write(tmp_path / "b.txt", "Title: Summit\nURL: https://news.example/2025/02/07/summit\n\n"
+                                               "Feb 7 (Reuters) - Japan's prime minister met Trump."))
+    assert b.date == "2025-02-07"
+    c = read_article(write(tmp_path / "c.md", "---\ndate: 2025-01-01\n---\nNote\n\nFeb 7, 2021 ... old snippet."))
+    assert c.date == "2025-01-01"  # front matter wins over the dateline
+
+
+def test_html_without_date_metadata_uses_the_dateline(tmp_path):
+    html = """<html><head><title>Rail deal signed</title></head><body><article><h1>Rail deal signed</h1>
+    <p>BERLIN, June 3, 2024 (Ledger Wire) - The two governments signed a rail agreement worth 4 billion euros,
+    ending years of negotiation over the cross-border line between the two capitals.</p>
+    <p>Construction is due to start in 2026 and the line should open in 2031, officials said.</p></article></body></html>"""
+    a = read_article(write(tmp_path / "r.html", html))
+    assert a.date == "2024-06-03"

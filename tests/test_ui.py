@@ -5,6 +5,7 @@ No model and no browser: a FakeDesk stands in for `Desk` where the page needs on
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -34,12 +35,15 @@ class FakeDesk:
         self.asked: list[tuple[str, list[str] | None]] = []
         self.added: list[list[Path]] = []
 
-    def ask(self, question, *, history=None):
+    def ask(self, question, *, history=None, since=None, until=None, as_of=None):
         self.asked.append((question, history))
+        self.dates = {"since": since, "until": until, "as_of": as_of}
         if not question.strip():
             raise BadQuestionError("empty question; type a question")
         words = set(re.findall(r"\w+", question.lower()))
         for a in self.articles.values():
+            if a.date and (since and a.date < since or until and a.date > until):
+                continue
             for m in re.finditer(r"\S.*?\.(?=\s|$)", a.text):
                 if len(words & set(re.findall(r"\w+", m.group().lower()))) >= 2:
                     c = Citation(1, a.id, a.title, a.date, a.source, a.url, a.path, m.group().strip(), m.group(),
@@ -291,3 +295,43 @@ def test_page_adds_uploaded_files(page, tmp_path):
     status, index, _files = fns["add_files"]([str(up)], progress=lambda *a, **k: None)
     assert desk.added == [[(tmp_path / "corpus" / "new.txt").resolve()]]
     assert "new: Fresh article" in status and '<span id="n-articles">2</span>' in index
+
+
+# ---- news: quotes, conflicts, dates ----
+
+def test_quote_is_marked_with_its_speaker_and_escaped():
+    c = cite(quote=f"We will {PAYLOAD} rebuild,", speaker=f"Ilse {PAYLOAD}")
+    out = ui.citation_html(c)
+    assert '<div class="ad-quote"><q>We will &lt;script&gt;' in out and "rebuild</q>" in out
+    assert '<span class="ad-speaker">Ilse &lt;script&gt;' in out
+    assert "<script" not in out and "<img" not in out
+    assert "ad-quote" not in ui.citation_html(cite(quote="Words without a named speaker here", speaker=None))
+
+
+def test_conflicts_show_each_value_with_source_and_date_escaped():
+    a = Answer("q", "x", False, (cite(1, source="Harbor Times", date="2024-03-01"),
+                                 cite(2, source=PAYLOAD, date="2024-03-05")),
+               conflicts=({"about": f"the port handled … {PAYLOAD}", "values": [
+                   {"value": "12.1 million tonnes", "citation": 1}, {"value": f"12.4 {PAYLOAD}", "citation": 2}]},))
+    out = ui.sources_html(a)
+    assert "Reports differ" in out
+    assert "<b>12.1 million tonnes</b> [1] (Harbor Times, 1 March 2024) vs <b>12.4 &lt;script&gt;" in out
+    assert "<script" not in out and "<img" not in out
+    written = ui.answer_markdown(dataclasses.replace(a, generator="llm", sentences=(
+        {"text": "Figures differ.", "cites": [1, 2], "supported": True, "evidence": None},)))
+    assert "**Reports differ** on" in written and "<script" not in written
+
+
+def test_period_used_is_said_in_the_sources_panel():
+    a = Answer("What happened last week?", "x [1]", False, (cite(1),),
+               period={"phrase": "last week", "since": "2025-03-03", "until": "2025-03-09", "used": True})
+    assert "Preferring articles published last week: 3 March 2025 to 9 March 2025." in ui.sources_html(a)
+
+
+def test_page_passes_the_date_range(page):
+    desk, fns, _ = page
+    *_, (_, chat, sources, _) = fns["respond"]("How big was Nippon Steel's bid?", [], [], "2025-01-01", "", None)
+    assert desk.dates == {"since": "2025-01-01", "until": None, "as_of": None}
+    assert "14.9 billion" in chat[-1]["content"]
+    *_, (_, chat, sources, _) = fns["respond"]("How big was Nippon Steel's bid?", [], [], "2025-03-01", None, None)
+    assert "Not answered" in chat[-1]["content"]  # the only article is from 7 February

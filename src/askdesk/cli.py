@@ -177,6 +177,17 @@ def cmd_ask(args) -> int:
         where = " · ".join(x for x in (c.date, c.source, c.url or c.path) if x)
         print(f"[{c.n}] {c.title}" + (f" ({where})" if where else ""))
         print(f"    \"{c.sentence}\"")
+        if c.quote and c.speaker:
+            print(f"    quote: “{c.quote.rstrip(', ')}” — {c.speaker}")
+    by_n = {c.n: c for c in answer.citations}
+    for x in answer.conflicts:  # the answer's text says it too; here each value with its source
+        print(f"\nReports differ on {x['about']}:")
+        for v in x["values"]:
+            c = by_n.get(v["citation"])
+            print(f"  {v['value']} [{v['citation']}]" + (f" ({c.source or c.title}, {c.date})" if c else ""))
+    if answer.period and answer.period["used"]:
+        p = answer.period
+        print(f"\nDates: preferred articles published {p['phrase']} ({p['since']} to {p['until']})")
     if answer.note:  # e.g. the LLM timed out and this is the extractive answer
         print(f"\nNote: {answer.note}")
     return 0

@@ -16,6 +16,7 @@ import numpy as np
 from . import answer as answer_mod
 from . import generate as generate_mod
 from . import index as index_mod
+from . import news
 from .chunk import ENCODING, chunk_article, split_sentences
 from .config import Config
 from .embed import Embedder, SentenceTransformerEmbedder, embed_with_spans
@@ -148,7 +149,8 @@ class Desk:
             BadQuestionError: empty or over-long question.
             BadInputError: a date that cannot be read.
         """
-        *_, answer = self._answer(question, history, stream=False, window=date_window(since, until, as_of))
+        *_, answer = self._answer(question, history, stream=False, window=date_window(since, until, as_of),
+                                  as_of=normalize_date(as_of))
         return answer
 
     def ask_stream(self, question: str, history: Sequence[str] | None = None, *, since: str | date | None = None,
@@ -158,32 +160,68 @@ class Desk:
         Without a generator (or when the extractive answer refuses) it yields only the Answer.
         The pieces carry the model's own [n] numbers; the final Answer renumbers its citations.
         """
-        yield from self._answer(question, history, stream=True, window=date_window(since, until, as_of))
+        yield from self._answer(question, history, stream=True, window=date_window(since, until, as_of),
+                                as_of=normalize_date(as_of))
 
     def _answer(self, question: str, history: Sequence[str] | None, *, stream: bool,
-                window: tuple[str | None, str | None] = (None, None)) -> Iterator[str | Answer]:
+                window: tuple[str | None, str | None] = (None, None), as_of: str | None = None
+                ) -> Iterator[str | Answer]:
         q = self._check_question(question)
         t0 = time.perf_counter()
         state = self._current()
-        query = q
+        # "last week" is resolved against as_of (default today) and cut from the text retrieval sees.
+        period = news.resolve_period(q, as_of or date.today())
+        query = news.without_period(q, period)
         if history and _FOLLOW_UP.search(q):
-            query = f"{history[-1]} {q}"
+            query = f"{history[-1]} {query}"
         qvec = self.embedder.embed_query(query)
         hits = self._retrieve(state, query, qvec, self.config.top_k, window)
+        note, period_info = None, None
+        if period is not None:
+            # Prefer the period, softly: its best chunks go first, the best of any date fill the rest
+            # (a fact is often reported after the year it happened in). Never a refusal just because
+            # nothing was published then. docs/news.md has the measurement.
+            lo, hi = max(window[0] or period.since, period.since), min(window[1] or period.until, period.until)
+            k = min(news.PERIOD_CHUNKS, self.config.top_k)
+            inside = self._retrieve(state, query, qvec, k, (lo, hi)) if lo <= hi else []
+            have = {h.chunk.id for h in inside}
+            hits = inside + [h for h in hits if h.chunk.id not in have][:self.config.top_k - len(inside)]
+            period_info = {"phrase": period.phrase, "since": period.since, "until": period.until, "used": bool(inside)}
+            if not inside:
+                note = news.PERIOD_FALLBACK_NOTE.format(phrase=period.phrase, since=news.pretty_date(period.since),
+                                                        until=news.pretty_date(period.until))
         t1 = time.perf_counter()
         text, refused, cites, related, conf = answer_mod.answer(
             query, hits, state.snap, qvec, state.bm25, max_citations=self.config.max_citations,
             refuse_below=self.config.refuse_below)
         t2 = time.perf_counter()
+        passages = self._passages(state, hits, qvec)
         quoted = tuple({"text": c.sentence, "cites": [c.n], "supported": True, "evidence": c.sentence} for c in cites)
         base = Answer(question=q, text=text, refused=refused, citations=cites, related=related, confidence=conf,
-                      timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000}, sentences=quoted)
+                      timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000}, sentences=quoted,
+                      note=note, period=period_info)
         if self.generator is None or refused:  # the extractive refusal stands: the LLM is not asked
-            yield base
+            yield news.enrich(base, passages)
             return
-        yield from generate_mod.written_answer(
-            base, generate_mod.passages_from_hits(hits, state.snap), self.generator, self.embedder, stream=stream,
-            history=list(history or ()))  # the generator's own timeout (config.llm_timeout for one from config)
+        for item in generate_mod.written_answer(
+                base, generate_mod.passages_from_hits(hits, state.snap), self.generator, self.embedder,
+                stream=stream, history=list(history or ())):  # the generator's own timeout (config.llm_timeout)
+            yield news.enrich(item, passages) if isinstance(item, Answer) else item
+
+    def _passages(self, state: _State, hits: Sequence[Hit], qvec: np.ndarray) -> list[news.Passage]:
+        """The sentences of the retrieved chunks with their cosine to the question, for `news.enrich`."""
+        snap, spans, rows = state.snap, [], []
+        for h in hits:
+            a = snap.articles[h.chunk.article_id]
+            base = snap.sentence_row[a.id]
+            for k, (s, e) in enumerate(snap.sentences[a.id]):
+                if s >= h.chunk.start and e <= h.chunk.end:
+                    spans.append((a, s, e))
+                    rows.append(base + k)
+        if not rows:
+            return []
+        scores = snap.sentence_vectors[rows].astype(np.float32) @ qvec
+        return [news.Passage(a, s, e, float(x)) for (a, s, e), x in zip(spans, scores)]
 
     def retrieve(self, question: str, *, k: int | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``question`` (fused dense + BM25), best first."""

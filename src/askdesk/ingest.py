@@ -115,7 +115,9 @@ def read_article(path: str | Path, *, root: str | Path | None = None, max_bytes:
     if not body.strip():
         raise BadInputError(f"{path.name!r} has no article text")
     title = (meta.get("title") or "").strip() or path.stem
-    date_iso = normalize_date(meta.get("date"))
+    # Never the file's mtime: a copied or re-saved file would get the wrong day.
+    hint = _year_hint(meta.get("url"), rel)  # a dateline may have been taken for the title line
+    date_iso = normalize_date(meta.get("date")) or dateline_date(body, year_hint=hint) or dateline_date(title, year_hint=hint)
     source, url = meta.get("source") or None, meta.get("url") or None
     # The id covers the metadata too: a corrected title or date is an update, not "unchanged".
     return Article(id=article_id(url or rel, "\n".join(map(str, (title, date_iso, source, body)))),
@@ -126,7 +128,7 @@ def article_from_text(text: str, *, title: str = "", key: str = "", **meta) -> A
     """An Article from text in memory (evaluation sets, tests); same cleaning as files."""
     body = strip_boilerplate(text.replace("\r\n", "\n")).strip()
     title = title or body[:60]
-    date_iso = normalize_date(meta.get("date"))
+    date_iso = normalize_date(meta.get("date")) or dateline_date(body, year_hint=_year_hint(meta.get("url")))
     return Article(id=article_id(key or title, "\n".join(map(str, (title, date_iso, meta.get("source"), body)))),
                    title=title, text=body, date=date_iso, source=meta.get("source"), url=meta.get("url"),
                    path=meta.get("path"))
@@ -166,6 +168,46 @@ def normalize_date(value) -> str | None:
     except (ValueError, OverflowError, ImportError):
         logger.warning("unreadable date %r ignored", s)
         return None
+
+
+_MONTH = (r"(?P<mon>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
+          r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+# "WASHINGTON, March 3, 2025 (Reuters) -", "Feb 7 (Reuters) -", "LONDON, 3 March 2025 —", "Feb 7, 2021 ...":
+# a place in capitals (optional), a date, an agency (optional), then a dash or an ellipsis.
+_DATELINE = re.compile(
+    r"\A\s*(?:[A-Z][A-Z.'\- ]{1,40}(?:,\s*[A-Z][\w.]+)?,?\s+)?(?:(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*,?\s+)?"
+    rf"(?:{_MONTH}\s+(?P<day>\d{{1,2}})|(?P<day2>\d{{1,2}})\s+{_MONTH.replace('mon>', 'mon2>')})"
+    r"(?:,?\s+(?P<year>(?:19|20)\d\d))?\s*(?:\([^)\n]{1,40}\)\s*)?(?:-|–|—|\.\.\.|…)", re.I)
+
+
+def dateline_date(text: str, *, year_hint: int | None = None) -> str | None:
+    """The date of a wire-style dateline opening ``text``, as ISO; None without one.
+
+    A dateline without a year ("Feb 7 (Reuters) -") takes ``year_hint`` (from other metadata,
+    e.g. a /2025/ in the url), or gives None: a guessed year would date the story wrongly.
+    A weekday alone ("LONDON — Tuesday") is no date.
+    """
+    m = _DATELINE.match(text[:200])
+    if not m:
+        return None
+    year = int(m.group("year")) if m.group("year") else year_hint
+    if year is None:
+        return None
+    mon = (m.group("mon") or m.group("mon2")).lower()[:3]
+    month = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"].index(mon) + 1
+    try:
+        return date(year, month, int(m.group("day") or m.group("day2"))).isoformat()
+    except ValueError:  # "Feb 30"
+        return None
+
+
+def _year_hint(*keys: str | None) -> int | None:
+    """A year the url or path names ("/2025/02/07/story"), for a dateline that gives none."""
+    for key in keys:
+        m = re.search(r"(?<![\d])((?:19|20)\d\d)(?=[/_-]\d\d?[/_-]|/)", key or "")
+        if m:
+            return int(m.group(1))
+    return None
 
 
 def _parse_text(content: str) -> tuple[dict, str]:

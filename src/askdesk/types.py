@@ -60,6 +60,8 @@ class Citation:
     end: int
     score: float
     snippet_start: int = 0  # where the snippet begins in the article text
+    quote: str | None = None  # the quotation in the cited passage, exactly as written (no marks)
+    speaker: str | None = None  # who the article says spoke it; None when it names no one
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +83,10 @@ class Answer:
     # cited passages back it, and the cited sentence closest to it.
     sentences: tuple[dict, ...] = ()
     note: str | None = None  # shown with the answer, e.g. why the LLM's answer was not used
+    # Figures or dates that cited passages give differently: {"about", "values": [{"value", "citation"}]}.
+    conflicts: tuple[dict, ...] = ()
+    as_of: str | None = None  # the cited article's date when the answer holds only as of a date
+    period: dict | None = None  # a date phrase of the question: {"phrase", "since", "until", "used"}
 
     def to_dict(self) -> dict:
         """The JSON shape of `askdesk ask --json`."""
@@ -95,4 +101,7 @@ class Answer:
             "generator": self.generator,
             "sentences": [{**s, "cites": list(s["cites"])} for s in self.sentences],
             "note": self.note,
+            "conflicts": [{"about": c["about"], "values": [dict(v) for v in c["values"]]} for c in self.conflicts],
+            "as_of": self.as_of,
+            "period": self.period,
         }

@@ -47,6 +47,10 @@ UNSUPPORTED = "⚠ unsupported"  # the badge after a written sentence its cited 
 UNSUPPORTED_NOTE = ("⚠ unsupported: the cited passages do not back that sentence (a number, date or name in it "
                     "is not in them, or they say something else). Check it against the sources.")
 STREAM_EVERY_S = 0.1  # a streamed answer refreshes the chat at most this often
+DATES_HELP = ("Only articles published in this range (YYYY-MM-DD; either end may stay empty). \"As of\" answers as "
+              "of that day: nothing later is used, and \"last week\" or \"yesterday\" in a question count from it.")
+PERIOD_USED = "Preferring articles published {phrase}: {since} to {until}."
+CONFLICTS_HEAD = "Reports differ"
 SOURCES_EMPTY = '<div class="ad-sources"><p class="ad-muted">Sources for each answer appear here.</p></div>'
 CSS = """
 .ad-sources h3 { margin: 0 0 .3em; }
@@ -58,6 +62,9 @@ CSS = """
 .ad-cite mark { background: #fde68a; color: #111; padding: 0 .1em; }
 .ad-refused { font-weight: 600; }
 .ad-index td, .ad-index th { padding: .15em .6em; text-align: left; }
+.ad-quote { margin: .3em 0; font-style: italic; }
+.ad-speaker { font-style: normal; font-weight: 600; }
+.ad-conflicts { border: 1px solid #f59e0b; border-radius: 4px; padding: .3em .8em; margin: .6em 0; }
 """
 
 
@@ -133,9 +140,35 @@ def citation_html(c: Citation, article_text: str | None = None) -> str:
     if article_text:
         more = (f'<details><summary>More of the article</summary>'
                 f'<div class="ad-more">{excerpt_html(article_text, c.start, c.end)}</div></details>')
+    quote = ""
+    if c.quote and c.speaker:  # marked as a quotation, with the speaker the article names
+        quote = (f'<div class="ad-quote"><q>{esc(c.quote.rstrip(", "))}</q> — '
+                 f'<span class="ad-speaker">{esc(c.speaker)}</span></div>')
     return (f'<div class="ad-cite" data-n="{int(c.n)}"><div class="ad-head">[{int(c.n)}] {title}</div>'
-            f'<div class="ad-meta">{meta}</div><blockquote class="ad-snippet">{snippet_html(c)}</blockquote>'
+            f'<div class="ad-meta">{meta}</div>{quote}<blockquote class="ad-snippet">{snippet_html(c)}</blockquote>'
             f"{more}</div>")
+
+
+def conflicts_html(answer: Answer) -> str:
+    """Each fact the cited reports give differently, every value with its [n], source and date."""
+    if not answer.conflicts:
+        return ""
+    by_n = {c.n: c for c in answer.citations}
+    items = []
+    for x in answer.conflicts:
+        values = []
+        for v in x["values"]:
+            c = by_n.get(v["citation"])
+            where = ", ".join(esc(w) for w in ((c.source or c.title), _day(c.date)) if w) if c else ""
+            values.append(f'<b>{esc(v["value"])}</b> [{int(v["citation"])}]' + (f" ({where})" if where else ""))
+        items.append(f"<li>{esc(x['about'])}: {' vs '.join(values)}</li>")
+    return f'<div class="ad-conflicts"><b>{esc(CONFLICTS_HEAD)}</b><ul>{"".join(items)}</ul></div>'
+
+
+def _day(iso: str | None) -> str | None:
+    from .news import pretty_date
+
+    return pretty_date(iso)
 
 
 def sources_html(answer: Answer, article_text: Callable[[str], str | None] | None = None) -> str:
@@ -150,8 +183,13 @@ def sources_html(answer: Answer, article_text: Callable[[str], str | None] | Non
         if article_text and c.article_id not in texts:
             texts[c.article_id] = article_text(c.article_id)
     cards = "".join(citation_html(c, texts.get(c.article_id)) for c in cites)
+    period = answer.period
+    if period and period.get("used"):
+        said = PERIOD_USED.format(phrase=period["phrase"], since=_day(period["since"]), until=_day(period["until"]))
+        note += f'<p class="ad-muted ad-period">{esc(said)}</p>'
+    conflicts = "" if related else conflicts_html(answer)
     return (f'<div class="ad-sources"><h3>{head}</h3><p class="ad-muted">for: {esc(answer.question)}</p>'
-            f'{note}{cards or "<p class=ad-muted>No passages.</p>"}</div>')
+            f'{note}{conflicts}{cards or "<p class=ad-muted>No passages.</p>"}</div>')
 
 
 def answer_markdown(answer: Answer) -> str:
@@ -170,6 +208,15 @@ def answer_markdown(answer: Answer) -> str:
                         + ("" if s["supported"] else f" **{UNSUPPORTED}**") for s in answer.sentences)
         if not all(s["supported"] for s in answer.sentences):
             body += f"\n\n_{md_text(UNSUPPORTED_NOTE)}_"
+        # The news layer's additions to a written answer's text are not among its checked sentences.
+        if answer.as_of:
+            body = f"_As of {md_text(_day(answer.as_of))}:_ {body}"
+        by_n = {c.n: c for c in answer.citations}
+        for x in answer.conflicts:
+            values = " vs ".join(md_text(v["value"]) + f" \\[{int(v['citation'])}\\]" + (
+                f" ({md_text(by_n[v['citation']].source or by_n[v['citation']].title)})" if v["citation"] in by_n else "")
+                for v in x["values"])
+            body += f"\n\n**{md_text(CONFLICTS_HEAD)}** on {md_text(x['about'])}: {values}"
     note = f"\n\n> {md_text(answer.note)}" if answer.note else ""  # e.g. the LLM was down: extractive instead
     return body + (f"\n\n*Sources:* {refs}" if refs else "") + note
 
@@ -267,19 +314,22 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         except (AskdeskError, LookupError):
             return None
 
-    def respond(question: str, chat: list, asked: list[str]):
+    def respond(question: str, chat: list, asked: list[str], since: str | None = None, until: str | None = None,
+                as_of: str | None = None):
         q = (question or "").strip()
         if not q:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
+        dates = {k: v.strip() for k, v in (("since", since), ("until", until), ("as_of", as_of))
+                 if isinstance(v, str) and v.strip()}  # passed only when set: older desks take none
         chat = list(chat or []) + [{"role": "user", "content": md_text(q)}]
         yield "", chat + [{"role": "assistant", "content": THINKING}], gr.skip(), asked
         try:
             if getattr(desk, "generator", None) is None:
-                answer = desk.ask(q, history=list(asked) or None)
+                answer = desk.ask(q, history=list(asked) or None, **dates)
             else:  # the LLM's words stream in; the verified answer replaces them at the end
                 answer, partial, shown = None, "", 0.0
-                for item in desk.ask_stream(q, list(asked) or None):
+                for item in desk.ask_stream(q, list(asked) or None, **dates):
                     if not isinstance(item, str):
                         answer = item
                     elif (partial := partial + item) and time.monotonic() - shown >= STREAM_EVERY_S:
@@ -335,6 +385,15 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
                 with gr.Row():
                     example_buttons = [gr.Button(q, size="sm", elem_id=f"example-{i}") for i, q in enumerate(EXAMPLES)]
                 new_chat = gr.Button("New conversation", size="sm", elem_id="new-chat")
+                with gr.Accordion("Dates", open=False, elem_id="dates-panel"):
+                    with gr.Row():
+                        # Strings, not timestamps: the desk reads ISO dates and names a bad one in the chat.
+                        since = gr.DateTime(label="Published from", include_time=False, type="string",
+                                            elem_id="since")
+                        until = gr.DateTime(label="Published until", include_time=False, type="string",
+                                            elem_id="until")
+                        as_of = gr.DateTime(label="As of", include_time=False, type="string", elem_id="as-of")
+                    gr.Markdown(DATES_HELP, elem_classes=["ad-muted"])
             with gr.Column(scale=2):
                 sources = gr.HTML(SOURCES_EMPTY, elem_id="sources", js_on_load=None)
         with gr.Accordion("Add articles", open=True, elem_id="add-panel"):
@@ -346,7 +405,8 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
             index_panel = gr.HTML(index_html(desk.info()), elem_id="index-info", js_on_load=None)
         asked = gr.State([])  # this conversation's questions, oldest first: the desk's follow-up context
 
-        ask_io = dict(fn=respond, inputs=[question, chatbot, asked], outputs=[question, chatbot, sources, asked],
+        ask_io = dict(fn=respond, inputs=[question, chatbot, asked, since, until, as_of],
+                      outputs=[question, chatbot, sources, asked],
                       concurrency_id="ask", concurrency_limit=ASK_CONCURRENCY)
         question.submit(**ask_io)
         for button, q in zip(example_buttons, EXAMPLES):

@@ -1,0 +1,186 @@
+"""Quotations in news text and the people they are attributed to.
+
+A quotation gets a speaker only when the article names one unambiguously: `"...," Trump said.`,
+`"...," said Trump.`, `Trump said: "..."`, `"..." – Ishiba`, a quotation standing after the
+sentence in which a named person speaks, or "he said" when the sentence before names exactly
+one person. Anything else keeps ``speaker=None``: a wrong name is worse than none.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .chunk import split_sentences
+
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+          "november", "december")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A quotation in an article's text, and the person it names as the speaker."""
+
+    text: str  # the words inside the quotation marks, exactly as written
+    start: int  # span of the quotation, marks included
+    end: int
+    speaker: str | None  # as the article names them; None unless the article names one unambiguously
+    passage: tuple[int, int]  # the quotation with its attribution: "...," Trump said.
+
+
+_VERBS = (r"(?:said|says|say|stated|states|told|tells|added|adds|remarked|noted|notes|explained|insisted|warned|"
+          r"wrote|writes|declared|announced|argued|asked|replied|responded|recalled|continued|tweeted|posted|"
+          r"urged|claimed|acknowledged|conceded|observed|commented|concluded|spoke|speaking)")
+_TITLES = {"mr", "mrs", "ms", "dr", "prof", "president", "prime", "minister", "chancellor", "senator", "sen",
+           "governor", "gov", "mayor", "secretary", "chief", "executive", "ceo", "chairman", "chairwoman", "chair",
+           "spokesman", "spokeswoman", "spokesperson", "king", "queen", "pope", "general", "gen", "judge",
+           "rep", "representative", "director", "coach", "captain", "sir", "dame", "lord", "lady", "vice", "deputy"}
+# "Harbour master Ilse Brandt": a lower-case role between a capital and a name.
+_ROLES = _TITLES | {"master", "keeper", "official", "manager", "leader", "analyst", "economist", "owner", "worker",
+                    "resident", "teacher", "professor", "founder", "boss", "head", "member", "officer", "lawmaker",
+                    "spokesperson", "striker", "star", "player", "champion", "singer", "actor", "author", "chef"}
+# Capitalised words that start sentences or name things, never people.
+_NOT_NAMES = {"the", "a", "an", "this", "that", "these", "those", "his", "her", "its", "their", "our", "my", "it",
+              "he", "she", "they", "we", "i", "you", "but", "and", "so", "then", "when", "while", "in", "on", "at",
+              "after", "before", "as", "if", "asked", "speaking", "officials", "analysts", "critics"} | set(MONTHS) \
+    | set(WEEKDAYS)
+_NAME = r"[A-Z][\w'’.\-]*(?:\s+(?:[A-Z][\w'’.\-]*|de|van|von|bin|al|da|del|der|le|la))*"
+_OPEN, _CLOSE = "\"“", "\"”"
+_QUOTATION = re.compile(r"“([^“”\n]+)”|\"([^\"\n]+)\"")
+_AFTER = [  # text just after the closing mark
+    ("name", re.compile(rf"\s*,?\s*(?P<name>{_NAME})\s+{_VERBS}\b")),
+    ("name", re.compile(rf"\s*,?\s*{_VERBS}\s+(?P<name>{_NAME})")),
+    ("pronoun", re.compile(rf"\s*,?\s*(?:he|she)\s+{_VERBS}\b", re.I)),
+    ("name", re.compile(rf"\s*[–—]\s*(?P<name>{_NAME})\s*(?=$|\n|[.,;])|\s+-\s+(?P<name2>{_NAME})\s*(?=$|\n)")),
+]
+_BEFORE = [  # text just before the opening mark, in the same sentence
+    ("name", re.compile(rf"(?P<name>{_NAME})\s+{_VERBS}(?:\s+[\w,]+){{0,4}}?\s*[:,]\s*$")),
+    ("name", re.compile(rf"\b[Aa]ccording to (?P<name>{_NAME})\s*,\s*$")),
+    ("pronoun", re.compile(rf"\b(?:[Hh]e|[Ss]he)\s+{_VERBS}(?:\s+[\w,]+){{0,4}}?\s*[:,]\s*$")),
+]
+MIN_QUOTE_WORDS = 3  # "good looking" or "unprecedented" are a writer's scare quotes, not a statement
+
+
+def find_quotes(text: str) -> list[Quote]:
+    """Every quotation of MIN_QUOTE_WORDS or more words in ``text``, with its speaker when named.
+
+    Styles: `"...," Trump said.`, `"...," said Trump.`, `Trump said: "..."`, `"..." – Ishiba`,
+    a standalone quotation after a sentence in which one named person speaks, and "he/she said"
+    when the sentence before names exactly one person. Curly and straight double quotes.
+    """
+    sentences = split_sentences(text)
+    out = []
+    for m in _QUOTATION.finditer(text):
+        inner = m.group(1) or m.group(2)
+        if len(inner.split()) < MIN_QUOTE_WORDS:
+            continue
+        speaker, passage = _attribute(text, m.start(), m.end(), sentences)
+        out.append(Quote(inner, m.start(), m.end(), speaker, passage))
+    return out
+
+
+def _attribute(text: str, qs: int, qe: int, sentences: list[tuple[int, int]]) -> tuple[str | None, tuple[int, int]]:
+    line_end = text.find("\n", qe)
+    after = text[qe:line_end if line_end >= 0 else len(text)][:120]
+    for kind, rx in _AFTER:
+        m = rx.match(after)
+        if m:
+            end = qe + m.end()
+            end = end + 1 if text[end:end + 1] == "." else end
+            if kind == "pronoun":
+                return _previous_person(text, qs, sentences), (qs, end)
+            name = _clean_name(m.group("name") if m.groupdict().get("name") else m.group("name2"))
+            if name:
+                return name, (qs, end)
+    sent = next(((s, e) for s, e in sentences if s <= qs < e), (qs, qe))
+    before = text[sent[0]:qs]
+    for kind, rx in _BEFORE:
+        m = rx.search(before)
+        if m:
+            if kind == "pronoun":
+                return _previous_person(text, sent[0] + m.start(), sentences), (sent[0] + m.start(), qe)
+            name = _clean_name(m.group("name"))
+            if name:
+                return name, (sent[0] + m.start(), qe)
+    if not before.strip():  # the quotation opens its sentence: the speaker may be named just before it
+        prev = [sp for sp in sentences if sp[1] <= qs]
+        if prev and re.search(rf"\b{_VERBS}\b|:\s*$", text[prev[-1][0]:prev[-1][1]]):
+            return _previous_person(text, qs, sentences, pronoun=False), (qs, qe)
+    return None, (qs, qe)
+
+
+def _previous_person(text: str, pos: int, sentences: list[tuple[int, int]], *, pronoun: bool = True) -> str | None:
+    """The one person named in the sentence before ``pos``; None when none or several are.
+
+    For a "he said" exactly one person may be named there; for a quotation standing on its own,
+    the one who speaks in that sentence ("Brandt told reporters:") even if another is named.
+    """
+    prev = [sp for sp in sentences if sp[1] <= pos]
+    if not prev:
+        return None
+    s, e = prev[-1]
+    people, speaking = {}, {}
+    sentence = text[s:e]
+    for m in re.finditer(_NAME, sentence):
+        if sentence[:m.start()].count('"') % 2 or sentence[:m.start()].count("“") > sentence[:m.start()].count("”"):
+            continue  # inside a quotation
+        name = _clean_name(m.group(0))
+        if not name:
+            continue
+        single = " " not in name and not _is_speaker(text, name)
+        if single and re.search(r"\b(?:in|at|from|to|near|of|across|outside)\s+$", sentence[:m.start()]):
+            continue  # "... in Varsk": a place
+        if single and not sentence[:m.start()].strip():  # a capital that may only start the sentence
+            role = re.match(rf"\s+([a-z]+)\s+{_NAME}", sentence[m.end():])
+            if role and role.group(1) in _ROLES:
+                continue  # "Harbour master Ilse Brandt": a description of the name that follows
+            if not re.search(rf"[a-z,;]\s+{re.escape(name)}\b", text):
+                people.setdefault(name, None)  # "Prices rose": counts against certainty, never chosen
+                continue
+        people.setdefault(name.split()[-1], name)
+        if re.match(rf"\s+(?:\w+\s+){{0,2}}?{_VERBS}\b", sentence[m.end():]):
+            speaking.setdefault(name.split()[-1], name)
+    if len(people) == 1:
+        return next(iter(people.values()))  # None when the one capital is not known to be a name
+    if not pronoun and len(speaking) == 1:
+        return next(iter(speaking.values()))
+    return None
+
+
+def _is_speaker(text: str, name: str) -> bool:
+    return bool(re.search(rf"\b{re.escape(name)}\s+{_VERBS}\b|{_VERBS}\s+{re.escape(name)}\b|[–—]\s*{re.escape(name)}\b",
+                          text))
+
+
+def _clean_name(raw: str | None) -> str | None:
+    """A name as written, less leading titles ("Prime Minister Shigeru Ishiba" -> "Shigeru Ishiba")."""
+    words = (raw or "").strip().rstrip(".,").split()
+    if words and words[0].lower() in _NOT_NAMES:
+        return None  # "The company said": a description, not a name
+    while len(words) > 1 and words[0].lower().rstrip(".") in _TITLES:
+        words = words[1:]
+    if not words or words[0].lower().rstrip(".") in _TITLES | _NOT_NAMES or not words[0][0].isupper():
+        return None
+    return " ".join(words)
+
+
+_ASKED = re.compile(r"\b(?:did|does|do|has|have|had|will|would)\s+(?P<name>.+?)\s+(?:say|said|tell|told|think|"
+                    r"mean|state|remark|comment|describe|write|add|announce|claim|argue|warn)\b"
+                    r"|^(?:[Ww]hat|[Hh]ow)\s+(?P<name2>[A-Z][\w'’.\-]*(?:\s+[A-Z][\w'’.\-]*)*)\s+(?:said|says|thinks)\b")
+
+
+def asked_speaker(question: str) -> str | None:
+    """The person a quote question asks about: "What did Ishiba say about Trump?" -> "Ishiba"."""
+    m = _ASKED.search(question)
+    raw = m and (m.group("name") or m.group("name2"))
+    names = re.findall(_NAME, raw or "")
+    return _clean_name(names[0]) if names else None
+
+
+def same_person(speaker: str | None, asked: str) -> bool:
+    """Whether ``speaker`` is ``asked``: they share a surname-like word ("Shigeru Ishiba" / "Ishiba")."""
+    if not speaker:
+        return False
+    a = {w.lower().strip(".,'’s") for w in asked.split() if w[:1].isupper()}
+    return bool(a & {w.lower().strip(".,") for w in speaker.split()})

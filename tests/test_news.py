@@ -1,0 +1,259 @@
+"""News features on small purpose-written articles: relative dates, datelines, quotations and
+their speakers, disagreeing figures, "as of" answers. Fast tier (fake embedder) except the last
+test, which runs the real model end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from askdesk import Config, Desk, news
+from askdesk.news import disagree, find_figures, resolve_period
+from askdesk.quotes import asked_speaker, find_quotes, same_person
+from conftest import write
+
+# ---- relative dates ---------------------------------------------------------------------------------
+
+AS_OF = "2025-03-12"  # a Wednesday
+
+
+@pytest.mark.parametrize("question,since,until,relative", [
+    ("What happened today?", "2025-03-12", "2025-03-12", True),
+    ("What did he say yesterday?", "2025-03-11", "2025-03-11", True),
+    ("What changed this week?", "2025-03-10", "2025-03-12", True),
+    ("What changed last week?", "2025-03-03", "2025-03-09", True),
+    ("Any news from the past week?", "2025-03-06", "2025-03-12", True),
+    ("What happened this month?", "2025-03-01", "2025-03-12", True),
+    ("What happened last month?", "2025-02-01", "2025-02-28", True),
+    ("What was decided last year?", "2024-01-01", "2024-12-31", True),
+    ("What happened in the past 3 days?", "2025-03-10", "2025-03-12", True),
+    ("What did the council decide on Monday?", "2025-03-10", "2025-03-10", True),
+    ("What did the council decide last Wednesday?", "2025-03-05", "2025-03-05", True),
+    ("What happened in February?", "2025-02-01", "2025-02-28", False),
+    ("What happened in May?", "2024-05-01", "2024-05-31", False),  # the latest May up to as_of
+    ("What happened in March?", "2025-03-01", "2025-03-12", False),  # never past as_of
+    ("Port traffic in March 2024?", "2024-03-01", "2024-03-31", False),
+    ("Who won the election in 2023?", "2023-01-01", "2023-12-31", False),
+])
+def test_relative_dates_resolve_against_as_of(question, since, until, relative):
+    p = resolve_period(question, AS_OF)
+    assert (p.since, p.until, p.relative) == (since, until, relative)
+    assert question[p.span[0]:p.span[1]] == p.phrase
+
+
+@pytest.mark.parametrize("question", ["Who may win the vote?", "Who won the 2021 Tour de France?",
+                                      "What did Trump say?", "How big was the bid?"])
+def test_no_date_phrase_no_period(question):
+    assert resolve_period(question, AS_OF) is None
+
+
+def test_relative_phrases_leave_the_retrieval_text_but_years_stay():
+    q = "What did the mayor announce last week about the bridge?"
+    assert news.without_period(q, resolve_period(q, AS_OF)) == "What did the mayor announce about the bridge?"
+    q = "Who won Wimbledon in 2019?"
+    assert news.without_period(q, resolve_period(q, AS_OF)) == q
+
+
+# ---- quotations -------------------------------------------------------------------------------------
+
+QUOTES = """Harbour master Ilse Brandt spoke after the ceremony in Varsk.
+"The breakwater will protect the fleet from winter storms."
+"It was a very good meeting for both of us," Trump said.
+“We will keep the tariffs in place for now,” said Prime Minister Shigeru Ishiba.
+Ishiba said: "Japan will invest more in America than ever before."
+"But when I met with him he was very sincere and very powerful." – Ishiba
+Mayor Jan Kow opened the bridge. "We waited ten long years for this," he said.
+Trump met Ishiba on Friday. "It was a very productive day for us," he said.
+Prices rose in Tokyo. "It is a hard time for many families," she said.
+The company said: "We do not comment on market rumours."
+Trump praised Ishiba as "good looking," and visited Japan "in the near future."
+"""
+
+
+def _speakers(text):
+    return {q.text.rstrip(",. "): q.speaker for q in find_quotes(text)}
+
+
+def test_quote_styles_and_their_speakers():
+    s = _speakers(QUOTES)
+    assert s["The breakwater will protect the fleet from winter storms"] == "Ilse Brandt"  # sentence before
+    assert s["It was a very good meeting for both of us"] == "Trump"  # "...," Trump said.
+    assert s["We will keep the tariffs in place for now"] == "Shigeru Ishiba"  # said Title Name; curly quotes
+    assert s["Japan will invest more in America than ever before"] == "Ishiba"  # Name said: "..."
+    assert s["But when I met with him he was very sincere and very powerful"] == "Ishiba"  # "..." – Name
+    assert s["We waited ten long years for this"] == "Jan Kow"  # he said, one person in the sentence before
+
+
+def test_quotes_are_never_given_a_speaker_the_article_does_not_name():
+    s = _speakers(QUOTES)
+    assert s["It was a very productive day for us"] is None  # "he": Trump or Ishiba? ambiguous
+    assert s["It is a hard time for many families"] is None  # "she": nobody named, Tokyo is a place
+    assert s["We do not comment on market rumours"] is None  # "The company": not a name
+    assert "good looking" not in s  # two words: the writer's scare quotes, not a statement
+    assert s["in the near future"] is None
+
+
+def test_quote_spans_are_exact():
+    for q in find_quotes(QUOTES):
+        assert QUOTES[q.start + 1:q.end - 1] == q.text
+        assert q.passage[0] <= q.start and q.end <= q.passage[1]
+
+
+@pytest.mark.parametrize("question,name", [
+    ("What did Ishiba say about Trump?", "Ishiba"), ("What did Prime Minister Shigeru Ishiba say?", "Shigeru Ishiba"),
+    ("How did Ishiba describe Japan's investment?", "Ishiba"), ("What Trump said about tariffs", "Trump"),
+    ("What did the prime minister say?", None), ("How big was the bid?", None),
+])
+def test_asked_speaker(question, name):
+    assert asked_speaker(question) == name
+
+
+def test_same_person():
+    assert same_person("Shigeru Ishiba", "Ishiba") and same_person("Ishiba", "Prime Minister Ishiba")
+    assert not same_person("Donald Trump", "Ishiba") and not same_person(None, "Ishiba")
+
+
+# ---- figures ----------------------------------------------------------------------------------------
+
+def _figure(sentence):
+    return find_figures(sentence)[0]
+
+
+def test_figures_with_units_and_dates():
+    f = find_figures("Tesla's revenue in Q1 2021 was $10.4 billion, up 74%, and it sold 184,800 cars.")
+    assert [(x.text, x.value, x.unit) for x in f] == [("$10.4 billion", 10.4e9, "$"), ("74%", 74.0, "%"),
+                                                      ("184,800 cars", 184800.0, "car")]
+    assert f[0].periods == {"q1", "2021"}
+    d = _figure("The harbour reopened on 3 March 2025 after an 18-month renovation.")
+    assert (d.unit, d.value) == ("date", "2025-03-03")
+    assert find_figures("In 2019 the 90th meeting of the 18-member board took place.") == []
+
+
+@pytest.mark.parametrize("a,b,conflict", [
+    ("The port handled 12.1 million tonnes of cargo last year.", "The port handled 12.4 million tonnes of cargo last year.", True),
+    ("The port handled 12.1 million tonnes of cargo.", "The port handled 12,100,000 tons of cargo.", False),  # same value
+    ("The port handled 12.1 million tonnes of cargo in 2023.", "The port handled 12.4 million tonnes of cargo in 2024.", False),
+    ("The port handled 12.1 million tonnes of cargo.", "The port handled about 12 million tonnes of cargo.", False),
+    ("The port handled 12.1 million tonnes of cargo.", "The mine produced 12.4 million tonnes of coal.", False),
+    ("The port handled 12.1 million tonnes of cargo.", "The port handled 12.4 million euros of cargo.", False),
+    ("The harbour reopened on 3 March after the renovation.", "The harbour reopened on 5 March after the renovation.", True),
+    ("The harbour reopened on 3 March after the renovation.", "The harbour reopened on 3 March 2025 after the renovation.", False),
+])
+def test_disagreeing_figures(a, b, conflict):
+    assert disagree(_figure(a), _figure(b)) is conflict
+
+
+# ---- the desk, end to end with the fake embedder ----------------------------------------------------
+
+@pytest.fixture
+def news_desk(tmp_path, fake):
+    c = tmp_path / "news"
+    write(c / "harbor.md", "---\ntitle: Varsk port has record year\ndate: 2024-03-01\nsource: Harbor Times\n---\n"
+          "The port of Varsk handled 12.1 million tonnes of cargo last year, the port authority said. "
+          "Harbour master Ilse Brandt spoke after the announcement.\n\n"
+          "\"The new breakwater made the difference for the fleet,\" Brandt said.\n")
+    write(c / "ledger.md", "---\ntitle: Cargo boom at Varsk\ndate: 2024-03-05\nsource: Daily Ledger\n---\n"
+          "The port of Varsk handled 12.4 million tonnes of cargo last year, according to the port authority.\n\n"
+          "Mayor Jan Kow welcomed the figures. \"Varsk is open for business again,\" he said.\n")
+    write(c / "history.md", "---\ntitle: Varsk port history\ndate: 2023-01-10\nsource: Harbor Times\n---\n"
+          "The port of Varsk handled 11.2 million tonnes of cargo in 2022, up from 10.9 million tonnes in 2021.\n")
+    write(c / "bridge.txt", "Varsk bridge closes\n\nVARSK, March 4, 2024 (Harbor Wire) - The Varsk bridge closed for repairs to its "
+          "old deck.\n\nDrivers must use the ferry until May, the council said.\n")
+    cfg = Config.from_env({}, model="fake", corpus=c, index=tmp_path / "index", refuse_below=0.0)
+    return Desk.build(c, cfg.index, config=cfg, embedder=fake)
+
+
+def test_conflicting_figures_are_shown_with_source_and_date(news_desk):
+    a = news_desk.ask("How much cargo did the port of Varsk handle?")
+    d = a.to_dict()
+    assert len(d["conflicts"]) == 1
+    values = {v["value"]: v["citation"] for v in d["conflicts"][0]["values"]}
+    assert set(values) == {"12.1 million tonnes", "12.4 million tonnes"}
+    by_n = {c["n"]: c for c in d["citations"]}
+    assert by_n[values["12.1 million tonnes"]]["source"] == "Harbor Times"
+    assert by_n[values["12.4 million tonnes"]]["date"] == "2024-03-05"
+    assert "Reports differ on the port of Varsk handled … of cargo last year:" in a.text
+    assert "12.1 million tonnes (Harbor Times, 1 March 2024)" in a.text
+    assert "12.4 million tonnes (Daily Ledger, 5 March 2024)" in a.text
+    json.dumps(d)
+
+
+def test_no_conflict_key_is_still_present(news_desk):
+    d = news_desk.ask("Why did the Varsk bridge close?").to_dict()
+    assert d["conflicts"] == [] and d["as_of"] is None
+
+
+def test_quote_question_returns_the_quotation_and_its_speaker(news_desk):
+    a = news_desk.ask("What did Kow say about Varsk?")
+    c = a.citations[0]
+    assert (c.quote, c.speaker) == ("Varsk is open for business again,", "Jan Kow")
+    assert a.text == "Jan Kow: “Varsk is open for business again” [1]"
+    art = news_desk.article(c.article_id)
+    assert art.text[c.start:c.end] == c.sentence and c.quote in c.sentence and art.title == "Cargo boom at Varsk"
+    assert a.to_dict()["citations"][0]["speaker"] == "Jan Kow"
+
+
+def test_quote_question_about_someone_never_quoted_says_so(news_desk):
+    a = news_desk.ask("What did Ishiba say about the Varsk bridge?")
+    assert not any(c.speaker for c in a.citations)
+    assert a.note == news.NO_QUOTE_NOTE.format(speaker="Ishiba")
+
+
+def test_time_dependent_answer_says_as_of_the_cited_date(news_desk):
+    a = news_desk.ask("How much cargo does the port of Varsk handle so far?")
+    assert a.as_of == a.citations[0].date
+    assert a.text.startswith(f"As of {news.pretty_date(a.as_of)}: ")
+    b = news_desk.ask("Why did the Varsk bridge close?")
+    assert not b.text.startswith("As of")
+
+
+def test_dateline_dates_an_article_without_front_matter(news_desk):
+    bridge = next(x for x in news_desk.info()["articles"] if x["path"] == "bridge.txt")
+    assert bridge["date"] == "2024-03-04"
+
+
+def test_relative_period_is_preferred_then_falls_back(news_desk):
+    q = "How much cargo did the port of Varsk handle last week?"
+    a = news_desk.ask(q, as_of="2024-03-08")  # last week = 26 Feb - 3 Mar: the Harbor Times piece
+    assert {c.date for c in a.citations} >= {"2024-03-01"} and a.period["used"] is True
+    assert a.period == {"phrase": "last week", "since": "2024-02-26", "until": "2024-03-03", "used": True}
+    b = news_desk.ask("How much cargo did the port of Varsk handle yesterday?", as_of="2024-08-01")
+    assert not b.refused and b.period["used"] is False  # nothing published on 31 July: all dates, with a note
+    assert b.note == news.PERIOD_FALLBACK_NOTE.format(phrase="yesterday", since="31 July 2024", until="31 July 2024")
+
+
+def test_period_and_as_of_work_together(news_desk):
+    a = news_desk.ask("How much cargo did the port of Varsk handle in 2023?", as_of="2024-03-08")
+    assert [c.date for c in a.citations][:1] == ["2023-01-10"]
+    c = news_desk.ask("How much cargo did the port of Varsk handle last month?", as_of="2024-03-02")
+    assert all(x.date <= "2024-03-02" for x in c.citations)  # as_of still caps everything
+
+
+def test_news_enrich_leaves_refusals_alone():
+    from askdesk.types import Answer
+
+    a = Answer("q?", "no", True)
+    assert news.enrich(a, []) is a
+
+
+# ---- the real model, end to end ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_real_model_quote_and_conflict(tmp_path):
+    c = tmp_path / "news"
+    write(c / "a.md", "---\ntitle: Varsk port has record year\ndate: 2024-03-01\nsource: Harbor Times\n---\n"
+          "The port of Varsk handled 12.1 million tonnes of cargo last year, the port authority said.\n\n"
+          "Harbour master Ilse Brandt was pleased with the result. \"The new breakwater made all the difference "
+          "for our fishing fleet,\" she said.\n")
+    write(c / "b.md", "---\ntitle: Cargo boom at Varsk\ndate: 2024-03-05\nsource: Daily Ledger\n---\n"
+          "The port of Varsk handled 12.4 million tonnes of cargo last year, according to the port authority.\n\n"
+          "Mayor Jan Kow welcomed the figures at the town hall.\n")
+    cfg = Config.from_env({}, corpus=c, index=tmp_path / "index")
+    desk = Desk.build(c, cfg.index, config=cfg)
+    a = desk.ask("How much cargo did the port of Varsk handle?")
+    assert not a.refused and len(a.conflicts) == 1
+    assert {v["value"] for v in a.conflicts[0]["values"]} == {"12.1 million tonnes", "12.4 million tonnes"}
+    q = desk.ask("What did Brandt say about the breakwater?")
+    assert not q.refused and q.citations[0].speaker == "Ilse Brandt"
+    assert "The new breakwater made all the difference for our fishing fleet" in q.text
