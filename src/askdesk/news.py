@@ -19,8 +19,8 @@ from .quotes import MONTHS, WEEKDAYS, Quote, asked_speaker, find_quotes, same_pe
 from .types import Answer, Article, Citation
 
 # User-facing sentences (tested by name).
-AS_OF = "As of {date}: {text}"
-QUOTE_ANSWER = "{speaker}: “{quote}” [{n}]"  # a quotation, marked as one, with the person the article names  # an answer about a figure that changes, dated by its cited article
+AS_OF = "As of {date}: {text}"  # an answer about a figure that changes, dated by its cited article
+QUOTE_ANSWER = "{speaker}: “{quote}” [{n}]"  # a quotation, marked as one, with the person the article names
 CONFLICT = "Reports differ on {about}: {values}."
 NO_QUOTE_NOTE = "No quotation from {speaker} on this was found in the articles; this is the closest passage."
 PERIOD_CHUNKS = 3  # of the 5 chunks answered from, this many from the question's period; see docs/news.md
