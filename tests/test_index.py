@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from askdesk import Desk
+from askdesk import answer as answer_mod
 from askdesk import index as index_mod
 from askdesk.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
 from conftest import write
@@ -120,3 +121,23 @@ def test_no_pickle_anywhere_in_the_index(corpus, fake, fake_config):
     with np.load(path / "lexical.npz", allow_pickle=False) as z:
         assert set(z.files) == {"vocab", "indptr", "docs", "tfs", "doc_len"}
     assert os.path.exists(path / "manifest.json")
+
+
+def test_old_snapshot_answers_after_its_generation_is_deleted(corpus, fake, fake_config):
+    reader = build(corpus, fake, fake_config)
+    state = reader._current()  # a reader in the middle of a question holds this
+    old = state.snap
+    assert isinstance(old.sentence_vectors, np.memmap)
+    before = np.array(old.sentence_vectors)
+    write(corpus / "new.txt", "New\n\nA brand new article about shipbuilding in Korea.")
+    writer = Desk(fake_config.index, config=fake_config, embedder=fake)
+    writer.sync(corpus)  # publishes a new generation and garbage-collects the old one
+    assert not old.path.exists()
+    np.testing.assert_array_equal(np.asarray(old.sentence_vectors), before)
+    q = "How big was Nippon Steel's bid?"
+    qvec = fake.embed_query(q)
+    hits = reader._retrieve(state, q, qvec, 3)
+    text, refused, cites, _, _ = answer_mod.answer(q, hits, old, qvec, state.bm25, refuse_below=0.0)
+    assert not refused and cites and "Nippon Steel" in text
+    assert reader.ask(q).citations  # and the reader moves on to the new generation
+    assert reader._current().snap.path != old.path
