@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -7,6 +8,7 @@ import pytest
 from askdesk import Desk
 from askdesk import answer as answer_mod
 from askdesk import index as index_mod
+from askdesk.chunk import chunk_article, split_sentences
 from askdesk.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
 from conftest import write
 
@@ -76,9 +78,10 @@ def test_truncated_file_is_refused(corpus, fake, fake_config, name):
         Desk.open(fake_config.index, config=fake_config, embedder=fake)
 
 
-def test_corrupt_same_size_file_is_refused(corpus, fake, fake_config):
+@pytest.mark.parametrize("name", ["chunks.jsonl", "articles.jsonl", "lexical.npz", "sentences.npy"])
+def test_corrupt_same_size_file_is_refused(corpus, fake, fake_config, name):
     desk = build(corpus, fake, fake_config)
-    f = desk._current().snap.path / "chunks.jsonl"
+    f = desk._current().snap.path / name
     f.write_bytes(b"{" * f.stat().st_size)
     with pytest.raises(IndexCorruptError, match="unreadable"):
         Desk.open(fake_config.index, config=fake_config, embedder=fake)
@@ -141,3 +144,28 @@ def test_old_snapshot_answers_after_its_generation_is_deleted(corpus, fake, fake
     assert not refused and cites and "Nippon Steel" in text
     assert reader.ask(q).citations  # and the reader moves on to the new generation
     assert reader._current().snap.path != old.path
+
+
+def test_loaded_records_read_like_the_ones_written(corpus, fake, fake_config):
+    snap = Desk.open(build(corpus, fake, fake_config).index_dir, config=fake_config, embedder=fake)._current().snap
+    row = 0
+    for a in snap.articles.values():
+        assert snap.sentences[a.id] == split_sentences(a.text)
+        assert all(type(s) is int for span in snap.sentences[a.id] for s in span)
+        assert snap.sentence_row[a.id] == row
+        row += len(snap.sentences[a.id])
+        written = chunk_article(a, max_tokens=fake_config.chunk_tokens, overlap=fake_config.chunk_overlap,
+                                fits=lambda t, p=a.title + "\n": fake.fits(p + t))
+        loaded = [c for c in snap.chunks if c.article_id == a.id]
+        assert loaded == written and written == loaded  # a loaded chunk equals the plain Chunk, both ways
+        assert {hash(c) for c in loaded} == {hash(c) for c in written}
+        assert [dataclasses.asdict(c) for c in loaded] == [dataclasses.asdict(c) for c in written]
+    assert row == len(snap.sentence_vectors) and set(snap.sentences) == set(snap.articles)
+    for r, c in enumerate(snap.chunks):  # the stored vector is the one embedded for the chunk
+        want = fake.embed_documents([snap.articles[c.article_id].title + "\n" + c.text])[0]
+        np.testing.assert_allclose(snap.vector(r), want, rtol=1e-6, atol=1e-6)
+    with np.load(snap.path / "lexical.npz", allow_pickle=False) as z:  # mapped in place, same arrays
+        assert set(snap.lexical) == set(z.files)
+        for k in z.files:
+            np.testing.assert_array_equal(snap.lexical[k], z[k])
+            assert snap.lexical[k].dtype == z[k].dtype

@@ -28,7 +28,9 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -52,6 +54,68 @@ def faiss_id(chunk_id: str) -> int:
     return int(chunk_id[:15], 16)
 
 
+class StoredChunk(Chunk):
+    """A loaded `Chunk` whose ``text`` is sliced from its article's text when read.
+
+    Reads, compares and hashes like the `Chunk` it was saved from; it only skips holding a copy
+    of its text (at 100k chunks the copies were 90 MB, as much as the articles themselves).
+    """
+
+    def __init__(self, id: str, article_id: str, start: int, end: int, source: str):
+        put = object.__setattr__  # Chunk is frozen; set once, here, as its own __init__ does
+        put(self, "id", id)
+        put(self, "article_id", article_id)
+        put(self, "start", start)
+        put(self, "end", end)
+        put(self, "_source", source)  # the article's text: the same str object, not a copy
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        return self._source[self.start:self.end]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Chunk):
+            return NotImplemented
+        return ((self.id, self.article_id, self.start, self.end, self.text)
+                == (other.id, other.article_id, other.start, other.end, other.text))
+
+    __hash__ = Chunk.__hash__
+
+
+class _PerArticle(Mapping):
+    """A read-only view keyed by article id over the sentence spans array."""
+
+    def __init__(self, position: dict[str, int], first: np.ndarray, spans: np.ndarray):
+        self._position = position  # article id -> its position in `first`
+        self._first = first  # first sentence row of each article, plus the total at the end
+        self._spans = spans  # (n_sentences, 2) int32, rows in sentence_vectors order
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._position)
+
+    def __len__(self) -> int:
+        return len(self._position)
+
+
+class SentenceSpans(_PerArticle):
+    """article id -> its sentence spans as ``[(start, end), ...]``, built on access.
+
+    Lists of tuples of Python ints cost ~120 bytes a sentence (62 MB at 100k chunks); the
+    int32 array behind this costs 8.
+    """
+
+    def __getitem__(self, article_id: str) -> list[tuple[int, int]]:
+        i = self._position[article_id]
+        return [tuple(span) for span in self._spans[self._first[i]:self._first[i + 1]].tolist()]
+
+
+class SentenceRows(_PerArticle):
+    """article id -> the row of its first sentence in ``sentence_vectors``."""
+
+    def __getitem__(self, article_id: str) -> int:
+        return int(self._first[self._position[article_id]])
+
+
 @dataclass
 class Snapshot:
     """One loaded generation; never modified after load, so readers can share it."""
@@ -59,16 +123,21 @@ class Snapshot:
     path: Path
     manifest: dict
     articles: dict[str, Article]
-    sentences: dict[str, list[tuple[int, int]]]  # article id -> sentence spans
-    sentence_row: dict[str, int]  # article id -> first row in sentence_vectors
-    sentence_vectors: np.ndarray
+    sentences: Mapping[str, list[tuple[int, int]]]  # article id -> sentence spans
+    sentence_row: Mapping[str, int]  # article id -> first row in sentence_vectors
+    sentence_vectors: np.ndarray  # float16, memory-mapped
     chunks: list[Chunk]
-    faiss_index: object
+    faiss_index: object  # used only here (and by bench/); callers use search() and vector()
     lexical: dict[str, np.ndarray]
-    row_of: dict[int, int] = field(default_factory=dict)  # faiss id -> position in chunks
 
     def __post_init__(self) -> None:
-        self.row_of = {faiss_id(c.id): i for i, c in enumerate(self.chunks)}
+        # FAISS id of each row, and the rows sorted by it: a dict of 100k Python ints cost 11 MB.
+        self._fids = np.fromiter((faiss_id(c.id) for c in self.chunks), dtype=np.int64, count=len(self.chunks))
+        self._by_fid = np.argsort(self._fids, kind="stable")
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Rows in ``chunks`` of FAISS ids (every id must be in the index)."""
+        return self._by_fid[np.searchsorted(self._fids, ids, sorter=self._by_fid)]
 
     def search(self, query: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Top ``k`` chunks by inner product: (row in ``chunks``, score), best first.
@@ -80,16 +149,21 @@ class Snapshot:
         want = k if allowed is None else min(len(self.chunks), max(k * 10, 200))  # over-fetch, then filter
         scores, ids = self.faiss_index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32),
                                               min(want, len(self.chunks)))
-        rows = [(self.row_of[int(i)], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        found = ids[0] >= 0
+        rows = zip(self.rows_of(ids[0][found]).tolist(), scores[0][found].tolist())
         if allowed is not None:
-            rows = [(r, s) for r, s in rows if allowed[r]]
-        return rows[:k]
+            rows = ((r, s) for r, s in rows if allowed[r])
+        return list(rows)[:k]
+
+    def vector(self, row: int) -> np.ndarray:
+        """The stored (normalized float32) vector of chunk ``row``."""
+        return self.faiss_index.reconstruct(int(self._fids[row]))
 
     def chunk_vectors(self) -> dict[str, np.ndarray]:
         """chunk id -> vector, for reuse by the next generation."""
         ids, vecs = _all_vectors(self.faiss_index)
-        by_fid = dict(zip(ids.tolist(), vecs))
-        return {c.id: by_fid[faiss_id(c.id)] for c in self.chunks if faiss_id(c.id) in by_fid}
+        rows = self.rows_of(ids)
+        return {self.chunks[r].id: v for r, v in zip(rows.tolist(), vecs)}
 
 
 def current_generation(index_dir: str | Path) -> str | None:
@@ -116,33 +190,40 @@ def load(index_dir: str | Path, *, expect: dict | None = None) -> Snapshot:
         if not f.is_file() or f.stat().st_size != size:
             raise IndexCorruptError(f"index file {str(f)!r} is missing or truncated; rebuild with: askdesk index corpus/ --index {index_dir}")
     try:
-        articles, sentences, rows = {}, {}, {}
-        for rec in _read_jsonl(path / "articles.jsonl"):
-            sentences[rec["id"]] = [tuple(s) for s in rec.pop("sentences")]
-            rows[rec["id"]] = rec.pop("sentence_row")
-            articles[rec["id"]] = Article(**rec)
-        chunks = []
-        for rec in _read_jsonl(path / "chunks.jsonl"):
-            text = articles[rec["article_id"]].text
-            chunks.append(Chunk(id=rec["id"], article_id=rec["article_id"], start=rec["start"], end=rec["end"],
-                                text=text[rec["start"]:rec["end"]]))
         # Memory-mapped, not read: the answerer touches ~30 rows a question, so the rest of the
         # file (377 MB at 100k chunks) stays in the page cache instead of this process's memory.
         # Safe because a generation folder never changes after publish, and an old one is only
         # ever unlinked (collect_garbage): on Linux an unlinked file stays readable through an
         # existing mapping, so a reader still holding an old Snapshot keeps answering.
         vectors = np.load(path / "sentences.npy", mmap_mode="r", allow_pickle=False)
-        with np.load(path / "lexical.npz", allow_pickle=False) as z:
-            lexical = {k: z[k] for k in z.files}
+        articles: dict[str, Article] = {}
+        position: dict[str, int] = {}
+        first = [0]
+        spans = np.zeros((len(vectors), 2), dtype=np.int32)  # one row per sentence vector
+        for rec in _read_jsonl(path / "articles.jsonl"):
+            row, n = rec.pop("sentence_row"), len(rec["sentences"])
+            if row != first[-1] or row + n > len(spans):
+                raise ValueError(f"sentence rows out of order at article {rec['id']!r}")
+            spans[row:row + n] = np.asarray(rec.pop("sentences"), dtype=np.int32).reshape(n, 2)
+            position[rec["id"]] = len(first) - 1
+            first.append(row + n)
+            articles[rec["id"]] = Article(**rec)
+        starts = np.asarray(first, dtype=np.int64)
+        chunks: list[Chunk] = []
+        for rec in _read_jsonl(path / "chunks.jsonl"):
+            a = articles[rec["article_id"]]
+            chunks.append(StoredChunk(rec["id"], a.id, rec["start"], rec["end"], a.text))
+        lexical = _map_npz(path / "lexical.npz")
         index = faiss.read_index(str(path / "vectors.faiss"))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, zipfile.BadZipFile) as e:
         raise IndexCorruptError(
             f"index at {str(index_dir)!r} is unreadable ({type(e).__name__}: {str(e)[:120]}); "
             f"rebuild with: askdesk index corpus/ --index {index_dir}"
         ) from None
-    if index.ntotal != len(chunks) or vectors.shape[0] != sum(len(s) for s in sentences.values()):
+    if index.ntotal != len(chunks) or len(vectors) != first[-1]:
         raise IndexCorruptError(f"index at {str(index_dir)!r} has mismatched counts; rebuild with: askdesk index corpus/ --index {index_dir}")
-    return Snapshot(path, manifest, articles, sentences, rows, vectors, chunks, index, lexical)
+    return Snapshot(path, manifest, articles, SentenceSpans(position, starts, spans), SentenceRows(position, starts, spans),
+                    vectors, chunks, index, lexical)
 
 
 def read_manifest(path: Path) -> dict:
@@ -278,6 +359,39 @@ def _all_vectors(index) -> tuple[np.ndarray, np.ndarray]:
     ids = faiss.vector_to_array(index.id_map).astype(np.int64)
     vecs = index.index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), np.float32)
     return ids, vecs
+
+
+def _map_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed .npz (what ``np.savez`` writes), memory-mapped in place.
+
+    ``np.load`` ignores ``mmap_mode`` for .npz and would read all of it: 53 MB of BM25 postings
+    at 100k chunks, of which a question touches the few terms it has. Each member is stored
+    uncompressed, so its .npy data is one contiguous run of the file that can be mapped.
+    """
+    out = {}
+    with zipfile.ZipFile(path) as z, open(path, "rb") as f:
+        for info in z.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED:  # written by something else: read it
+                with np.load(path, allow_pickle=False) as npz:
+                    return {k: npz[k] for k in npz.files}
+            f.seek(info.header_offset)
+            local = f.read(30)  # the zip local file header; its name and extra lengths end it
+            if local[:4] != b"PK\x03\x04":
+                raise ValueError(f"bad zip member {info.filename!r}")
+            f.seek(info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+                   + int.from_bytes(local[28:30], "little"))
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(f))
+            if dtype.hasobject:
+                raise ValueError(f"{info.filename!r} holds Python objects; askdesk never writes those")
+            if 0 in shape:
+                out[name] = np.zeros(shape, dtype)
+            else:
+                out[name] = np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
+                                      order="F" if fortran else "C")
+    return out
 
 
 def _read_jsonl(path: Path) -> Iterator[dict]:
