@@ -30,6 +30,7 @@ def test_round_trip_keeps_every_record(corpus, fake, fake_config):
     m = again.manifest
     assert m["model"] == "fake" and m["dim"] == fake.dim and m["tokenizer"] == "cl100k_base"
     assert m["n_articles"] == 1 and m["n_chunks"] == len(before.chunks) and m["format_version"] == 1
+    assert m["faiss"] == {"kind": "flat"}  # one article is far below Config.ann_above
 
 
 def test_faiss_search_matches_numpy_oracle(tmp_path, fake, fake_config):
@@ -84,6 +85,21 @@ def test_corrupt_same_size_file_is_refused(corpus, fake, fake_config, name):
     f = desk._current().snap.path / name
     f.write_bytes(b"{" * f.stat().st_size)
     with pytest.raises(IndexCorruptError, match="unreadable"):
+        Desk.open(fake_config.index, config=fake_config, embedder=fake)
+
+
+def test_vectors_out_of_chunk_order_are_refused(tmp_path, fake, fake_config):
+    import faiss
+
+    for i in range(3):
+        write(tmp_path / "corpus" / f"{i}.txt", f"Story {i}\n\nThe council approved plan {i} for the harbor.")
+    snap = build(tmp_path / "corpus", fake, fake_config)._current().snap
+    ids = faiss.vector_to_array(snap.faiss_index.id_map)
+    vecs = np.stack([snap.vector(r) for r in range(len(ids))])
+    swapped = faiss.IndexIDMap2(faiss.IndexFlatIP(vecs.shape[1]))
+    swapped.add_with_ids(vecs[::-1].copy(), ids[::-1].copy())  # same size, rows no longer in chunk order
+    faiss.write_index(swapped, str(snap.path / "vectors.faiss"))
+    with pytest.raises(IndexCorruptError, match="not in chunks.jsonl order"):
         Desk.open(fake_config.index, config=fake_config, embedder=fake)
 
 
