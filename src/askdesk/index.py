@@ -310,8 +310,9 @@ def build_faiss(vectors: np.ndarray, ids: np.ndarray, *, dim: int, ann_above: in
         nlist = min(int(4 * n ** 0.5), n // 39)  # 100k -> 1,264 lists of ~80
         nprobe = -(-nlist // 32)  # a 32nd of the lists, as measured: 1,264 -> 40
         index = faiss.index_factory(dim, f"IDMap2,IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-        # k-means on 64 points a list (FAISS's own cap is 256): 100k -> 81k points, a few seconds.
-        sample = np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)
+        # k-means on 40 points a list (FAISS asks for 39): at 100k it trained in half the time of
+        # 64 a list, with the same recall (0.993 vs 0.988 at nprobe 40, bench/measure.py ann).
+        sample = np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)
         index.train(vectors[np.sort(sample)])
         kind = {"kind": "ivf", "nlist": nlist, "nprobe": nprobe}
     if n:
