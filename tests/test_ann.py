@@ -37,7 +37,7 @@ def test_above_the_threshold_the_index_is_ivf_and_finds_exact_duplicates(tmp_pat
     n = len(snap.chunks)
     assert n > 1000
     kind = snap.manifest["faiss"]
-    assert kind["kind"] == "ivf" and 1 <= kind["nlist"] <= n // 39 and kind["nprobe"] == -(-kind["nlist"] // 32)
+    assert kind["kind"] == "ivf" and 1 <= kind["nlist"] <= n // 39 and kind["nprobe"] == min(kind["nlist"], 32)
     vecs = all_vectors(snap)
     for r, c in list(enumerate(snap.chunks))[::97]:  # the stored vector is the chunk's embedding
         np.testing.assert_allclose(vecs[r], fake.embed_documents([f"{snap.articles[c.article_id].title}\n{c.text}"])[0],
@@ -107,7 +107,11 @@ def test_build_faiss_picks_the_kind_by_size():
     assert index_mod.build_faiss(x, ids, dim=16, ann_above=3000)[1] == {"kind": "flat"}
     assert index_mod.build_faiss(x[:900], ids[:900], dim=16, ann_above=0)[1] == {"kind": "flat"}  # too few
     index, kind = index_mod.build_faiss(x, ids, dim=16, ann_above=2999)
-    assert kind == {"kind": "ivf", "nlist": 76, "nprobe": 3}  # min(4 * sqrt(3000), 3000 // 39)
+    assert kind == {"kind": "ivf", "nlist": 76, "nprobe": 32}  # min(4 * sqrt(3000), 3000 // 39)
+    assert index_mod.ivf_shape(100_002) == (1264, 40)  # 4 * sqrt(n) lists, a 32nd of them probed
+    assert index_mod.ivf_shape(1_000_000) == (4000, 125)
+    assert index_mod.ivf_shape(10_000) == (256, 32)  # at least 32 probed
+    assert index_mod.ivf_shape(2000) == (51, 32)  # at most n / 39 lists
     np.testing.assert_array_equal(index.reconstruct(int(ids[123])), x[123])
 
 
