@@ -6,6 +6,7 @@ shared 2-core machine: the ratios are the result, the milliseconds are context.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -174,29 +175,30 @@ def memory(index: Path, questions: Sequence[str], model_mb: float) -> dict:
         json.dump(list(questions), f)
     try:
         serve = probe("serve", str(index), f.name)
-        mapped = probe("serve-mmap", str(index), f.name)
     finally:
         os.unlink(f.name)
     parts = probe("parts", str(index))
     return {"peak_mb": serve["peak_mb"], "beyond_model_mb": serve["peak_mb"] - model_mb,
             "load_s": serve["load_s"], "torch_on_ask_path": serve["torch_imported"],
-            "beyond_model_mmap_sentences_mb": mapped["peak_mb"] - model_mb,
+            "rss_file_mb": serve["rss_file_mb"], "faiss": serve["faiss"],
             "rss_steps_mb": parts["rss_steps_mb"], "array_mb": parts["array_mb"],
             "n_sentences": parts["n_sentences"], "vocab": parts["vocab"], "vocab_dtype": parts["vocab_dtype"]}
 
 
 def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> dict:
     """Approximate FAISS indexes over the same vectors: recall@k against exact search, search time,
-    and `Desk.ask` with the approximate index swapped in (bench only; askdesk ships Flat)."""
+    and `Desk.ask` with each swapped in. ``askdesk_ivf...`` is what `index.publish` builds above
+    ``Config.ann_above`` (`index.build_faiss`); the others are the alternatives it was chosen from."""
     import faiss
 
     from askdesk import Desk
-    from askdesk.index import _all_vectors
+    from askdesk import index as index_mod
 
     desk = Desk.open(index, config=config.replace(index=index), embedder=emb)
-    snap = desk._current().snap
-    ids, xb = _all_vectors(snap.faiss_index)
-    xb = np.ascontiguousarray(xb, dtype=np.float32)
+    state = desk._current()
+    snap = state.snap
+    xb = np.ascontiguousarray(np.stack(list(snap.chunk_vectors().values())), dtype=np.float32)
+    ids = np.array([index_mod.faiss_id(c.id) for c in snap.chunks], dtype=np.int64)
     xq = np.stack([emb.embed_query(q) for q in questions])
     d = xb.shape[1]
 
@@ -224,7 +226,28 @@ def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> d
     flat = faiss.IndexFlatIP(d)
     flat.add(xb)
     truth, flat_ms = timed(flat)
+    # Every dict value below is a table row in bench/run.py (recall, search time, build time).
     out: dict = {"n": int(len(xb)), "flat_search_p50_ms": flat_ms}
+    t = time.perf_counter()
+    shipped, kind = index_mod.build_faiss(xb, ids, dim=d, ann_above=0)
+    shipped_s = time.perf_counter() - t
+    inner = faiss.extract_index_ivf(shipped)
+    for v in sorted({kind["nprobe"] // 2, kind["nprobe"], kind["nprobe"] * 2}):
+        inner.nprobe = v
+        found, ms = timed(inner)  # rows, as Snapshot.search gets them
+        out[f"askdesk_ivf{kind['nlist']}_nprobe{v}"] = {"recall_at_10": recall(found),
+                                                        "recall_at_10_strict": recall_strict(found),
+                                                        "search_p50_ms": ms, "build_s": shipped_s}
+    inner.nprobe = kind["nprobe"]
+    # A date filter: 1 row in 10 allowed, through Snapshot.search as Desk calls it.
+    allowed = np.zeros(len(xb), dtype=bool)
+    allowed[::10] = True
+    masked = np.where(allowed, scores, -np.inf)
+    kth_masked = np.sort(masked, axis=1)[:, -k]
+    ivf_snap = dataclasses.replace(snap, faiss_index=shipped, manifest={**snap.manifest, "faiss": kind})
+    hits = [[r for r, _ in ivf_snap.search(q, k, allowed=allowed)] for q in xq]
+    out["askdesk_ivf_recall_at_10_one_in_ten_allowed"] = float(np.mean(
+        [np.sum(masked[i, rows] >= kth_masked[i] - 1e-5) / k for i, rows in enumerate(hits)]))
     candidates = {
         "hnsw32": lambda: _hnsw(faiss, d, 32, 40),
         "ivf1024_flat": lambda: _ivf(faiss, d, xb, 1024, "Flat"),
@@ -241,33 +264,37 @@ def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> d
                 found, ms = timed(ix)
                 out[f"{name}_{knob}{v}"] = {"recall_at_10": recall(found), "recall_at_10_strict": recall_strict(found),
                                             "search_p50_ms": ms, "build_s": build_s}
-    # End to end: Desk.ask with an approximate index in place of Flat, same ids.
-    def asks() -> list[float]:
+    # End to end: Desk.ask with each index in the snapshot, same ids and rows.
+    texts: dict[str, list[str]] = {}
+
+    def asks(ix, faiss_kind: dict) -> list[float]:
+        desk._state = dataclasses.replace(state, snap=dataclasses.replace(
+            snap, faiss_index=ix, manifest={**snap.manifest, "faiss": faiss_kind}))
         for q in questions[:10]:
             desk.ask(q)
-        ts = []
+        ts, said = [], []
         for q in questions:
             t = time.perf_counter()
-            desk.ask(q)
+            said.append(desk.ask(q).text)
             ts.append((time.perf_counter() - t) * 1e3)
+        texts[faiss_kind["kind"] if ix is not hnsw_ids else "hnsw"] = said
         return ts
 
-    shipped = snap.faiss_index
-    flat_ask = asks()
-    out["ask_p50_flat_ms"], out["ask_p95_flat_ms"] = pct(flat_ask, 50), pct(flat_ask, 95)
-    for name, make, knob, v in (("hnsw", lambda: _hnsw(faiss, d, 32, 40), "efSearch", 128),
-                                ("ivf", lambda: _ivf(faiss, d, xb, 1024, "Flat"), "nprobe", 32)):
-        ix = make()
-        faiss.ParameterSpace().set_index_parameter(ix, knob, v)
-        swapped = faiss.IndexIDMap2(ix)
-        swapped.add_with_ids(xb, ids)
-        if name == "ivf":
-            ix.make_direct_map()  # Desk reconstructs chunks found only by BM25; IVF needs the map for that
-        snap.faiss_index = swapped
-        ts = asks()
+    exact = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
+    exact.add_with_ids(xb, ids)
+    hnsw = _hnsw(faiss, d, 32, 40)
+    hnsw.hnsw.efSearch = 128
+    hnsw_ids = faiss.IndexIDMap2(hnsw)
+    hnsw_ids.add_with_ids(xb, ids)
+    for name, ix, faiss_kind, setting in (
+            ("flat", exact, {"kind": "flat"}, "exact"),
+            ("hnsw", hnsw_ids, {"kind": "flat"}, "efSearch 128"),
+            ("ivf", shipped, kind, f"askdesk's IVF{kind['nlist']}, nprobe {kind['nprobe']}")):
+        ts = asks(ix, faiss_kind)
         out[f"ask_p50_{name}_ms"], out[f"ask_p95_{name}_ms"] = pct(ts, 50), pct(ts, 95)
-        out[f"ask_{name}_setting"] = f"{knob} {v}"
-    snap.faiss_index = shipped
+        out[f"ask_{name}_setting"] = setting
+    desk._state = state
+    out["ivf_answers_same_as_flat"] = float(np.mean([a == b for a, b in zip(texts["ivf"], texts["flat"])]))
     return out
 
 

@@ -2,10 +2,11 @@
 
     python bench/probe.py model                       # the question encoder alone: the model baseline
     python bench/probe.py serve INDEX QUESTIONS.json  # Desk.open + answer the questions
-    python bench/probe.py serve-mmap INDEX QUESTIONS.json  # the same with sentences.npy memory-mapped
     python bench/probe.py parts INDEX                 # what the loaded index is made of
 
-Prints one JSON object. Peak RSS is VmHWM from /proc/self/status (ru_maxrss as a fallback).
+Prints one JSON object. Peak RSS is VmHWM from /proc/self/status (ru_maxrss as a fallback); it
+counts the pages of memory-mapped files (sentences.npy, lexical.npz) that were read, so
+`rss_file_mb` says how much of the RSS is those (page cache, shared with other readers).
 """
 
 from __future__ import annotations
@@ -50,22 +51,9 @@ def serve(index: str, questions: str) -> dict:
     for q in qs:
         desk.ask(q)
     return {"peak_mb": status_mb("VmHWM"), "rss_mb": status_mb("VmRSS"), "rss_after_load_mb": after_load,
-            "load_s": load_s, "questions": len(qs), "torch_imported": "torch" in sys.modules}
-
-
-def serve_mmap(index: str, questions: str) -> dict:
-    """`serve` with sentences.npy memory-mapped: the proposed index.load change, simulated here."""
-    import numpy as np
-
-    load = np.load
-
-    def mapped(file, *args, **kwargs):
-        if str(file).endswith("sentences.npy"):
-            kwargs["mmap_mode"] = "r"
-        return load(file, *args, **kwargs)
-
-    np.load = mapped
-    return serve(index, questions)
+            "rss_anon_mb": status_mb("RssAnon"), "rss_file_mb": status_mb("RssFile"),
+            "load_s": load_s, "questions": len(qs), "torch_imported": "torch" in sys.modules,
+            "faiss": desk._current().snap.manifest.get("faiss", {"kind": "flat"})}
 
 
 def parts(index: str) -> dict:
@@ -82,12 +70,14 @@ def parts(index: str) -> dict:
     steps["snapshot"] = status_mb("VmRSS")
     BM25.from_arrays(snap.lexical)
     steps["bm25"] = status_mb("VmRSS")
+    # Sizes of the parts, whether held (FAISS, article text) or mapped and read on demand
+    # (sentence vectors, BM25 postings; see rss_file_mb of `serve`).
     arrays = {"faiss_vectors": snap.faiss_index.ntotal * snap.faiss_index.d * 4,
-              "sentence_vectors": snap.sentence_vectors.nbytes,
-              "bm25_postings": sum(v.nbytes for k, v in snap.lexical.items() if k != "vocab"),
+              "sentence_vectors_mapped": snap.sentence_vectors.nbytes,
+              "bm25_postings_mapped": sum(v.nbytes for k, v in snap.lexical.items() if k != "vocab"),
               "bm25_vocab": snap.lexical["vocab"].nbytes,
-              "article_text": sum(len(a.text) for a in snap.articles.values()),
-              "chunk_text": sum(len(c.text) for c in snap.chunks)}
+              "article_text": sum(sys.getsizeof(a.text) for a in snap.articles.values())}
+    steps["rss_anon"], steps["rss_file"] = status_mb("RssAnon"), status_mb("RssFile")
     return {"rss_steps_mb": steps, "array_mb": {k: v / 2**20 for k, v in arrays.items()},
             "n_chunks": len(snap.chunks), "n_articles": len(snap.articles),
             "n_sentences": int(snap.sentence_vectors.shape[0]), "vocab": int(len(snap.lexical["vocab"])),
@@ -97,5 +87,5 @@ def parts(index: str) -> dict:
 
 if __name__ == "__main__":
     mode, *rest = sys.argv[1:]
-    out = {"model": model, "serve": serve, "serve-mmap": serve_mmap, "parts": parts}[mode](*rest)
+    out = {"model": model, "serve": serve, "parts": parts}[mode](*rest)
     print(json.dumps(out))

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -5,7 +6,9 @@ import numpy as np
 import pytest
 
 from askdesk import Desk
+from askdesk import answer as answer_mod
 from askdesk import index as index_mod
+from askdesk.chunk import chunk_article, split_sentences
 from askdesk.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
 from conftest import write
 
@@ -27,6 +30,7 @@ def test_round_trip_keeps_every_record(corpus, fake, fake_config):
     m = again.manifest
     assert m["model"] == "fake" and m["dim"] == fake.dim and m["tokenizer"] == "cl100k_base"
     assert m["n_articles"] == 1 and m["n_chunks"] == len(before.chunks) and m["format_version"] == 1
+    assert m["faiss"] == {"kind": "flat"}  # one article is far below Config.ann_above
 
 
 def test_faiss_search_matches_numpy_oracle(tmp_path, fake, fake_config):
@@ -75,11 +79,27 @@ def test_truncated_file_is_refused(corpus, fake, fake_config, name):
         Desk.open(fake_config.index, config=fake_config, embedder=fake)
 
 
-def test_corrupt_same_size_file_is_refused(corpus, fake, fake_config):
+@pytest.mark.parametrize("name", ["chunks.jsonl", "articles.jsonl", "lexical.npz", "sentences.npy"])
+def test_corrupt_same_size_file_is_refused(corpus, fake, fake_config, name):
     desk = build(corpus, fake, fake_config)
-    f = desk._current().snap.path / "chunks.jsonl"
+    f = desk._current().snap.path / name
     f.write_bytes(b"{" * f.stat().st_size)
     with pytest.raises(IndexCorruptError, match="unreadable"):
+        Desk.open(fake_config.index, config=fake_config, embedder=fake)
+
+
+def test_vectors_out_of_chunk_order_are_refused(tmp_path, fake, fake_config):
+    import faiss
+
+    for i in range(3):
+        write(tmp_path / "corpus" / f"{i}.txt", f"Story {i}\n\nThe council approved plan {i} for the harbor.")
+    snap = build(tmp_path / "corpus", fake, fake_config)._current().snap
+    ids = faiss.vector_to_array(snap.faiss_index.id_map)
+    vecs = np.stack([snap.vector(r) for r in range(len(ids))])
+    swapped = faiss.IndexIDMap2(faiss.IndexFlatIP(vecs.shape[1]))
+    swapped.add_with_ids(vecs[::-1].copy(), ids[::-1].copy())  # same size, rows no longer in chunk order
+    faiss.write_index(swapped, str(snap.path / "vectors.faiss"))
+    with pytest.raises(IndexCorruptError, match="not in chunks.jsonl order"):
         Desk.open(fake_config.index, config=fake_config, embedder=fake)
 
 
@@ -120,3 +140,48 @@ def test_no_pickle_anywhere_in_the_index(corpus, fake, fake_config):
     with np.load(path / "lexical.npz", allow_pickle=False) as z:
         assert set(z.files) == {"vocab", "indptr", "docs", "tfs", "doc_len"}
     assert os.path.exists(path / "manifest.json")
+
+
+def test_old_snapshot_answers_after_its_generation_is_deleted(corpus, fake, fake_config):
+    reader = build(corpus, fake, fake_config)
+    state = reader._current()  # a reader in the middle of a question holds this
+    old = state.snap
+    assert isinstance(old.sentence_vectors, np.memmap)
+    before = np.array(old.sentence_vectors)
+    write(corpus / "new.txt", "New\n\nA brand new article about shipbuilding in Korea.")
+    writer = Desk(fake_config.index, config=fake_config, embedder=fake)
+    writer.sync(corpus)  # publishes a new generation and garbage-collects the old one
+    assert not old.path.exists()
+    np.testing.assert_array_equal(np.asarray(old.sentence_vectors), before)
+    q = "How big was Nippon Steel's bid?"
+    qvec = fake.embed_query(q)
+    hits = reader._retrieve(state, q, qvec, 3)
+    text, refused, cites, _, _ = answer_mod.answer(q, hits, old, qvec, state.bm25, refuse_below=0.0)
+    assert not refused and cites and "Nippon Steel" in text
+    assert reader.ask(q).citations  # and the reader moves on to the new generation
+    assert reader._current().snap.path != old.path
+
+
+def test_loaded_records_read_like_the_ones_written(corpus, fake, fake_config):
+    snap = Desk.open(build(corpus, fake, fake_config).index_dir, config=fake_config, embedder=fake)._current().snap
+    row = 0
+    for a in snap.articles.values():
+        assert snap.sentences[a.id] == split_sentences(a.text)
+        assert all(type(s) is int for span in snap.sentences[a.id] for s in span)
+        assert snap.sentence_row[a.id] == row
+        row += len(snap.sentences[a.id])
+        written = chunk_article(a, max_tokens=fake_config.chunk_tokens, overlap=fake_config.chunk_overlap,
+                                fits=lambda t, p=a.title + "\n": fake.fits(p + t))
+        loaded = [c for c in snap.chunks if c.article_id == a.id]
+        assert loaded == written and written == loaded  # a loaded chunk equals the plain Chunk, both ways
+        assert {hash(c) for c in loaded} == {hash(c) for c in written}
+        assert [dataclasses.asdict(c) for c in loaded] == [dataclasses.asdict(c) for c in written]
+    assert row == len(snap.sentence_vectors) and set(snap.sentences) == set(snap.articles)
+    for r, c in enumerate(snap.chunks):  # the stored vector is the one embedded for the chunk
+        want = fake.embed_documents([snap.articles[c.article_id].title + "\n" + c.text])[0]
+        np.testing.assert_allclose(snap.vector(r), want, rtol=1e-6, atol=1e-6)
+    with np.load(snap.path / "lexical.npz", allow_pickle=False) as z:  # mapped in place, same arrays
+        assert set(snap.lexical) == set(z.files)
+        for k in z.files:
+            np.testing.assert_array_equal(snap.lexical[k], z[k])
+            assert snap.lexical[k].dtype == z[k].dtype

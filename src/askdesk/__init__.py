@@ -5,11 +5,26 @@
     print(desk.ask("How big was Nippon Steel's bid for US Steel?").text)
 """
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
 from .config import Config  # noqa: E402
-from .desk import Desk  # noqa: E402
 from .errors import AskdeskError  # noqa: E402
 from .types import Answer, Article, Citation  # noqa: E402
 
+if TYPE_CHECKING:
+    from .desk import Desk
+
 __all__ = ["Desk", "Config", "Answer", "Citation", "Article", "AskdeskError", "__version__"]
+
+
+def __getattr__(name: str):
+    # Desk is imported on first use: it brings numpy and the whole pipeline, which `askdesk --help`
+    # and `import askdesk` do not need (measured in docs/benchmarks.md).
+    if name == "Desk":
+        from .desk import Desk
+
+        globals()["Desk"] = Desk
+        return Desk
+    raise AttributeError(f"module 'askdesk' has no attribute {name!r}")

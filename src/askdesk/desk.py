@@ -249,7 +249,7 @@ class Desk:
         return [Hit(snap.chunks[r], s, float(cos[at[r]]), float(lex[r])) for r, s in fused]
 
     def _chunk_vector(self, state: _State, row: int) -> np.ndarray:
-        return state.snap.faiss_index.reconstruct(index_mod.faiss_id(state.snap.chunks[row].id))
+        return state.snap.vector(row)
 
     # -- looking inside ---------------------------------------------------------------------
     def info(self) -> dict:

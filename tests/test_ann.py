@@ -1,0 +1,122 @@
+"""The approximate (IVF) FAISS index above Config.ann_above: what it finds, what it records, and
+that reopening and adding articles keep working. Small thresholds and the fake embedder."""
+
+import numpy as np
+import pytest
+
+from askdesk import Config, Desk
+from askdesk import index as index_mod
+from conftest import write
+
+WORDS = [f"w{i}" for i in range(2000)]
+
+
+def many_chunks(folder, n_articles=50, sentences=30, seed=0):
+    """~``n_articles * sentences`` chunks of 16 tokens: one random-word sentence each."""
+    rng = np.random.default_rng(seed)
+    for i in range(n_articles):
+        body = " ".join(" ".join(rng.choice(WORDS, 9)).capitalize() + "." for _ in range(sentences))
+        write(folder / f"{i:03}.txt", f"Story {i}\n\n{body}")
+    return folder
+
+
+@pytest.fixture
+def ivf_config(fake_config, monkeypatch):
+    # Desk passes no threshold to publish yet, so publish reads ASKDESK_ANN_ABOVE; set both.
+    monkeypatch.setenv("ASKDESK_ANN_ABOVE", "500")
+    return fake_config.replace(ann_above=500, chunk_tokens=16, chunk_overlap=0)
+
+
+def all_vectors(snap):
+    return np.stack([snap.vector(r) for r in range(len(snap.chunks))])
+
+
+def test_above_the_threshold_the_index_is_ivf_and_finds_exact_duplicates(tmp_path, fake, ivf_config):
+    desk = Desk.build(many_chunks(tmp_path / "corpus"), ivf_config.index, config=ivf_config, embedder=fake)
+    snap = desk._current().snap
+    n = len(snap.chunks)
+    assert n > 1000
+    kind = snap.manifest["faiss"]
+    assert kind["kind"] == "ivf" and 1 <= kind["nlist"] <= n // 39 and kind["nprobe"] == min(kind["nlist"], 32)
+    vecs = all_vectors(snap)
+    for r, c in list(enumerate(snap.chunks))[::97]:  # the stored vector is the chunk's embedding
+        np.testing.assert_allclose(vecs[r], fake.embed_documents([f"{snap.articles[c.article_id].title}\n{c.text}"])[0],
+                                   atol=1e-6)
+    for r in range(0, n, 53):
+        got = snap.search(vecs[r], 10)
+        exact = vecs @ vecs[r]
+        assert got[0][1] == pytest.approx(exact.max(), abs=1e-5)  # the duplicate (or an equal twin) first
+        assert exact[got[0][0]] == pytest.approx(1.0, abs=1e-5)
+        np.testing.assert_allclose([s for _, s in got], exact[[i for i, _ in got]], atol=1e-5)  # true scores
+
+
+def test_allowed_mask_filters_inside_the_ivf_search(tmp_path, fake, ivf_config):
+    snap = Desk.build(many_chunks(tmp_path / "corpus"), ivf_config.index, config=ivf_config,
+                      embedder=fake)._current().snap
+    n = len(snap.chunks)
+    vecs = all_vectors(snap)
+    rng = np.random.default_rng(1)
+    allowed = rng.random(n) < 0.2
+    for r in np.flatnonzero(allowed)[::31]:
+        got = snap.search(vecs[r], 10, allowed=allowed)
+        assert len(got) == 10 and all(allowed[i] for i, _ in got)
+        assert got[0][1] == pytest.approx(1.0, abs=1e-5)
+    # Three rows allowed: the search probes every list, so all three come back, best first.
+    few = np.zeros(n, dtype=bool)
+    few[[5, n // 2, n - 1]] = True
+    got = snap.search(vecs[5], 10, allowed=few)
+    assert sorted(i for i, _ in got) == [5, n // 2, n - 1]
+    assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+    assert snap.search(vecs[5], 10, allowed=np.zeros(n, dtype=bool)) == []
+
+
+def test_ivf_index_reopens_and_takes_an_added_article(tmp_path, fake, ivf_config):
+    corpus = many_chunks(tmp_path / "corpus")
+    first = Desk.build(corpus, ivf_config.index, config=ivf_config, embedder=fake)
+    before = first._current().snap
+    reopened = Desk.open(ivf_config.index, config=ivf_config, embedder=fake)
+    snap = reopened._current().snap
+    assert snap.manifest["faiss"] == before.manifest["faiss"]
+    q = snap.vector(7)
+    assert snap.search(q, 5) == before.search(q, 5)
+
+    new = write(tmp_path / "new.txt", "Harbor\n\nThe harbor authority bought twelve new cranes from Finland.")
+    fake.embedded = 0
+    stats = reopened.add([new])
+    assert stats["added"] == 1 and fake.embedded <= 3  # old chunk vectors came back out of the IVF index
+    after = reopened._current().snap
+    assert after.manifest["faiss"]["kind"] == "ivf" and len(after.chunks) == len(snap.chunks) + 1
+    old_vecs = snap.chunk_vectors()
+    new_vecs = after.chunk_vectors()
+    assert all(np.array_equal(new_vecs[cid], v) for cid, v in old_vecs.items())
+    answer = reopened.ask("What did the harbor authority buy?")
+    assert answer.citations and "cranes" in answer.citations[0].sentence
+
+
+def test_at_or_below_the_threshold_the_index_stays_exact(tmp_path, fake, fake_config):
+    desk = Desk.build(many_chunks(tmp_path / "corpus", n_articles=5), fake_config.index,
+                      config=fake_config.replace(chunk_tokens=16, chunk_overlap=0), embedder=fake)
+    assert desk._current().snap.manifest["faiss"] == {"kind": "flat"}
+
+
+def test_build_faiss_picks_the_kind_by_size():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(3000, dtype=np.int64) * 7919
+    assert index_mod.build_faiss(x, ids, dim=16, ann_above=3000)[1] == {"kind": "flat"}
+    assert index_mod.build_faiss(x[:900], ids[:900], dim=16, ann_above=0)[1] == {"kind": "flat"}  # too few
+    index, kind = index_mod.build_faiss(x, ids, dim=16, ann_above=2999)
+    assert kind == {"kind": "ivf", "nlist": 76, "nprobe": 32}  # min(4 * sqrt(3000), 3000 // 39)
+    assert index_mod.ivf_shape(100_002) == (1264, 40)  # 4 * sqrt(n) lists, a 32nd of them probed
+    assert index_mod.ivf_shape(1_000_000) == (4000, 125)
+    assert index_mod.ivf_shape(10_000) == (256, 32)  # at least 32 probed
+    assert index_mod.ivf_shape(2000) == (51, 32)  # at most n / 39 lists
+    np.testing.assert_array_equal(index.reconstruct(int(ids[123])), x[123])
+
+
+def test_ann_above_comes_from_the_environment():
+    assert Config.from_env({"ASKDESK_ANN_ABOVE": "1234"}).ann_above == 1234
+    assert Config().ann_above == 50_000
+    with pytest.raises(Exception, match="ann_above"):
+        Config(ann_above=-1)
