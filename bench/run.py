@@ -294,7 +294,7 @@ def render(res: dict) -> str:
                              f"{v['search_p50_ms']:.2f} | {v['build_s']:.1f} |")
         lines.append(f"\n`Desk.ask` at {label}, p50 / p95: Flat {a['ask_p50_flat_ms']:.1f} / {a['ask_p95_flat_ms']:.1f} ms; "
                      f"HNSW32 ({a['ask_hnsw_setting']}) {a['ask_p50_hnsw_ms']:.1f} / {a['ask_p95_hnsw_ms']:.1f} ms; "
-                     f"IVF1024,Flat ({a['ask_ivf_setting']}) {a['ask_p50_ivf_ms']:.1f} / {a['ask_p95_ivf_ms']:.1f} ms.")
+                     f"askdesk's IVF ({a['ask_ivf_setting']}) {a['ask_p50_ivf_ms']:.1f} / {a['ask_p95_ivf_ms']:.1f} ms.")
     lines += ["", "| target (issue 6) | goal | measured | met |", "|---|---|---:|---|"]
     for t in res["targets"]:
         v = t["value"]
