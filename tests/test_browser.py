@@ -169,9 +169,12 @@ def last_reply(page) -> str:
 
 def upload(page, path_or_payload) -> str:
     """Drop files on the file input and wait for the add to finish; returns the status text."""
+    before = page.inner_text("#add-status") if page.locator("#add-status").count() else ""
     page.set_input_files("#upload input[type=file]", path_or_payload)
+    # A new status, not the last upload's: two uploads in a row would otherwise race.
     page.wait_for_function(
-        "() => /articles in|not added|⚠/.test(document.querySelector('#add-status')?.innerText || '')",
+        "before => { const t = document.querySelector('#add-status')?.innerText || '';"
+        " return t !== before && /articles in|not added|⚠/.test(t); }", arg=before,
         timeout=ADD_TIMEOUT_MS)
     return page.inner_text("#add-status")
 
