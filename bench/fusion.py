@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from askdesk import Desk
-    from askdesk.desk import _best_sentence_cos
+    from askdesk.retrieve import best_sentence_cos
     from askdesk.eval import _read_corpus, _read_jsonl, _read_qrels, mrr_at_k, ndcg_at_k, recall_at_k
     from askdesk.retrieve import fuse, rrf, terms, top_rows
 
@@ -49,7 +49,7 @@ def main() -> None:
         rows = list(dict.fromkeys([r for r, _ in dense] + [r for r, _ in lexical]))
         dmap = dict(dense)
         cos = np.array([dmap[r] if r in dmap else float(desk._chunk_vector(state, r) @ qvec) for r in rows])
-        feats.append((rows, cos, _best_sentence_cos(state, rows, qvec, cos), lex[rows], dense, lexical,
+        feats.append((rows, cos, best_sentence_cos(state.sent_lo, state.sent_hi, snap.sentence_vectors, rows, qvec, cos), lex[rows], dense, lexical,
                       qrels[str(q["_id"])]))
         if i % 500 == 0:
             print(f"{i}/{len(queries)}", file=sys.stderr, flush=True)

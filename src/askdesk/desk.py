@@ -21,8 +21,8 @@ from .chunk import ENCODING, chunk_article, split_sentences
 from .config import Config
 from .embed import Embedder, SentenceTransformerEmbedder, embed_with_spans
 from .errors import BadInputError, BadQuestionError, EmptyCorpusError
-from .ingest import Skipped, normalize_date, read_articles
-from .retrieve import BM25, fuse, terms, top_rows
+from .ingest import Skipped, dedupe, drop_near_duplicates, normalize_date, read_articles
+from .retrieve import BM25, best_sentence_cos, fuse, sentence_ranges, terms, top_rows
 from .types import Answer, Article, Chunk, Hit
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class Desk:
             articles, skipped = list(corpus), []
         if not articles:
             raise EmptyCorpusError(f"no readable article in {str(corpus)!r}; add .txt, .md or .html files and run again")
-        return self._write(lambda old: _dedupe(articles), skipped, progress)
+        return self._write(lambda old: dedupe(articles), skipped, progress)
 
     def add(self, paths: Sequence[str | Path], *, progress: Progress | None = None) -> dict:
         """Add or update article files (or folders); identical articles are skipped."""
@@ -114,7 +114,7 @@ class Desk:
 
         def merge(old: list[Article]) -> list[Article]:
             keys = {_key(a) for a in new}
-            return _dedupe([a for a in old if _key(a) not in keys] + new)
+            return dedupe([a for a in old if _key(a) not in keys] + new)
 
         return self._write(merge, skipped, progress)
 
@@ -244,7 +244,7 @@ class Desk:
         dmap = dict(dense)
         # Chunks found only by BM25 still need their cosine.
         cos = np.array([dmap[r] if r in dmap else float(self._chunk_vector(state, r) @ qvec) for r in rows])
-        fused = fuse(rows, cos, _best_sentence_cos(state, rows, qvec, cos), lex[rows])[:k]
+        fused = fuse(rows, cos, best_sentence_cos(state.sent_lo, state.sent_hi, snap.sentence_vectors, rows, qvec, cos), lex[rows])[:k]
         at = {r: i for i, r in enumerate(rows)}
         return [Hit(snap.chunks[r], s, float(cos[at[r]]), float(lex[r])) for r, s in fused]
 
@@ -298,7 +298,7 @@ class Desk:
             if self._state is not None and self._state.generation == gen:
                 return
             snap = index_mod.load(self.index_dir, expect=self._expect())
-            self._state = _State(snap, BM25.from_arrays(snap.lexical), snap.path.name, *_sentence_ranges(snap))
+            self._state = _State(snap, BM25.from_arrays(snap.lexical), snap.path.name, *sentence_ranges(snap.chunks, snap.sentences, snap.sentence_row))
             logger.info("loaded index %s", snap.path)
 
     def _write(self, plan: Callable[[list[Article]], list[Article]], skipped: list[Skipped],
@@ -308,7 +308,7 @@ class Desk:
             index_mod.collect_garbage(self.index_dir)  # what a killed writer left behind
             old = self._old_snapshot()
             old_articles = list(old.articles.values()) if old else []
-            articles, dupes = _drop_near_duplicates(plan(old_articles))
+            articles, dupes = drop_near_duplicates(plan(old_articles))
             skipped = skipped + dupes
             if not articles:
                 raise EmptyCorpusError("that would leave the index empty; add articles first (askdesk add FILE)")
@@ -443,40 +443,6 @@ def _in_window(snap: index_mod.Snapshot, window: tuple[str | None, str | None]) 
     return np.fromiter((c.article_id in ok for c in snap.chunks), dtype=bool, count=len(snap.chunks))
 
 
-def _sentence_ranges(snap: index_mod.Snapshot) -> tuple[np.ndarray, np.ndarray]:
-    """For each chunk, the rows of the sentences that lie wholly inside it (a contiguous range:
-    an article's sentences are sorted and do not overlap)."""
-    from bisect import bisect_left, bisect_right
-
-    lo = np.zeros(len(snap.chunks), dtype=np.int64)
-    hi = np.zeros(len(snap.chunks), dtype=np.int64)
-    bounds: dict[str, tuple[list[int], list[int]]] = {}
-    for i, c in enumerate(snap.chunks):
-        if c.article_id not in bounds:
-            spans = snap.sentences[c.article_id]
-            bounds[c.article_id] = ([s for s, _ in spans], [e for _, e in spans])
-        starts, ends = bounds[c.article_id]
-        base = snap.sentence_row[c.article_id]
-        lo[i] = base + bisect_left(starts, c.start)
-        hi[i] = base + max(bisect_right(ends, c.end), bisect_left(starts, c.start))
-    return lo, hi
-
-
-def _best_sentence_cos(state: _State, rows: Sequence[int], qvec: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """Each chunk's best sentence cosine to the question (its own cosine when it holds no whole sentence)."""
-    lo, hi = state.sent_lo[rows], state.sent_hi[rows]
-    sizes = hi - lo
-    if not sizes.sum():
-        return fallback.copy()
-    idx = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
-    sims = np.asarray(state.snap.sentence_vectors[idx], dtype=np.float32) @ qvec
-    out = fallback.astype(np.float64).copy()
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    nonempty = sizes > 0
-    out[nonempty] = np.maximum.reduceat(sims, starts[nonempty])
-    return out
-
-
 def _home_chunk(chunks: Sequence[Chunk], s: int, e: int, embedded: dict) -> Chunk | None:
     """The embedded chunk holding sentence [s, e) with the most context around it (overlap puts a
     sentence in two chunks; the one where it sits nearer the middle reads it better)."""
@@ -496,41 +462,6 @@ def _title_prefix(a: Article) -> str:
 
 def _key(a: Article) -> str:
     return a.url or a.path or a.id
-
-
-def _dedupe(articles: list[Article]) -> list[Article]:
-    """One article per id (identical copies collapse), first occurrence wins."""
-    seen, out = set(), []
-    for a in articles:
-        if a.id not in seen:
-            seen.add(a.id)
-            out.append(a)
-    return out
-
-
-def _drop_near_duplicates(articles: list[Article], share: float = 0.8) -> tuple[list[Article], list[Skipped]]:
-    """Keep one copy of a story published twice (a wire story with a new headline or byline).
-
-    An article is a copy when ``share`` of its sentences (whitespace and case folded) already
-    stand in one kept article; the first in corpus order is kept.
-    """
-    owner: dict[int, int] = {}  # sentence hash -> index of the kept article holding it
-    kept: list[Article] = []
-    dropped: list[Skipped] = []
-    for a in articles:
-        hashes = {hash(" ".join(a.text[s:e].lower().split())) for s, e in split_sentences(a.text)}
-        counts: dict[int, int] = {}
-        for h in hashes:
-            if h in owner:
-                counts[owner[h]] = counts.get(owner[h], 0) + 1
-        twin = max(counts, key=counts.get) if counts else None
-        if twin is not None and counts[twin] >= share * len(hashes):
-            dropped.append(Skipped(a.path or a.id, f"near-duplicate of {kept[twin].path or kept[twin].id}"))
-            continue
-        for h in hashes:
-            owner.setdefault(h, len(kept))
-        kept.append(a)
-    return kept, dropped
 
 
 def _diff(old: list[Article], new: list[Article]) -> dict:

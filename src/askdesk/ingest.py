@@ -14,6 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .chunk import split_sentences
 from .errors import BadInputError
 from .types import Article
 
@@ -271,3 +272,38 @@ def _relative(path: Path, root: str | Path | None) -> str:
         except ValueError:
             pass
     return path.as_posix()
+
+
+def dedupe(articles: list[Article]) -> list[Article]:
+    """One article per id (identical copies collapse), first occurrence wins."""
+    seen, out = set(), []
+    for a in articles:
+        if a.id not in seen:
+            seen.add(a.id)
+            out.append(a)
+    return out
+
+
+def drop_near_duplicates(articles: list[Article], share: float = 0.8) -> tuple[list[Article], list[Skipped]]:
+    """Keep one copy of a story published twice (a wire story with a new headline or byline).
+
+    An article is a copy when ``share`` of its sentences (whitespace and case folded) already
+    stand in one kept article; the first in corpus order is kept.
+    """
+    owner: dict[int, int] = {}  # sentence hash -> index of the kept article holding it
+    kept: list[Article] = []
+    dropped: list[Skipped] = []
+    for a in articles:
+        hashes = {hash(" ".join(a.text[s:e].lower().split())) for s, e in split_sentences(a.text)}
+        counts: dict[int, int] = {}
+        for h in hashes:
+            if h in owner:
+                counts[owner[h]] = counts.get(owner[h], 0) + 1
+        twin = max(counts, key=counts.get) if counts else None
+        if twin is not None and counts[twin] >= share * len(hashes):
+            dropped.append(Skipped(a.path or a.id, f"near-duplicate of {kept[twin].path or kept[twin].id}"))
+            continue
+        for h in hashes:
+            owner.setdefault(h, len(kept))
+        kept.append(a)
+    return kept, dropped

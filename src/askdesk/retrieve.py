@@ -175,3 +175,42 @@ def rrf(dense: Sequence[tuple[int, float]], lexical: Sequence[tuple[int, float]]
         for rank, (row, _) in enumerate(ranked):
             scores[row] = scores.get(row, 0.0) + w / (k + rank + 1)
     return sorted(scores.items(), key=lambda x: -x[1])
+
+
+def sentence_ranges(chunks: Sequence, sentences, sentence_row) -> tuple[np.ndarray, np.ndarray]:
+    """Per chunk, the rows (in the sentence vectors) of the sentences wholly inside it, as [lo, hi).
+
+    An article's sentences are sorted and do not overlap, so they form a contiguous range.
+    ``sentences[article_id]`` holds (start, end) pairs; ``sentence_row[article_id]`` its first row.
+    """
+    from bisect import bisect_left, bisect_right
+
+    lo = np.zeros(len(chunks), dtype=np.int64)
+    hi = np.zeros(len(chunks), dtype=np.int64)
+    bounds: dict[str, tuple[list[int], list[int]]] = {}
+    for i, c in enumerate(chunks):
+        if c.article_id not in bounds:
+            spans = sentences[c.article_id]
+            bounds[c.article_id] = ([s for s, _ in spans], [e for _, e in spans])
+        starts, ends = bounds[c.article_id]
+        base = sentence_row[c.article_id]
+        first = bisect_left(starts, c.start)
+        lo[i] = base + first
+        hi[i] = base + max(bisect_right(ends, c.end), first)
+    return lo, hi
+
+
+def best_sentence_cos(lo: np.ndarray, hi: np.ndarray, sentence_vectors: np.ndarray, rows: Sequence[int],
+                      qvec: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Each chunk's best sentence cosine to the question (``fallback`` where it holds no whole sentence)."""
+    lo, hi = lo[rows], hi[rows]
+    sizes = hi - lo
+    out = np.asarray(fallback, dtype=np.float64).copy()
+    if not sizes.sum():
+        return out
+    idx = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
+    sims = np.asarray(sentence_vectors[idx], dtype=np.float32) @ qvec
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    nonempty = sizes > 0
+    out[nonempty] = np.maximum.reduceat(sims, starts[nonempty])  # empty ranges add no boundary of their own
+    return out
