@@ -81,6 +81,7 @@ class Answer:
     # cited passages back it, and the cited sentence closest to it.
     sentences: tuple[dict, ...] = ()
     note: str | None = None  # shown with the answer, e.g. why the LLM's answer was not used
+    short: str | None = None  # for a factoid question, the span of the first cited sentence that answers it
 
     def to_dict(self) -> dict:
         """The JSON shape of `askdesk ask --json`."""
@@ -95,4 +96,5 @@ class Answer:
             "generator": self.generator,
             "sentences": [{**s, "cites": list(s["cites"])} for s in self.sentences],
             "note": self.note,
+            "short": self.short,
         }
