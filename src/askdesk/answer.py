@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from .index import Snapshot
-from .retrieve import BM25, stem, terms
+from .retrieve import BM25, terms
 from .types import Article, Citation, Hit
 
 REFUSAL = "The articles I have do not answer that question."
@@ -190,7 +190,6 @@ def snippet_span(text: str, s: int, e: int, reach: int = 240) -> tuple[int, int]
 
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
-
 
 
 # -- short answers ----------------------------------------------------------------------------
@@ -388,7 +387,7 @@ def _number_spans(question: str, sentence: str, toks: list[_Tok], context: str) 
             k += 1
         elif word(k) == "per" and word(k + 1) == "cent":
             k += 2
-        elif joined(k) and (word(k) in _UNITS or stem(word(k)) in _UNITS):  # "11,000 years", "382 kg"
+        elif joined(k) and (word(k) in _UNITS or set(terms(word(k))) & _UNITS):  # "11,000 years", "382 kg"
             k += 1
         if k - i == 1 and word(i) in ("one", "half", "quarter", "third"):
             continue  # "One computer model": a determiner, not a count
