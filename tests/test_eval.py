@@ -106,6 +106,13 @@ def test_normalize_answer_is_squads():
     assert not ev._contains("It happened in 19735.", ["1973"])  # whole tokens only
 
 
+def test_token_f1_is_squads():
+    assert ev.token_f1("The Chelsea!", "chelsea") == 1.0
+    assert ev.token_f1("interest rates", "raised interest rates") == pytest.approx(0.8)  # P 1, R 2/3
+    assert ev.token_f1("rates rates", "rates") == pytest.approx(2 / 3)  # a repeated word counts once: P 1/2, R 1
+    assert ev.token_f1("Tuesday", "Monday") == 0.0 and ev.token_f1("the", "a") == 0.0
+
+
 def test_format_table_has_two_columns():
     table = ev.format_table({"recall@5": 0.9412, "n_queries": 4807, "citation_hit": None, "index_s": 12.5})
     lines = table.splitlines()
@@ -252,6 +259,54 @@ def test_eval_qa_folder_counts_refusals_and_hits(tmp_path, cfg, monkeypatch):
     assert r["answer_words"] == round((7 + 6 + 3) / 3, 1)  # [n] markers are not words
     (root / "qrels.tsv").unlink()
     assert ev.eval_qa(root, config=cfg, embedder=FakeEmbedder())["citation_hit"] is None
+
+
+def test_eval_qa_short_span_metrics(tmp_path, cfg, monkeypatch):
+    """short_em / short_f1 over answered answerable questions that carry a span; coverage over answered ones."""
+    root = tmp_path / "qa"
+    root.mkdir()
+    write_jsonl(root / "corpus.jsonl", [{"_id": k, "title": t, "text": x} for k, (t, x) in DOCS.items()])
+    write_jsonl(root / "qa.jsonl", [
+        {"id": "a", "question": "Who lost the cup final?", "answers": ["Chelsea"]},  # span "the Chelsea!": EM 1
+        {"id": "b", "question": "What did the bank raise?", "answers": ["raised interest rates",
+                                                                      "interest rates by half a point"]},  # F1 0.8
+        {"id": "c", "question": "When did Etna erupt?", "answers": ["Tuesday"]},  # answered, no span
+        {"id": "d", "question": "Where is the harvest?", "answers": ["Kansas"]},  # refused: left out
+        {"id": "e", "question": "What is the capital of Peru?", "answers": []},  # unanswerable: left out
+    ])
+    s = "Arsenal beat Chelsea."
+
+    def fake_ask(self, question, *, history=None, as_of=None):
+        aid = next(iter(self._current().snap.articles))
+        c = (cite(1, aid, s),)
+        canned = {
+            "Who lost": Answer(question, f"{s} [1]", False, c, short="the Chelsea!"),
+            "What did": Answer(question, f"{s} [1]", False, c, short="interest rates"),
+            "When did": Answer(question, f"{s} [1]", False, c),
+            "Where is": Answer(question, "No.", True, short="Kansas"),
+            "What is": Answer(question, f"{s} [1]", False, c, short="Lima"),
+        }
+        return next(a for k, a in canned.items() if question.startswith(k))
+
+    monkeypatch.setattr(Desk, "ask", fake_ask)
+    r = ev.eval_qa(root, config=cfg, embedder=FakeEmbedder())
+    assert r["short_em"] == 0.5  # a right, b wrong
+    # b: "interest rates" against its best gold: precision 2/2, recall 2/3 -> F1 0.8 (the other gold gives 0.57).
+    assert r["short_f1"] == 0.9  # (1 + 0.8) / 2
+    assert r["short_coverage"] == round(2 / 3, 4)  # a and b of the answered a, b, c
+    assert list(r).index("short_em") < list(r).index("p50_ms")  # listed with the answer metrics
+    assert "short_f1" in ev.format_table(r)
+
+
+def test_eval_qa_without_short_spans_reports_none(tmp_path, cfg, monkeypatch):
+    root = tmp_path / "qa"
+    root.mkdir()
+    write_jsonl(root / "corpus.jsonl", [{"_id": k, "title": t, "text": x} for k, (t, x) in DOCS.items()])
+    write_jsonl(root / "qa.jsonl", [{"id": "a", "question": "Why did it rain?", "answers": ["clouds"]}])
+    monkeypatch.setattr(Desk, "ask", lambda self, q, **kw: Answer(
+        q, "Clouds. [1]", False, (cite(1, next(iter(self._current().snap.articles)), "Clouds."),)))
+    r = ev.eval_qa(root, config=cfg, embedder=FakeEmbedder())
+    assert r["short_em"] is None and r["short_f1"] is None and r["short_coverage"] == 0.0
 
 
 def test_question_date_hides_later_articles(tmp_path, cfg, monkeypatch):

@@ -165,6 +165,8 @@ def cmd_ask(args) -> int:
         print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
         return 0
     print(answer.text)
+    if answer.short and answer.generator == "extractive":  # a span of citation [1]; an LLM's text may not hold it
+        print(f"Short answer: {answer.short}")
     unsupported = [s["text"] for s in answer.sentences if not s["supported"]]
     if unsupported:
         print("\n⚠ Not backed by the cited passages:")

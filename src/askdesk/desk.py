@@ -197,9 +197,10 @@ class Desk:
         t2 = time.perf_counter()
         passages = self._passages(state, hits, qvec)
         quoted = tuple({"text": c.sentence, "cites": [c.n], "supported": True, "evidence": c.sentence} for c in cites)
+        short = answer_mod.short_answer(q, cites[0].sentence, context=cites[0].snippet) if cites else None
         base = Answer(question=q, text=text, refused=refused, citations=cites, related=related, confidence=conf,
                       timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000}, sentences=quoted,
-                      note=note, period=period_info)
+                      note=note, period=period_info, short=short)
         if self.generator is None or refused:  # the extractive refusal stands: the LLM is not asked
             yield news.enrich(base, passages)
             return

@@ -16,6 +16,7 @@ import string
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -113,8 +114,11 @@ def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None
         citation points to a gold document; None when no gold documents are known),
         ``refused_answerable``; ``refused_unanswerable`` over unanswerable questions (None
         when there are none); ``answer_words`` (mean words of the answers given, [n] markers
-        left out); ``p50_ms``, ``p95_ms`` (time per ask); ``n``, ``n_answerable``,
-        ``n_unanswerable``, ``n_docs``, ``index_s``.
+        left out); ``short_em`` and ``short_f1`` (SQuAD exact match and token F1 of
+        ``Answer.short`` against the best gold, over the answered answerable questions whose answer
+        carries a short span; None when none does) and ``short_coverage`` (the share of answered
+        answerable questions that carry one); ``p50_ms``, ``p95_ms`` (time per ask); ``n``,
+        ``n_answerable``, ``n_unanswerable``, ``n_docs``, ``index_s``.
 
     Raises:
         BadInputError: a file is missing or malformed.
@@ -142,20 +146,28 @@ def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None
             if not ans.refused:
                 words.append(len(_MARKER.sub("", ans.text).split()))
             first = ans.citations[0].sentence if ans.citations else ""
+            short = ans.short if not ans.refused and golds else None
             rows.append({
                 "answerable": bool(q["answers"]), "refused": ans.refused, "gold_docs": q["gold_docs"],
                 "answer": not ans.refused and _contains(_MARKER.sub("", ans.text), golds),
                 "first": not ans.refused and _contains(first, golds),
                 "cited": not ans.refused and any(doc_of[c.article_id] in q["gold_docs"] for c in ans.citations),
+                "short": short is not None,
+                "short_em": short is not None and normalize_answer(short) in golds,
+                "short_f1": max(token_f1(short, g) for g in golds) if short is not None else 0.0,
             })
     answerable = [r for r in rows if r["answerable"]]
     unanswerable = [r for r in rows if not r["answerable"]]
     with_docs = [r for r in answerable if r["gold_docs"]]
+    shorts = [r for r in answerable if r["short"]]
     return {
         "answer_hit": _rate(answerable, "answer"), "first_sentence_hit": _rate(answerable, "first"),
         "citation_hit": _rate(with_docs, "cited"), "refused_answerable": _rate(answerable, "refused"),
         "refused_unanswerable": _rate(unanswerable, "refused"),
         "answer_words": round(float(np.mean(words)), 1) if words else None,
+        "short_em": _rate(shorts, "short_em"),
+        "short_f1": round(float(np.mean([r["short_f1"] for r in shorts])), 4) if shorts else None,
+        "short_coverage": _rate([r for r in answerable if not r["refused"]], "short"),
         "p50_ms": round(float(np.percentile(times, 50)), 1), "p95_ms": round(float(np.percentile(times, 95)), 1),
         "n": len(rows), "n_answerable": len(answerable), "n_unanswerable": len(unanswerable),
         "n_docs": len(articles), "index_s": round(index_s, 1),
@@ -204,6 +216,16 @@ def normalize_answer(text: str) -> str:
 
 
 _PUNCT = set(string.punctuation)
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    """SQuAD's token F1: harmonic mean of precision and recall of the normalised words in common."""
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    same = sum((Counter(pred) & Counter(ref)).values())
+    if not same:
+        return 0.0
+    precision, recall = same / len(pred), same / len(ref)
+    return 2 * precision * recall / (precision + recall)
 
 
 def _contains(text: str, golds: list[str]) -> bool:

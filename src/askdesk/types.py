@@ -87,6 +87,7 @@ class Answer:
     conflicts: tuple[dict, ...] = ()
     as_of: str | None = None  # the cited article's date when the answer holds only as of a date
     period: dict | None = None  # a date phrase of the question: {"phrase", "since", "until", "used"}
+    short: str | None = None  # for a factoid question, the span of the first cited sentence that answers it
 
     def to_dict(self) -> dict:
         """The JSON shape of `askdesk ask --json`."""
@@ -104,4 +105,5 @@ class Answer:
             "conflicts": [{"about": c["about"], "values": [dict(v) for v in c["values"]]} for c in self.conflicts],
             "as_of": self.as_of,
             "period": self.period,
+            "short": self.short,
         }
