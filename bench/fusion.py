@@ -1,6 +1,6 @@
 """Retrieval fusion on a kept index: weighted RRF against score fusion, over a grid of weights.
 
-    askdesk eval retrieval ../shared/data/squad-dev --index-dir /tmp/squad-index   # once, keeps the index
+    askdesk eval retrieval ../shared/data/squad-dev --keep-index /tmp/squad-index   # once, keeps the index
     python bench/fusion.py /tmp/squad-index ../shared/data/squad-dev [--dev 2631]
 
 Every query's candidates (dense top-50 and BM25 top-50, as `Desk` retrieves them) and their

@@ -352,3 +352,14 @@ def test_cli_eval_retrieval_on_squad_subset(tmp_path):
     result = json.loads(out.stdout)
     assert result["n_queries"] == 20 and result["n_docs"] == 40
     assert result["recall@5"] > 0.7
+    assert not (tmp_path / "index").exists()  # the evaluation never touches the user's index
+
+    # --keep-index: the second run reuses the kept index and embeds nothing.
+    kept = tmp_path / "kept"
+    runs = [subprocess.run([sys.executable, "-m", "askdesk.cli", "eval", "retrieval", str(root), "--json", "--limit",
+                            "5", "--keep-index", str(kept)], capture_output=True, text=True, env=env, timeout=600)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    first, second = (json.loads(r.stdout) for r in runs)
+    assert (kept / "CURRENT").is_file()
+    assert second["recall@5"] == first["recall@5"] and second["index_s"] < first["index_s"] / 3

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", help="the data set (file or folder)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     s.add_argument("--limit", type=int, help="only the first N queries, in file order")
+    s.add_argument("--keep-index", metavar="DIR", help="build the evaluation index in DIR and keep it; "
+                   "the next run on the same data reuses it (default: a temporary folder)")
     return p
 
 
@@ -222,7 +224,7 @@ def cmd_eval(args) -> int:
 
     cfg = _config(args)
     run = eval_mod.eval_retrieval if args.kind == "retrieval" else eval_mod.eval_qa
-    result = run(args.path, config=cfg, limit=args.limit)
+    result = run(args.path, config=cfg, limit=args.limit, index_dir=args.keep_index)
     print(json.dumps(result, indent=2) if args.json else eval_mod.format_table(result))
     return 0
 
