@@ -335,3 +335,24 @@ def test_page_passes_the_date_range(page):
     assert "14.9 billion" in chat[-1]["content"]
     *_, (_, chat, sources, _) = fns["respond"]("How big was Nippon Steel's bid?", [], [], "2025-03-01", None, None)
     assert "Not answered" in chat[-1]["content"]  # the only article is from 7 February
+
+
+def test_page_starts_on_an_empty_index_and_answers_after_the_first_upload(tmp_path, fake, fake_config):
+    """A real Desk (fake embedder) with no index yet: the page says how to start, an upload builds
+    the index, and the next question is answered from it."""
+    pytest.importorskip("gradio")
+    from askdesk import Desk
+
+    fake_config.corpus.mkdir()
+    desk = Desk(fake_config.index, config=fake_config, embedder=fake)
+    demo = ui.build_ui(desk, fake_config)
+    fns = {f.name: f.fn for f in demo.fns.values()}
+    *_, (_box, chat, _sources, asked) = fns["respond"]("When did the harbour open?", [], [])
+    assert chat[-1]["content"] == ui.EMPTY_INDEX_NOTE and asked == []
+    up = tmp_path / "up" / "harbour.txt"
+    up.parent.mkdir()
+    up.write_text("Harbour news\n\nThe harbour of Varsk opened in 1901 after six years of work.")
+    status, index, _files = fns["add_files"]([str(up)], progress=lambda *a, **k: None)
+    assert "Added **1** new" in status and '<span id="n-articles">1</span>' in index
+    *_, (_box, chat, sources, asked) = fns["respond"]("When did the harbour of Varsk open?", [], [])
+    assert "1901" in chat[-1]["content"] and "Harbour news" in sources

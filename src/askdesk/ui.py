@@ -21,7 +21,7 @@ import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from .errors import AskdeskError, BadInputError
+from .errors import AskdeskError, BadInputError, EmptyCorpusError, IndexMissingError
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -44,6 +44,7 @@ MAX_LISTED = 300  # articles listed in the index panel; a big corpus would make 
 THINKING = "_Searching the articles…_"
 REFUSED_NOTE = "The closest passages are shown under **Related passages**."
 UNSUPPORTED = "⚠ unsupported"  # the badge after a written sentence its cited passages do not back
+EMPTY_INDEX_NOTE = "No articles yet: add some with the upload box (.txt, .md or .html), then ask."
 UNSUPPORTED_NOTE = ("⚠ unsupported: the cited passages do not back that sentence (a number, date or name in it "
                     "is not in them, or they say something else). Check it against the sources.")
 STREAM_EVERY_S = 0.1  # a streamed answer refreshes the chat at most this often
@@ -335,6 +336,9 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
                     elif (partial := partial + item) and time.monotonic() - shown >= STREAM_EVERY_S:
                         shown = time.monotonic()
                         yield "", chat + [{"role": "assistant", "content": md_text(partial) + " ▍"}], gr.skip(), asked
+        except IndexMissingError:  # started on an empty corpus: nothing to answer from yet
+            yield "", chat + [{"role": "assistant", "content": EMPTY_INDEX_NOTE}], gr.skip(), asked
+            return
         except AskdeskError as e:  # a bad question or index trouble: say it in the chat, keep the page
             yield "", chat + [{"role": "assistant", "content": f"⚠️ {md_text(e)}"}], gr.skip(), asked
             return
@@ -351,7 +355,7 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         stored, created, rejected = store_uploads(files, cfg.corpus, max_bytes=cfg.max_file_bytes)
         if not stored:
             return add_markdown(None, (), rejected), gr.skip(), None
-        before = {a["id"] for a in desk.info().get("articles", [])}
+        before = {a["id"] for a in _info(desk, cfg).get("articles", [])}
         progress(0, desc="Reading articles")
         try:
             result = desk.add(stored, progress=lambda done, total, desc: progress(
@@ -366,7 +370,7 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         for p in created:
             if p in skipped:
                 p.unlink(missing_ok=True)  # unreadable: don't leave it lying in the corpus
-        info = desk.info()
+        info = _info(desk, cfg)
         new = [a["title"] for a in info.get("articles", []) if a["id"] not in before]
         return add_markdown(result, new, rejected), index_html(info), None  # emptied for the next drop
 
@@ -402,7 +406,7 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
                                   "they are added to the index at once")
             add_status = gr.Markdown(elem_id="add-status")
         with gr.Accordion("Index", open=False, elem_id="index-panel"):
-            index_panel = gr.HTML(index_html(desk.info()), elem_id="index-info", js_on_load=None)
+            index_panel = gr.HTML(index_html(_info(desk, cfg)), elem_id="index-info", js_on_load=None)
         asked = gr.State([])  # this conversation's questions, oldest first: the desk's follow-up context
 
         ask_io = dict(fn=respond, inputs=[question, chatbot, asked, since, until, as_of],
@@ -416,7 +420,7 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         chatbot.clear(**reset)
         # One writer at a time; asks run on their own queue, so they go on during an add.
         files.upload(add_files, files, [add_status, index_panel, files], concurrency_id="add", concurrency_limit=1)
-        demo.load(lambda: index_html(desk.info()), None, index_panel, queue=False)  # fresh counts on reload
+        demo.load(lambda: index_html(_info(desk, cfg)), None, index_panel, queue=False)  # fresh counts on reload
     return demo
 
 
@@ -458,14 +462,26 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
     auth = auth_from_env()
     if desk is None:
         t0 = time.perf_counter()
-        desk = Desk.ensure(cfg.corpus, cfg.index, config=cfg, progress=_log_progress())
-        logger.info("index %s ready in %.1f s", cfg.index, time.perf_counter() - t0)
+        try:
+            desk = Desk.ensure(cfg.corpus, cfg.index, config=cfg, progress=_log_progress())
+            logger.info("index %s ready in %.1f s", cfg.index, time.perf_counter() - t0)
+        except EmptyCorpusError:  # the page is how a first article gets added: start it anyway
+            logger.warning("no articles in %s yet; the page starts empty, add articles with its upload box", cfg.corpus)
+            desk = Desk(cfg.index, config=cfg)
     demo = build_ui(desk, cfg)
     demo.queue(default_concurrency_limit=ASK_CONCURRENCY, max_size=QUEUE_SIZE)
     # System fonts: the default theme pulls Google Fonts, which an offline machine cannot reach.
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace"])
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth, max_file_size=cfg.max_file_bytes,
                        theme=theme, css=CSS, prevent_thread_lock=prevent_thread_lock, footer_links=["gradio"])
+
+
+def _info(desk: Any, cfg: Config) -> dict:
+    """``desk.info()``, or an empty index's info before the first article is added."""
+    try:
+        return desk.info()
+    except IndexMissingError:
+        return {"model": cfg.model, "n_articles": 0, "n_chunks": 0, "created": None, "articles": []}
 
 
 def _log_progress(every_s: float = 2.0) -> Callable[[int, int, str], None]:
