@@ -1,4 +1,4 @@
-"""`answer.short_answer`: a short span of the cited sentence for factoid questions, or None.
+"""`short.short_answer`: a short span of the cited sentence for factoid questions, or None.
 
 Handwritten sentences for each kind of question, the rules that keep a span honest (it must
 say something the question does not; a near tie between candidates is no answer), and the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from askdesk.answer import ALL_SHORT_KINDS, short_answer
+from askdesk.short import ALL_SHORT_KINDS, short_answer
 
 FCC = "The FCC froze applications for new stations in October 1948, citing interference between stations."
 PLITT = "In 1974, ABC sold Great States to Henry Plitt, a Chicago exhibitor."

@@ -23,6 +23,7 @@ from .embed import Embedder, SentenceTransformerEmbedder, embed_with_spans
 from .errors import BadInputError, BadQuestionError, EmptyCorpusError
 from .ingest import Skipped, dedupe, drop_near_duplicates, normalize_date, read_articles
 from .retrieve import BM25, best_sentence_cos, fuse, sentence_ranges, terms, top_rows
+from .short import short_answer
 from .types import Answer, Article, Chunk, Hit
 
 logger = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ class Desk:
         t2 = time.perf_counter()
         passages = self._passages(state, hits, qvec)
         quoted = tuple({"text": c.sentence, "cites": [c.n], "supported": True, "evidence": c.sentence} for c in cites)
-        short = answer_mod.short_answer(q, cites[0].sentence, context=cites[0].snippet) if cites else None
+        short = short_answer(q, cites[0].sentence, context=cites[0].snippet) if cites else None
         base = Answer(question=q, text=text, refused=refused, citations=cites, related=related, confidence=conf,
                       timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000}, sentences=quoted,
                       note=note, period=period_info, short=short)
