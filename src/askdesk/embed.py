@@ -302,7 +302,8 @@ class SentenceTransformerEmbedder:
                           return_offsets_mapping=True, return_tensors="pt")
                 offsets = enc.pop("offset_mapping").numpy()
                 out = model(dict(enc))
-                vecs[idx] = out["sentence_embedding"].float().numpy()
+                v = out["sentence_embedding"].float().numpy()
+                vecs[idx] = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # as normalize_embeddings
                 tokens = out["token_embeddings"].float().numpy()
                 for row, i in enumerate(idx):
                     starts, ends = offsets[row, :, 0], offsets[row, :, 1]
