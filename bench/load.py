@@ -72,7 +72,8 @@ def run(index: Path, corpus: Path, questions: list[str], *, users: int = 20, per
     try:
         ready_s = wait_ready(url, proc)
         clients = [Client(url, verbose=False) for _ in range(users)]
-        api = _ask_endpoint(clients[0])
+        api, n_inputs = _ask_endpoint(clients[0])
+        no_dates = [None] * (n_inputs - 2)  # the page's date fields (since, until, as of), left empty
         lat: list[float] = []
         errors: list[str] = []
         lock = threading.Lock()
@@ -85,7 +86,7 @@ def run(index: Path, corpus: Path, questions: list[str], *, users: int = 20, per
                 q = questions[(i * per_user + j) % len(questions)]
                 t = time.perf_counter()
                 try:
-                    out = clients[i].predict(q, chat, api_name=api)
+                    out = clients[i].predict(q, chat, *no_dates, api_name=api)
                     chat = out[1]
                     ok = isinstance(chat, list) and chat and chat[-1].get("role") == "assistant" \
                         and "⚠️" not in str(chat[-1].get("content"))
@@ -136,12 +137,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _ask_endpoint(client) -> str:
-    """The ask event's api_name: the endpoint whose inputs are (question, chat)."""
+def _ask_endpoint(client) -> tuple[str, int]:
+    """The ask event's api_name and its number of inputs: (question, chat, then the date fields)."""
     info = client.view_api(print_info=False, return_format="dict")
     for name, spec in info["named_endpoints"].items():
-        if name.lstrip("/").startswith("respond") and len(spec["parameters"]) == 2:
-            return name
+        if name.lstrip("/").startswith("respond") and len(spec["parameters"]) >= 2:
+            return name, len(spec["parameters"])
     raise RuntimeError(f"no ask endpoint among {list(info['named_endpoints'])}")
 
 
