@@ -73,6 +73,17 @@ def test_sync_reports_changes_and_embeds_only_new_text(desk, corpus, fake):
     assert desk.sync(corpus)["removed"] == 1 and desk.info()["n_articles"] == 1
 
 
+def test_new_chunk_settings_rebuild_an_unchanged_corpus(desk, corpus, fake, fake_config):
+    """Same articles, other settings: every chunk is embedded again and the manifest says so."""
+    smaller = Desk(fake_config.index, config=fake_config.replace(chunk_tokens=40, chunk_overlap=8), embedder=fake)
+    before, n_chunks = fake.embedded, desk.info()["n_chunks"]
+    stats = smaller.sync(corpus)
+    assert stats["added"] == stats["updated"] == stats["removed"] == 0 and stats["embedded"] > 0
+    assert fake.embedded > before and smaller.info()["chunk_tokens"] == 40
+    assert smaller.info()["n_chunks"] > n_chunks
+    assert "embedded" not in smaller.sync(corpus)  # and then it is up to date
+
+
 def test_add_update_remove(desk, tmp_path, fake):
     f = write(tmp_path / "corpus" / "ferry.txt", "Ferry order\n\nThe shipyard won an order for six ferries.")
     assert desk.add([f])["added"] == 1

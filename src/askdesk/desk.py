@@ -316,10 +316,12 @@ class Desk:
                 raise EmptyCorpusError("that would leave the index empty; add articles first (askdesk add FILE)")
             stats = _diff(old_articles, articles)
             stats["skipped"] = [(s.path, s.reason) for s in skipped]
-            if old is not None and stats["added"] == stats["updated"] == stats["removed"] == 0:
+            reuse_ok = old is not None and all(old.manifest.get(k) == v for k, v in self._chunk_settings().items())
+            # Nothing to do only when the articles *and* the chunk and embedding settings are the
+            # same; new settings (ASKDESK_CHUNK_TOKENS, ASKDESK_INT8, ...) re-embed everything.
+            if reuse_ok and stats["added"] == stats["updated"] == stats["removed"] == 0:
                 self._reload()
                 return {**stats, **self._counts()}
-            reuse_ok = old is not None and all(old.manifest.get(k) == v for k, v in self._chunk_settings().items())
             old_chunk_vecs = old.chunk_vectors() if reuse_ok else {}
             old_ids = set(old.articles) if reuse_ok else set()
 
