@@ -73,3 +73,23 @@ def test_int8_document_vectors_stay_close_to_fp32():
     int8 = SentenceTransformerEmbedder(quantize=True).embed_documents(paras)
     cos = (fp32 * int8).sum(1)
     assert len(paras) >= 3 and cos.min() > 0.95 and cos.mean() > 0.97, cos
+
+
+def test_server_question_encoder_switches_to_torch_with_the_same_vectors():
+    import torch
+
+    from askdesk.embed import SentenceTransformerEmbedder
+
+    threads = torch.get_num_threads()
+    try:
+        emb = SentenceTransformerEmbedder(quantize=True)
+        numpy_vecs = [emb.embed_query(t) for t in TEXTS[:3]]
+        assert emb._question_model is None and emb._model is None  # numpy so far, torch not loaded
+        emb.serve_questions_with_torch().join(timeout=120)
+        assert emb._question_model is not None
+        for text, ref in zip(TEXTS[:3], numpy_vecs):
+            assert float(emb.embed_query(text) @ ref) > 0.99999, text  # fp32, not the int8 article model
+        assert torch.get_num_threads() == 1  # the asking thread encodes on one thread
+        assert emb._model is None  # the int8 article model is only loaded when articles are embedded
+    finally:
+        torch.set_num_threads(threads)

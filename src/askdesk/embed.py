@@ -160,6 +160,13 @@ class NumpyBert:
         return (x - mu) / np.sqrt(var + self.eps) * self.w[name + ".weight"] + self.w[name + ".bias"]
 
 
+def _one_torch_thread() -> None:
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 _BLAS = None
 
 
@@ -199,6 +206,7 @@ class SentenceTransformerEmbedder:
         self._fast: NumpyBert | None | bool = None  # None: not tried yet; False: not supported
         self._lock = threading.Lock()
         self._dim: int | None = None
+        self._question_model = None  # an fp32 torch model for questions, once a server asked for one
 
     @property
     def model(self):
@@ -208,7 +216,7 @@ class SentenceTransformerEmbedder:
                     self._model = self._load()
         return self._model
 
-    def _load(self):
+    def _load(self, *, quantize: bool | None = None):
         # Weights ship inside a package; never let a missing file turn into a hub download.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -227,9 +235,10 @@ class SentenceTransformerEmbedder:
                 f"use the default {DEFAULT_MODEL!r} or a local model folder"
             ) from None
         model.max_seq_length = min(model.max_seq_length or self.max_wordpieces, self.max_wordpieces)
-        if self.quantize:
+        quantize = self.quantize if quantize is None else quantize
+        if quantize:
             model = _int8(model)
-        logger.info("loaded %s (max_seq_length %d, int8 %s)", path, model.max_seq_length, self.quantize)
+        logger.info("loaded %s (max_seq_length %d, int8 %s)", path, model.max_seq_length, quantize)
         return model
 
     @property
@@ -277,11 +286,41 @@ class SentenceTransformerEmbedder:
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
-        if self.fast is not None:
+        model = self._question_model
+        if model is None and self.fast is not None:
             return self.fast.encode(text)
-        v = self.model.encode([text], batch_size=1, normalize_embeddings=True, convert_to_numpy=True,
-                              show_progress_bar=False)
+        if model is not None:
+            _one_torch_thread()  # OpenMP's thread count is per calling thread (each server worker)
+        v = (model or self.model).encode([text], batch_size=1, normalize_embeddings=True, convert_to_numpy=True,
+                                         show_progress_bar=False)
         return v[0].astype(np.float32, copy=False)
+
+    def serve_questions_with_torch(self) -> threading.Thread:
+        """For a long-running server: load an fp32 torch copy of the model in the background and
+        encode questions with it from then on, on one torch thread.
+
+        The numpy encoder needs no torch import, which is what a CLI's cold start wants, but its
+        matrix products run at half torch's speed here (a question in ~38 ms vs ~19 ms on an idle
+        2-core machine; bench/question_encoder.py). Vectors are the same to cosine > 0.99999, so
+        answers do not change. One thread per question, because a server answers several at
+        once: with two threads a question took 104-488 ms while another job held a core
+        (docs/benchmarks.md). Side effect: a thread that has asked runs torch on one thread from
+        then on, so articles added through the page embed on one core.
+        """
+        def load() -> None:
+            try:
+                _one_torch_thread()
+                model = self.model if not self.quantize else self._load(quantize=False)
+                model.encode(["warm up"], show_progress_bar=False)
+                self._question_model = model
+                logger.info("questions now encoded by torch (one thread)")
+            except Exception as e:  # noqa: BLE001 - the numpy encoder keeps answering
+                logger.warning("could not load the torch question encoder (%s); staying with numpy", e)
+
+        thread = threading.Thread(target=load, name="askdesk-question-model", daemon=True)
+        thread.start()
+        return thread
+
 
     def embed_spans(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
                     progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[np.ndarray], int]:
