@@ -43,6 +43,21 @@ def test_missing_index_is_one_line_naming_the_fix(tmp_path):
     assert code == 1 and "no index" in one_clear_line(err)
 
 
+def test_index_and_model_options_go_before_or_after_the_command():
+    for argv in (["--index", "A", "--model", "M", "-v", "info"], ["info", "--index", "A", "--model", "M", "-v"]):
+        args = build_parser().parse_args(argv)
+        assert (args.index, args.model, args.verbose) == ("A", "M", 1), argv
+    args = build_parser().parse_args(["--index", "A", "info"])  # given before and not after: kept
+    assert (args.index, args.model, args.verbose) == ("A", None, 0)
+    assert build_parser().parse_args(["--index", "A", "info", "--index", "B"]).index == "B"
+
+
+def test_the_commands_errors_name_are_valid_commands():
+    """Error messages tell users what to run ("askdesk index corpus/ --index DIR"): it must parse."""
+    for line in ("index corpus/ --index /tmp/x", "index corpus/", "add a.md --index /tmp/x", "info --json"):
+        build_parser().parse_args(line.split())
+
+
 @pytest.mark.parametrize("question,msg", [("   ", "empty"), ("x" * 100_000, "100,000 characters")])
 def test_bad_question_is_refused_before_loading_anything(tmp_path, question, msg):
     code, _, err = run("--index", str(tmp_path / "none"), "ask", question)

