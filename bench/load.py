@@ -35,14 +35,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index: Path, corpus: Path, port: int, concurrency: int | None, log: Path) -> subprocess.Popen:
+def start_server(index: Path, corpus: Path, port: int, concurrency: int | None, log: Path, *,
+                 torch_questions: bool = True) -> subprocess.Popen:
     from measure import env
 
-    if concurrency is None:
+    if concurrency is None and torch_questions:
         cmd = [sys.executable, str(ROOT / "app.py")]
     else:
-        cmd = [sys.executable, "-c", "import sys, askdesk.ui as u; u.ASK_CONCURRENCY = int(sys.argv[1]); "
-                                     "sys.exit(u.main([]))", str(concurrency)]
+        cmd = [sys.executable, "-c", "import sys, askdesk.ui as u; c = int(sys.argv[1]); "
+                                     "u.ASK_CONCURRENCY = c or u.ASK_CONCURRENCY; u.ASK_TORCH_QUESTIONS = sys.argv[2] == '1'; "
+                                     "sys.exit(u.main([]))", str(concurrency or 0), str(int(torch_questions))]
     e = env(ASKDESK_INDEX=str(index), ASKDESK_CORPUS=str(corpus), GRADIO_SERVER_NAME="127.0.0.1",
             GRADIO_SERVER_PORT=str(port))
     return subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=open(log, "w"), stderr=subprocess.STDOUT)
@@ -62,15 +64,17 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> float:
 
 
 def run(index: Path, corpus: Path, questions: list[str], *, users: int = 20, per_user: int = 3,
-        concurrency: int | None = None, log: Path | None = None) -> dict:
+        concurrency: int | None = None, log: Path | None = None, torch_questions: bool = True,
+        settle_s: float = 15.0) -> dict:
     from gradio_client import Client
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     log = log or ROOT / "bench" / "results" / f"load-server-{concurrency or 'default'}.log"
-    proc = start_server(index, corpus, port, concurrency, log)
+    proc = start_server(index, corpus, port, concurrency, log, torch_questions=torch_questions)
     try:
         ready_s = wait_ready(url, proc)
+        time.sleep(settle_s)  # the page loads its torch question encoder in the background first
         clients = [Client(url, verbose=False) for _ in range(users)]
         api, n_inputs = _ask_endpoint(clients[0])
         no_dates = [None] * (n_inputs - 2)  # the page's date fields (since, until, as of), left empty
@@ -118,7 +122,8 @@ def run(index: Path, corpus: Path, questions: list[str], *, users: int = 20, per
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-    return {"users": users, "per_user": per_user, "concurrency": concurrency or _shipped_concurrency(),
+    return {"users": users, "per_user": per_user, "torch_questions": torch_questions,
+            "concurrency": concurrency or _shipped_concurrency(),
             "api_name": api, "requests": len(lat), "errors": len(errors), "error_samples": errors[:3],
             "p50_ms": float(np.percentile(lat, 50)) if lat else None,
             "p95_ms": float(np.percentile(lat, 95)) if lat else None,
@@ -159,11 +164,13 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=20)
     ap.add_argument("--per-user", type=int, default=3)
     ap.add_argument("--concurrency", type=int)
+    ap.add_argument("--numpy-questions", action="store_true", help="keep the page on the numpy question encoder")
     args = ap.parse_args()
     from corpus import questions
 
     print(json.dumps(run(Path(args.index), Path(args.corpus), questions(400)[::7], users=args.users,
-                         per_user=args.per_user, concurrency=args.concurrency), indent=2))
+                         per_user=args.per_user, concurrency=args.concurrency,
+                         torch_questions=not args.numpy_questions), indent=2))
 
 
 if __name__ == "__main__":
