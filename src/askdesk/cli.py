@@ -141,6 +141,9 @@ def _print_changes(stats: dict, as_json: bool) -> None:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(f"{stats['added']} added, {stats['updated']} updated, {stats['removed']} removed, "
           f"{stats['unchanged']} unchanged; index holds {stats['n_articles']} articles, {stats['n_chunks']} chunks")
+    if stats.get("embedded") and not (stats["added"] or stats["updated"]):
+        print("the index was built with other settings (askdesk version, chunking or ASKDESK_INT8): "
+              f"all {stats['n_chunks']} chunks embedded again")
 
 
 def cmd_index(args) -> int:
