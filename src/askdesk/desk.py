@@ -196,13 +196,16 @@ class Desk:
             query, hits, state.snap, qvec, state.bm25, max_citations=self.config.max_citations,
             refuse_below=self.config.refuse_below)
         t2 = time.perf_counter()
-        passages = self._passages(state, hits, qvec)
         quoted = tuple({"text": c.sentence, "cites": [c.n], "supported": True, "evidence": c.sentence} for c in cites)
         short = short_answer(q, cites[0].sentence, context=cites[0].snippet) if cites else None
         base = Answer(question=q, text=text, refused=refused, citations=cites, related=related, confidence=conf,
                       timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000}, sentences=quoted,
                       note=note, period=period_info, short=short)
-        if self.generator is None or refused:  # the extractive refusal stands: the LLM is not asked
+        if refused:  # the extractive refusal stands: the LLM is not asked, the news layer has nothing to add
+            yield base
+            return
+        passages = self._passages(state, hits, qvec)
+        if self.generator is None:
             yield news.enrich(base, passages)
             return
         for item in generate_mod.written_answer(
@@ -213,13 +216,14 @@ class Desk:
     def _passages(self, state: _State, hits: Sequence[Hit], qvec: np.ndarray) -> list[news.Passage]:
         """The sentences of the retrieved chunks with their cosine to the question, for `news.enrich`."""
         snap, spans, rows = state.snap, [], []
-        for h in hits:
+        lo, hi = sentence_ranges([h.chunk for h in hits], snap.sentences, snap.sentence_row)
+        for h, first, end in zip(hits, lo, hi):
             a = snap.articles[h.chunk.article_id]
             base = snap.sentence_row[a.id]
-            for k, (s, e) in enumerate(snap.sentences[a.id]):
-                if s >= h.chunk.start and e <= h.chunk.end:
-                    spans.append((a, s, e))
-                    rows.append(base + k)
+            for row in range(int(first), int(end)):
+                s, e = snap.sentences[a.id][row - base]
+                spans.append((a, s, e))
+                rows.append(row)
         if not rows:
             return []
         scores = snap.sentence_vectors[rows].astype(np.float32) @ qvec
