@@ -1,10 +1,12 @@
-"""The question encoder: askdesk's numpy MiniLM against torch on one thread, same run.
+"""The question encoder: askdesk's onnxruntime graph against its numpy fallback and torch, same run.
 
-    python bench/question_encoder.py [INDEX]   # INDEX: also time Desk.ask both ways on it
+    python bench/question_encoder.py [INDEX]   # INDEX: also time Desk.ask with each encoder on it
 
-The CLI encodes questions in numpy (no torch import: fast cold start); a long-running page
-switches to torch once it has loaded in the background (`serve_questions_with_torch`). Prints
-JSON: p50/p95 ms of each encoder on 200 squad-dev questions, and of `Desk.ask` when INDEX is given.
+askdesk encodes questions with a graph it builds from the model's weights and runs in
+onnxruntime on one thread (src/askdesk/bert.py); the numpy forward pass is its fallback, and
+sentence-transformers' `encode` on torch (one thread, and torch's default) is the raw model.
+Prints JSON: p50/p95 ms of each on 200 squad-dev questions, the ratios to onnx, the smallest
+cosine between onnx's and torch's vectors, and `Desk.ask` p50/p95 with each askdesk encoder.
 """
 
 from __future__ import annotations
@@ -33,20 +35,36 @@ def timed(fn, items) -> dict:
 
 
 def main() -> None:
+    import torch
+
     from askdesk import Config, Desk
-    from askdesk.embed import SentenceTransformerEmbedder
+    from askdesk.bert import BertEncoder
+    from askdesk.embed import SentenceTransformerEmbedder, resolve_model_path
 
     qs = corpus.questions()[::11][:200]
     emb = SentenceTransformerEmbedder()
-    desk = Desk.open(sys.argv[1], config=Config.from_env({}), embedder=emb) if len(sys.argv) > 1 else None
-    out = {"numpy_encode": timed(emb.embed_query, qs)}
-    if desk:
+    onnx = emb.fast
+    numpy_enc = BertEncoder(resolve_model_path(emb.name), backend="numpy")
+    raw = emb.model
+
+    def st(q: str) -> np.ndarray:
+        return raw.encode([q], normalize_embeddings=True, show_progress_bar=False)[0]
+
+    out = {"onnx_encode": timed(onnx.encode, qs), "numpy_encode": timed(numpy_enc.encode, qs)}
+    default_threads = torch.get_num_threads()
+    for threads in sorted({1, default_threads}):
+        torch.set_num_threads(threads)
+        out[f"torch{threads}_encode"] = timed(st, qs)
+    torch.set_num_threads(default_threads)
+    for k in [k for k in out if k != "onnx_encode"]:
+        out[f"{k.split('_')[0]}_over_onnx_p50"] = round(out[k]["p50_ms"] / out["onnx_encode"]["p50_ms"], 2)
+    out["min_cosine_onnx_vs_torch"] = round(min(float(onnx.encode(q) @ st(q)) for q in qs[:50]), 6)
+    if len(sys.argv) > 1:
+        desk = Desk.open(sys.argv[1], config=Config.from_env({}), embedder=emb)
+        out["onnx_ask"] = timed(desk.ask, qs)
+        emb._fast = numpy_enc
         out["numpy_ask"] = timed(desk.ask, qs)
-    emb.serve_questions_with_torch().join()
-    out["torch1_encode"] = timed(emb.embed_query, qs)
-    if desk:
-        out["torch1_ask"] = timed(desk.ask, qs)
-    out["numpy_over_torch1_encode_p50"] = round(out["numpy_encode"]["p50_ms"] / out["torch1_encode"]["p50_ms"], 2)
+        emb._fast = onnx
     print(json.dumps(out, indent=1))
 
 

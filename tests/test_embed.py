@@ -12,16 +12,35 @@ TEXTS = [
 ]
 
 
-def test_numpy_question_encoder_matches_sentence_transformers():
-    from askdesk.embed import SentenceTransformerEmbedder
+@pytest.mark.parametrize("backend", ["onnx", "numpy"])
+def test_question_encoder_matches_sentence_transformers(backend):
+    from askdesk.bert import BertEncoder
+    from askdesk.embed import SentenceTransformerEmbedder, resolve_model_path
 
     emb = SentenceTransformerEmbedder()
-    assert emb.fast is not None, "all-MiniLM-L6-v2 should take the numpy path"
+    assert isinstance(emb.fast, BertEncoder), "all-MiniLM-L6-v2 should take the torch-free path"
+    assert emb.fast.backend == "onnx"  # onnxruntime is a dependency: the numpy path is only a fallback
+    enc = emb.fast if backend == "onnx" else BertEncoder(resolve_model_path(emb.name), backend="numpy")
+    assert enc.backend == backend
     reference = emb.embed_documents(TEXTS)
     for text, ref in zip(TEXTS, reference):
-        v = emb.embed_query(text)
-        assert v.dtype == np.float32 and abs(np.linalg.norm(v) - 1) < 1e-5
+        v = enc.encode(text)
+        assert v.dtype == np.float32 and v.shape == (384,) and abs(np.linalg.norm(v) - 1) < 1e-5
         assert float(v @ ref) > 0.99999, text[:40]
+
+
+def test_questions_need_no_torch():
+    """The CLI's cold start: loading the question encoder and asking imports neither torch nor
+    sentence-transformers (seconds of imports), in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from askdesk.embed import SentenceTransformerEmbedder as E; e = E(); "
+            "v = e.embed_query('Who won?'); print(e.fast.backend, v.shape[0], "
+            "'torch' in sys.modules, 'sentence_transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["onnx", "384", "False", "False"]
 
 
 def test_fits_counts_wordpieces_like_the_model():
@@ -73,23 +92,3 @@ def test_int8_document_vectors_stay_close_to_fp32():
     int8 = SentenceTransformerEmbedder(quantize=True).embed_documents(paras)
     cos = (fp32 * int8).sum(1)
     assert len(paras) >= 3 and cos.min() > 0.95 and cos.mean() > 0.97, cos
-
-
-def test_server_question_encoder_switches_to_torch_with_the_same_vectors():
-    import torch
-
-    from askdesk.embed import SentenceTransformerEmbedder
-
-    threads = torch.get_num_threads()
-    try:
-        emb = SentenceTransformerEmbedder(quantize=True)
-        numpy_vecs = [emb.embed_query(t) for t in TEXTS[:3]]
-        assert emb._question_model is None and emb._model is None  # numpy so far, torch not loaded
-        emb.serve_questions_with_torch().join(timeout=120)
-        assert emb._question_model is not None
-        for text, ref in zip(TEXTS[:3], numpy_vecs):
-            assert float(emb.embed_query(text) @ ref) > 0.99999, text  # fp32, not the int8 article model
-        assert torch.get_num_threads() == 1  # the asking thread encodes on one thread
-        assert emb._model is None  # the int8 article model is only loaded when articles are embedded
-    finally:
-        torch.set_num_threads(threads)

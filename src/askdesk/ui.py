@@ -37,8 +37,7 @@ EXAMPLES = (  # all three are answered by the bundled article (Trump meets Ishib
     "What did Ishiba say about meeting Trump?",
 )
 UPLOAD_SUFFIXES = (".txt", ".md", ".html", ".htm")  # a subset of what ingest reads
-ASK_TORCH_QUESTIONS = True  # encode questions with torch once it has loaded (2x the numpy speed; embed.py)
-ASK_CONCURRENCY = 2  # one answer per core on the 2-core target; more would only contend for torch
+ASK_CONCURRENCY = 2  # one answer per core on the 2-core target (each question encodes on one thread)
 QUEUE_SIZE = 64  # requests waiting beyond this are turned away instead of piling up
 MORE_CHARS = 1500  # article text shown on each side of a cited sentence under "More of the article"
 MAX_LISTED = 300  # articles listed in the index panel; a big corpus would make the page heavy
@@ -469,9 +468,7 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
         except EmptyCorpusError:  # the page is how a first article gets added: start it anyway
             logger.warning("no articles in %s yet; the page starts empty, add articles with its upload box", cfg.corpus)
             desk = Desk(cfg.index, config=cfg)
-    warm = getattr(desk.embedder, "serve_questions_with_torch", None)
-    if warm is not None and ASK_TORCH_QUESTIONS:
-        warm()  # in the background: the page answers with the numpy encoder until it is ready
+    getattr(desk.embedder, "fast", None)  # load the question encoder now (~0.5 s), not on the first question
     demo = build_ui(desk, cfg)
     demo.queue(default_concurrency_limit=ASK_CONCURRENCY, max_size=QUEUE_SIZE)
     # System fonts: the default theme pulls Google Fonts, which an offline machine cannot reach.
