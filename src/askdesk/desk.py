@@ -6,6 +6,7 @@ import logging
 import re
 import threading
 import time
+from functools import cached_property
 from datetime import date
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,14 @@ class _State:
     generation: str
     sent_lo: np.ndarray  # per chunk row: its first whole sentence's row in snap.sentence_vectors
     sent_hi: np.ndarray  # ... and one past its last
+
+    @cached_property
+    def chunk_dates(self) -> np.ndarray:
+        """Per chunk row, its article's date ("" when undated): date windows become one comparison.
+
+        Built on the first dated question, not at load: a scan of every chunk (~3 ms at 10k)."""
+        day = {a.id: a.date or "" for a in self.snap.articles.values()}
+        return np.array([day[c.article_id] for c in self.snap.chunks], dtype=str)
 
 
 class Desk:
@@ -239,7 +248,7 @@ class Desk:
                   window: tuple[str | None, str | None] = (None, None)) -> list[Hit]:
         n = self.config.candidates
         snap = state.snap
-        allowed = _in_window(snap, window)
+        allowed = _in_window(state, window)
         dense = snap.search(qvec, n, allowed=allowed)
         lex = state.bm25.scores(terms(query))
         if allowed is not None:
@@ -441,14 +450,18 @@ def date_window(since=None, until=None, as_of=None) -> tuple[str | None, str | N
     return lo, hi
 
 
-def _in_window(snap: index_mod.Snapshot, window: tuple[str | None, str | None]) -> np.ndarray | None:
+def _in_window(state: _State, window: tuple[str | None, str | None]) -> np.ndarray | None:
     """Boolean mask over chunk rows whose article date lies in the window; undated articles drop out."""
     lo, hi = window
     if lo is None and hi is None:
         return None
-    ok = {a.id for a in snap.articles.values()
-          if a.date is not None and (lo is None or a.date >= lo) and (hi is None or a.date <= hi)}
-    return np.fromiter((c.article_id in ok for c in snap.chunks), dtype=bool, count=len(snap.chunks))
+    dates = state.chunk_dates
+    ok = dates != ""
+    if lo is not None:
+        ok &= dates >= lo
+    if hi is not None:
+        ok &= dates <= hi
+    return ok
 
 
 def _home_chunk(chunks: Sequence[Chunk], s: int, e: int, embedded: dict) -> Chunk | None:
