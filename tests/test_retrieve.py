@@ -35,6 +35,22 @@ def test_bm25_round_trips_through_arrays():
     assert again.top(["three"], 5) == [(1, float(bm.scores(["three"])[1]))]
 
 
+def test_bm25_refit_scores_like_a_fit_of_all_texts():
+    """An add keeps the postings of unchanged chunks and tokenizes only the new ones; the
+    scores must be those of a fit from scratch (removed words gone, new ones in)."""
+    old = ["steel bid steel", "tariffs on steel", "gas imports", "bid for the gas company", "whale song"]
+    new = ["gas company merger", "tariffs on steel", "steel bid steel", "nuclear fusion bid", "bid for the gas company"]
+    rows = [None, 1, 0, None, 3]  # "gas imports" and "whale song" removed, two new texts
+    bm = BM25.fit(old).refit(rows, lambda i: new[i])
+    want = BM25.fit(new)
+    for q in (["steel"], ["bid", "gas"], ["fusion", "merger"], ["whale"], ["import"], ["missing"]):
+        np.testing.assert_allclose(bm.scores(q), want.scores(q), rtol=1e-6, atol=1e-7)
+    assert "whale" not in bm.term_id and sorted(bm.vocab.tolist()) == sorted(want.vocab.tolist())
+    again = BM25.from_arrays({k: np.array(v) for k, v in bm.to_arrays().items()})
+    np.testing.assert_allclose(again.scores(["bid", "steel"]), want.scores(["bid", "steel"]), rtol=1e-6)
+    assert BM25.fit(old).refit([None], lambda i: "zebra crossing").top(["zebra"], 3)[0][0] == 0
+
+
 def test_rank_fusion_keeps_what_only_one_side_found():
     fused = dict(rrf([(1, 0.9), (2, 0.8)], [(3, 12.0), (1, 10.0)]))
     assert set(fused) == {1, 2, 3}

@@ -323,7 +323,7 @@ class Desk:
             index_mod.collect_garbage(self.index_dir)  # what a killed writer left behind
             old = self._old_snapshot()
             old_articles = list(old.articles.values()) if old else []
-            articles, dupes = drop_near_duplicates(plan(old_articles))
+            articles, dupes = drop_near_duplicates(plan(old_articles), known=old.sentences if old else None)
             skipped = skipped + dupes
             if not articles:
                 raise EmptyCorpusError("that would leave the index empty; add articles first (askdesk add FILE)")
@@ -407,7 +407,13 @@ class Desk:
             if progress:
                 progress(total, total, "writing")
             titles = {a.id: a.title for a in articles}
-            bm25 = BM25.fit(f"{titles[c.article_id]} {c.text}" for c in chunks)
+            if reuse_ok:  # same article id: same title and text, so the same terms as before
+                was = {(c.article_id, c.id): r for r, c in enumerate(old.chunks)}
+                bm25 = BM25.from_arrays(old.lexical).refit(
+                    [was.get((c.article_id, c.id)) for c in chunks],
+                    lambda i: f"{titles[chunks[i].article_id]} {chunks[i].text}")
+            else:
+                bm25 = BM25.fit(f"{titles[c.article_id]} {c.text}" for c in chunks)
             manifest = {"model": cfg.model, "dim": int(dim), "tokenizer": ENCODING, **self._chunk_settings()}
             index_mod.publish(self.index_dir, manifest=manifest, articles=articles, sentences=sentences,
                               sentence_vectors=sent_vecs, chunks=chunks, chunk_vectors=chunk_vecs,
