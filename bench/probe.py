@@ -5,8 +5,9 @@
     python bench/probe.py parts INDEX                 # what the loaded index is made of
 
 Prints one JSON object. Peak RSS is VmHWM from /proc/self/status (ru_maxrss as a fallback); it
-counts the pages of memory-mapped files (sentences.npy, lexical.npz) that were read, so
-`rss_file_mb` says how much of the RSS is those (page cache, shared with other readers).
+counts the pages of memory-mapped files (lexical.npz; sentences.npy too before it was read with
+pread) that were read, so `rss_file_mb` says how much of the RSS is those (page cache, shared
+with other readers; ~26 MB of it are shared libraries).
 """
 
 from __future__ import annotations
@@ -63,16 +64,19 @@ def parts(index: str) -> dict:
     from askdesk import index as index_mod
     from askdesk.retrieve import BM25
 
-    import faiss  # noqa: F401 - counted before the index, so the library is not billed to the data
+    import faiss  # counted before the index, so the library is not billed to the data
 
     steps = {"imports": status_mb("VmRSS")}
     snap = index_mod.load(index)
     steps["snapshot"] = status_mb("VmRSS")
     BM25.from_arrays(snap.lexical)
     steps["bm25"] = status_mb("VmRSS")
-    # Sizes of the parts, whether held (FAISS, article text) or mapped and read on demand
-    # (sentence vectors, BM25 postings; see rss_file_mb of `serve`).
-    arrays = {"faiss_vectors": snap.faiss_index.ntotal * snap.faiss_index.d * 4,
+    # Sizes of the parts, whether held (FAISS, article text) or read on demand (sentence vectors,
+    # by pread; BM25 postings, memory-mapped; see rss_file_mb of `serve`).
+    inner = faiss.downcast_index(snap.faiss_index.index)  # Flat: 4 bytes a dimension; IVF fp16: 2
+    code_size = faiss.extract_index_ivf(inner).code_size if snap.manifest.get("faiss", {}).get("kind") == "ivf" \
+        else snap.faiss_index.d * 4
+    arrays = {"faiss_vectors": snap.faiss_index.ntotal * code_size,
               "sentence_vectors_mapped": snap.sentence_vectors.nbytes,
               "bm25_postings_mapped": sum(v.nbytes for k, v in snap.lexical.items() if k != "vocab"),
               "bm25_vocab": snap.lexical["vocab"].nbytes,

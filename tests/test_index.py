@@ -146,7 +146,7 @@ def test_old_snapshot_answers_after_its_generation_is_deleted(corpus, fake, fake
     reader = build(corpus, fake, fake_config)
     state = reader._current()  # a reader in the middle of a question holds this
     old = state.snap
-    assert isinstance(old.sentence_vectors, np.memmap)
+    # Read from an open descriptor (records.SentenceVectors), which outlives the unlink below.
     before = np.array(old.sentence_vectors)
     write(corpus / "new.txt", "New\n\nA brand new article about shipbuilding in Korea.")
     writer = Desk(fake_config.index, config=fake_config, embedder=fake)
@@ -185,3 +185,45 @@ def test_loaded_records_read_like_the_ones_written(corpus, fake, fake_config):
         for k in z.files:
             np.testing.assert_array_equal(snap.lexical[k], z[k])
             assert snap.lexical[k].dtype == z[k].dtype
+
+
+def test_sentence_vectors_are_float16_read_on_demand_not_mapped(corpus, fake, fake_config):
+    snap = build(corpus, fake, fake_config)._current().snap
+    f = snap.path / "sentences.npy"
+    whole = np.load(f, allow_pickle=False)
+    assert whole.dtype == np.float16 and snap.sentence_vectors.dtype == np.float16
+    sv = snap.sentence_vectors
+    n = len(whole)
+    assert n > 5 and sv.shape == whole.shape and sv.nbytes == whole.nbytes
+    np.testing.assert_array_equal(sv[3], whole[3])
+    np.testing.assert_array_equal(sv[-1], whole[-1])
+    np.testing.assert_array_equal(sv[1:4], whole[1:4])
+    np.testing.assert_array_equal(sv[n - 2:n + 5], whole[n - 2:])
+    rows = [4, 0, 1, 2, 4, n - 1, 2]  # unsorted, repeated, several runs: as fancy indexing gives them
+    np.testing.assert_array_equal(sv[rows], whole[rows])
+    np.testing.assert_array_equal(sv[np.array(rows)], whole[rows])
+    assert sv[[]].shape == (0, whole.shape[1])
+    np.testing.assert_array_equal(np.asarray(sv), whole)
+    with pytest.raises(IndexError):
+        sv[n]
+    with pytest.raises(IndexError):
+        sv[[0, n]]
+    # Not memory-mapped: pages read while answering stay out of the process's RSS (issue 6).
+    with open("/proc/self/maps") as maps:
+        assert str(f) not in maps.read()
+
+
+def test_old_float32_sentence_vectors_still_open_and_answer_the_same(corpus, fake, fake_config):
+    desk = build(corpus, fake, fake_config)
+    q = "How big was Nippon Steel's bid?"
+    before = desk.ask(q)
+    path = desk._current().snap.path
+    f = path / "sentences.npy"
+    np.save(f, np.load(f).astype(np.float32), allow_pickle=False)  # as a float32 writer would have
+    m = json.loads((path / "manifest.json").read_text())
+    m["files"]["sentences.npy"] = f.stat().st_size
+    (path / "manifest.json").write_text(json.dumps(m))
+    again = Desk.open(fake_config.index, config=fake_config, embedder=fake)
+    assert again._current().snap.sentence_vectors.dtype == np.float32
+    after = again.ask(q)
+    assert after.text == before.text and after.citations == before.citations

@@ -7,16 +7,19 @@ Layout (plain files, no pickle)::
       .lock              held by the one process that writes
       g-<time>-<hash>/   one complete generation
         manifest.json    written last: format, askdesk version, model, chunking, counts, file sizes,
-                         and "faiss": {"kind": "flat"} or {"kind": "ivf", "nlist": .., "nprobe": ..}
+                         and "faiss": {"kind": "flat"} or
+                         {"kind": "ivf", "nlist": .., "nprobe": .., "vectors": "fp16"}
         vectors.faiss    IndexIDMap2 (ids from chunk ids, rows in chunks.jsonl order) over exact
-                         inner product (IndexFlatIP), or IVF above Config.ann_above chunks
+                         inner product (IndexFlatIP), or above Config.ann_above chunks IVF with
+                         float16 vectors (IVF,Flat float32 in indexes written before; both read)
         chunks.jsonl     one chunk a line: chunk id, article id, character span
         articles.jsonl   one article a line, with its sentence spans
         sentences.npy    float16 sentence vectors, rows in article order (for answering)
         lexical.npz      BM25 postings (see retrieve.py), uncompressed
 
-A reader memory-maps sentences.npy and lexical.npz and slices chunk text from the article text,
-so a loaded index costs about its FAISS vectors, the article text and little else.
+A reader reads the sentences.npy rows it needs on demand (records.SentenceVectors), memory-maps
+lexical.npz and slices chunk text from the article text, so a loaded index costs about its FAISS
+vectors, the article text and little else.
 
 A writer builds a new generation in a temporary folder, renames it into place, and only then
 points CURRENT at it. A crash at any point leaves CURRENT naming the last good generation.
@@ -44,7 +47,7 @@ import numpy as np
 
 from . import __version__
 from .errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
-from .records import SentenceRows, SentenceSpans, StoredChunk, map_npz
+from .records import SentenceRows, SentenceSpans, SentenceVectors, StoredChunk, map_npz
 from .types import Article, Chunk
 
 logger = logging.getLogger(__name__)
@@ -69,7 +72,7 @@ class Snapshot:
     articles: dict[str, Article]
     sentences: Mapping[str, list[tuple[int, int]]]  # article id -> sentence spans
     sentence_row: Mapping[str, int]  # article id -> first row in sentence_vectors
-    sentence_vectors: np.ndarray  # float16, memory-mapped
+    sentence_vectors: SentenceVectors  # float16 rows of sentences.npy, read on demand
     chunks: list[Chunk]
     faiss_index: object  # used only here (and by bench/); callers use search() and vector()
     lexical: dict[str, np.ndarray]
@@ -119,7 +122,7 @@ class Snapshot:
         return [(r, s) for r, s in zip(rows[0].tolist(), scores[0].tolist()) if r >= 0]
 
     def vector(self, row: int) -> np.ndarray:
-        """The stored (normalized float32) vector of chunk ``row``."""
+        """The stored vector of chunk ``row``: normalized, float32 (fp16-rounded in an IVF index)."""
         return self._inner.reconstruct(int(row))
 
     def chunk_vectors(self) -> dict[str, np.ndarray]:
@@ -153,13 +156,12 @@ def load(index_dir: str | Path, *, expect: dict | None = None) -> Snapshot:
         if not f.is_file() or f.stat().st_size != size:
             raise IndexCorruptError(f"index file {str(f)!r} is missing or truncated; rebuild with: askdesk index corpus/ --index {index_dir}")
     try:
-        # Memory-mapped, not read: the answerer touches ~30 rows a question, so the rest of the
+        # Read by row on demand, not loaded: the answerer touches ~500 rows a question, so the
         # file (377 MB at 100k chunks) stays in the page cache instead of this process's memory.
         # Safe because a generation folder never changes after publish, and an old one is only
-        # ever unlinked (collect_garbage): on Linux an unlinked file stays readable through an
-        # existing mapping, so a reader still holding an old Snapshot keeps answering.
-        vectors = np.load(path / "sentences.npy", mmap_mode="r", allow_pickle=False)
-        _random_access(vectors)
+        # ever unlinked (collect_garbage): an unlinked file stays readable through the open
+        # descriptor, so a reader still holding an old Snapshot keeps answering.
+        vectors = SentenceVectors(path / "sentences.npy")
         articles: dict[str, Article] = {}
         position: dict[str, int] = {}
         first = [0]
@@ -305,9 +307,11 @@ def ivf_shape(n: int) -> tuple[int, int]:
 def build_faiss(vectors: np.ndarray, ids: np.ndarray, *, dim: int, ann_above: int) -> tuple[object, dict]:
     """The FAISS index over ``vectors`` (rows in chunk order, keyed by ``ids``) and its manifest entry.
 
-    Exact inner product up to ``ann_above`` vectors; above, ``IVF{nlist},Flat`` (`ivf_shape`):
-    at 100k chunks recall@10 0.993 against exact search, and `Desk.ask` in 0.45x the time.
-    Vectors stay exact (Flat), so scores are the true cosines.
+    Exact inner product up to ``ann_above`` vectors; above, ``IVF{nlist},SQfp16`` (`ivf_shape`):
+    at 100k chunks recall@10 0.9875 against exact search (200 questions; IVF,Flat the same),
+    and `Desk.ask` in 0.45x the time. Vectors are float16: 73 MB instead of IVF,Flat's 147 MB
+    at 100k, each component within 6e-5 of the float32 one. SQ8 (37 MB) fell to 0.974, under
+    the 0.98 floor, and would be re-trained, drifting, on every add; fp16 does not drift.
     """
     import faiss
 
@@ -317,12 +321,16 @@ def build_faiss(vectors: np.ndarray, ids: np.ndarray, *, dim: int, ann_above: in
         kind: dict = {"kind": "flat"}
     else:
         nlist, nprobe = ivf_shape(n)
-        index = faiss.index_factory(dim, f"IDMap2,IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(dim, f"IDMap2,IVF{nlist},SQfp16", faiss.METRIC_INNER_PRODUCT)
+        # Each vector's own fp16, not its residual from the list centroid: the stored vector is
+        # then the same whichever centroids k-means found, so chunk_vectors() -> the next
+        # generation's index gives back the very same values.
+        faiss.extract_index_ivf(index).by_residual = False
         # k-means on 40 points a list (FAISS asks for 39): at 100k half the training time of 64
         # a list, and no worse (recall@10 0.993 vs 0.988 at nprobe 40).
         sample = np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)
         index.train(vectors[np.sort(sample)])
-        kind = {"kind": "ivf", "nlist": nlist, "nprobe": nprobe}
+        kind = {"kind": "ivf", "nlist": nlist, "nprobe": nprobe, "vectors": "fp16"}
     if n:
         index.add_with_ids(vectors, ids)
     if kind["kind"] == "ivf":
@@ -360,8 +368,8 @@ def collect_garbage(index_dir: str | Path, keep: str | None = None) -> None:
     """Remove generations other than the live one, and folders a crashed writer left behind.
 
     Caller holds ``lock(index_dir)``. Removing an old generation never breaks a reader that
-    still holds it: its records are in memory, and its memory-mapped ``sentences.npy`` stays
-    readable after the unlink (POSIX semantics; askdesk already needs ``fcntl``).
+    still holds it: its records are in memory, and its open ``sentences.npy`` and mapped
+    ``lexical.npz`` stay readable after the unlink (POSIX semantics; askdesk already needs ``fcntl``).
     """
     index_dir = Path(index_dir)
     keep = keep or current_generation(index_dir)
@@ -406,20 +414,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _random_access(array: np.ndarray) -> None:
-    """Tell the kernel a mapped array is read a few scattered rows at a time.
-
-    Retrieval reads the ~500 sentence rows of a question's candidate chunks; with the default
-    read-ahead each 768-byte row pulls in a run of neighbouring pages, and over a few dozen
-    questions most of a 377 MB file (100k chunks) ends up resident.
-    """
-    import mmap
-
-    m = getattr(array, "_mmap", None)
-    if m is not None and hasattr(m, "madvise") and hasattr(mmap, "MADV_RANDOM"):
-        try:
-            m.madvise(mmap.MADV_RANDOM)
-        except (OSError, ValueError):  # advice only; some file systems refuse it
-            pass

@@ -7,6 +7,8 @@ arrays, and give back the same values (`Chunk` fields, lists of span tuples) whe
 
 from __future__ import annotations
 
+import os
+import weakref
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,6 +79,85 @@ class SentenceRows(_PerArticle):
 
     def __getitem__(self, article_id: str) -> int:
         return int(self._first[self._position[article_id]])
+
+
+class SentenceVectors:
+    """The rows of ``sentences.npy``, read from the file with ``os.preadv`` when asked for.
+
+    Answering reads the ~500 sentence rows of a question's candidate chunks. Memory-mapped, the
+    rows read stayed in this process's RSS along with the pages the kernel maps around each
+    fault (fault-around maps up to 16 cached pages at a time, and MADV_RANDOM does not stop it):
+    at 100k chunks 50 questions left ~250 MB of the 377 MB file resident. Read with ``preadv``,
+    the rows are copied out (a question reads ~100 runs of ~5 rows, ~0.4 MB) and the file's pages
+    stay in the shared page cache only. The open descriptor keeps the file readable after a
+    newer generation unlinks it, as the mapping did.
+
+    Indexes like a read-only 2-D array for what askdesk does with it: a row, a slice, a list of
+    rows, ``np.asarray``. Rows come back in the file's dtype (askdesk writes float16; float32
+    files read too).
+    """
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(f))
+            offset = f.tell()
+        if len(shape) != 2 or fortran or dtype.kind != "f":
+            raise ValueError(f"{path.name} holds {dtype} {shape}, not a C-order 2-D float array")
+        self.shape, self.dtype, self.ndim = tuple(shape), dtype, 2
+        self._row_bytes = shape[1] * dtype.itemsize
+        self._offset = offset
+        if os.path.getsize(path) < offset + shape[0] * self._row_bytes:
+            raise ValueError(f"{path.name} is shorter than its {shape[0]} rows")
+        self._fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self._row_bytes
+
+    def _read_into(self, out: np.ndarray, lo: int) -> None:
+        """Fill ``out`` (a C-order block of rows) with the rows from ``lo`` on."""
+        if out.nbytes and os.preadv(self._fd, [memoryview(out).cast("B")],
+                                    self._offset + lo * self._row_bytes) != out.nbytes:
+            raise OSError(f"short read of sentence vector rows {lo}:{lo + len(out)}")
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        out = np.empty((hi - lo, self.shape[1]), self.dtype)
+        self._read_into(out, lo)
+        return out
+
+    def __getitem__(self, key) -> np.ndarray:
+        n = self.shape[0]
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + n if key < 0 else int(key)
+            if not 0 <= i < n:
+                raise IndexError(f"sentence row {int(key)} out of range for {n} rows")
+            return self._read(i, i + 1)[0]
+        if isinstance(key, slice):
+            lo, hi, step = key.indices(n)
+            return self._read(lo, max(lo, hi)) if step == 1 else self[np.arange(lo, hi, step)]
+        rows = np.asarray(key, dtype=np.int64).reshape(-1)
+        if not len(rows):
+            return np.zeros((0, self.shape[1]), self.dtype)
+        rows = np.where(rows < 0, rows + n, rows)
+        if rows.min() < 0 or rows.max() >= n:
+            raise IndexError(f"sentence rows out of range for {n} rows")
+        # One read per run of consecutive rows: a chunk's sentences are one run.
+        wanted = np.unique(rows)
+        cuts = (np.flatnonzero(np.diff(wanted) != 1) + 1).tolist()
+        out = np.empty((len(wanted), self.shape[1]), self.dtype)
+        for a, b in zip([0] + cuts, cuts + [len(wanted)]):
+            self._read_into(out[a:b], int(wanted[a]))
+        return out[np.searchsorted(wanted, rows)]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self._read(0, self.shape[0])
+        return out if dtype is None else out.astype(dtype)
 
 
 def map_npz(path: Path) -> dict[str, np.ndarray]:
