@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "squad-dev"
 RESULTS = ROOT / "bench" / "results"
 CACHE = RESULTS / "cache"
-GENERATOR_VERSION = 1  # bump when the corpus generator changes: cached corpora and indexes are rebuilt
+GENERATOR_VERSION = 2  # bump when the corpus generator changes: cached corpora and indexes are rebuilt
 
 
 def parse_size(s: str) -> int:

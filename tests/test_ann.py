@@ -95,6 +95,41 @@ def test_ivf_index_reopens_and_takes_an_added_article(tmp_path, fake, ivf_config
     assert answer.citations and "cranes" in answer.citations[0].sentence
 
 
+def centroids(snap):
+    ivf = faiss_ivf(snap)
+    return ivf.quantizer.reconstruct_n(0, ivf.nlist)
+
+
+def faiss_ivf(snap):
+    import faiss
+
+    return faiss.extract_index_ivf(snap.faiss_index)
+
+
+def test_an_add_keeps_the_ivf_lists_until_the_corpus_grows_half_again(tmp_path, fake, ivf_config):
+    corpus = many_chunks(tmp_path / "corpus", n_articles=40)
+    desk = Desk.build(corpus, ivf_config.index, config=ivf_config, embedder=fake)
+    first = desk._current().snap
+    n = len(first.chunks)
+    assert first.manifest["faiss"]["trained_on"] == n
+
+    desk.add([write(tmp_path / "one.txt", "Harbor\n\nThe harbor authority bought twelve new cranes from Finland.")])
+    after = desk._current().snap
+    assert len(after.chunks) == n + 1
+    np.testing.assert_array_equal(centroids(after), centroids(first))  # no k-means for one article
+    assert after.manifest["faiss"] == first.manifest["faiss"]
+    assert "cranes" in desk.ask("What did the harbor authority buy?").citations[0].sentence
+    vecs = all_vectors(after)
+    for r in range(0, n, 61):  # every vector still lands in a list the search probes
+        assert after.search(vecs[r], 1)[0][1] == pytest.approx(1.0, abs=2e-3)
+
+    desk.add([many_chunks(tmp_path / "more", n_articles=25, seed=5)])  # +60%: past RETRAIN_RATIO
+    grown = desk._current().snap
+    assert len(grown.chunks) > index_mod.RETRAIN_RATIO * n
+    assert grown.manifest["faiss"]["trained_on"] == len(grown.chunks)
+    assert grown.manifest["faiss"]["nlist"] == index_mod.ivf_shape(len(grown.chunks))[0]
+
+
 def test_at_or_below_the_threshold_the_index_stays_exact(tmp_path, fake, fake_config):
     desk = Desk.build(many_chunks(tmp_path / "corpus", n_articles=5), fake_config.index,
                       config=fake_config.replace(chunk_tokens=16, chunk_overlap=0), embedder=fake)
@@ -109,7 +144,7 @@ def test_build_faiss_picks_the_kind_by_size():
     assert index_mod.build_faiss(x, ids, dim=16, ann_above=3000)[1] == {"kind": "flat"}
     assert index_mod.build_faiss(x[:900], ids[:900], dim=16, ann_above=0)[1] == {"kind": "flat"}  # too few
     index, kind = index_mod.build_faiss(x, ids, dim=16, ann_above=2999)
-    assert kind == {"kind": "ivf", "nlist": 76, "nprobe": 32, "vectors": "fp16"}  # min(4 * sqrt(3000), 3000 // 39)
+    assert kind == {"kind": "ivf", "nlist": 76, "nprobe": 32, "vectors": "fp16", "trained_on": 3000}  # min(4 * sqrt(3000), 3000 // 39)
     assert index_mod.ivf_shape(100_002) == (1264, 40)  # 4 * sqrt(n) lists, a 32nd of them probed
     assert index_mod.ivf_shape(1_000_000) == (4000, 125)
     assert index_mod.ivf_shape(10_000) == (256, 32)  # at least 32 probed

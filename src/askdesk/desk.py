@@ -421,7 +421,8 @@ class Desk:
             manifest = {"model": cfg.model, "dim": int(dim), "tokenizer": ENCODING, **self._chunk_settings()}
             index_mod.publish(self.index_dir, manifest=manifest, articles=articles, sentences=sentences,
                               sentence_vectors=sent_vecs, chunks=chunks, chunk_vectors=chunk_vecs,
-                              lexical=bm25.to_arrays(), ann_above=cfg.ann_above)
+                              lexical=bm25.to_arrays(), ann_above=cfg.ann_above,
+                              previous=old if reuse_ok else None)
             self._reload()
             return {**stats, "embedded": n_encoded, **self._counts()}
 
