@@ -1,21 +1,34 @@
 """Load: simultaneous users asking through the running chat page's API.
 
-Starts `python app.py` on a free loopback port with ASKDESK_INDEX/ASKDESK_CORPUS pointing at a
-benchmark index, connects one `gradio_client.Client` per user (each its own session), releases
-them together, and has each ask a few questions in one conversation (the chat history goes back
-in with each question, as the page does). Latency is submit to final answer, per question.
+Starts the page (`askdesk.ui.main`, what `python app.py` runs) on a free loopback port with
+ASKDESK_INDEX/ASKDESK_CORPUS pointing at a benchmark index, connects one `gradio_client.Client` per
+user (each its own session), releases them together, and has each ask a few questions in one
+conversation. Latency is submit to final answer, per question. Two endpoints can be measured:
+
+- ``chat``: the page's own event (``/respond``), what a browser user does: the chat history goes
+  back in with each question and comes back with the answer added, plus the sources panel.
+- ``ask``: the JSON endpoint for programs (``/ask``): question and earlier questions in, the
+  answer's JSON out.
 
     python bench/load.py --index bench/results/indexes/10k --corpus bench/results/corpora/10k
 
-With ``--concurrency N`` the page is started with ``askdesk.ui.ASK_CONCURRENCY = N`` (patched
-in the server process; the shipped value is what `app.py` uses).
+Comparisons run in one go, interleaved, because absolute timings drift on a shared machine:
+every ``--src`` (a source tree, e.g. ``/work/main/src`` for before and ``src`` for after) and
+every ``--concurrency`` gets its own page, all started first, then each round measures each page
+and endpoint in turn (the order reversed every other round). The summary gives the median of
+the rounds; every run is listed too.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
+import signal
 import socket
+import ssl
+import statistics
 import subprocess
 import sys
 import threading
@@ -27,6 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+ENDPOINTS = {"chat": "/respond", "ask": "/ask"}
 
 
 def free_port() -> int:
@@ -36,17 +50,15 @@ def free_port() -> int:
 
 
 def start_server(index: Path, corpus: Path, port: int, concurrency: int | None, log: Path, *,
-                 torch_questions: bool = True) -> subprocess.Popen:
+                 src: Path | None = None) -> subprocess.Popen:
+    """The page from source tree ``src`` (default: this checkout), ASK_CONCURRENCY patched if given."""
     from measure import env
 
-    if concurrency is None and torch_questions:
-        cmd = [sys.executable, str(ROOT / "app.py")]
-    else:
-        cmd = [sys.executable, "-c", "import sys, askdesk.ui as u; c = int(sys.argv[1]); "
-                                     "u.ASK_CONCURRENCY = c or u.ASK_CONCURRENCY; u.ASK_TORCH_QUESTIONS = sys.argv[2] == '1'; "
-                                     "sys.exit(u.main([]))", str(concurrency or 0), str(int(torch_questions))]
+    cmd = [sys.executable, "-c", "import sys, askdesk.ui as u; c = int(sys.argv[1]); "
+                                 "u.ASK_CONCURRENCY = c or u.ASK_CONCURRENCY; sys.exit(u.main([]))",
+           str(concurrency or 0)]
     e = env(ASKDESK_INDEX=str(index), ASKDESK_CORPUS=str(corpus), GRADIO_SERVER_NAME="127.0.0.1",
-            GRADIO_SERVER_PORT=str(port))
+            GRADIO_SERVER_PORT=str(port), PYTHONPATH=str(Path(src or ROOT / "src").resolve()))
     return subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
 
@@ -63,92 +75,169 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> float:
     raise RuntimeError(f"the page did not answer within {timeout:.0f} s")
 
 
-def run(index: Path, corpus: Path, questions: list[str], *, users: int = 20, per_user: int = 3,
-        concurrency: int | None = None, log: Path | None = None, torch_questions: bool = True,
-        settle_s: float = 15.0) -> dict:
+def wait_quiet(pid: int, *, busy_below: float = 0.05, timeout: float = 90) -> float:
+    """Wait until process ``pid`` uses under ``busy_below`` of a core over one second.
+
+    A page may still be warming up after it serves (the background torch question encoder did,
+    for ~10 s); measuring then would charge that to the answers. Returns the seconds waited.
+    """
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        c = _cpu_s(pid)
+        time.sleep(1.0)
+        if _cpu_s(pid) - c < busy_below:
+            break
+    return time.perf_counter() - t0
+
+
+def measure(url: str, pid: int, endpoint: str, questions: list[str], *, users: int = 20,
+            per_user: int = 3, spy: Path | None = None) -> dict:
+    """``users`` fresh clients released together on one page, each asking ``per_user`` questions."""
     from gradio_client import Client
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    log = log or ROOT / "bench" / "results" / f"load-server-{concurrency or 'default'}.log"
-    proc = start_server(index, corpus, port, concurrency, log, torch_questions=torch_questions)
-    try:
-        ready_s = wait_ready(url, proc)
-        time.sleep(settle_s)  # the page loads its torch question encoder in the background first
-        clients = [Client(url, verbose=False) for _ in range(users)]
-        api, n_inputs = _ask_endpoint(clients[0])
-        no_dates = [None] * (n_inputs - 2)  # the page's date fields (since, until, as of), left empty
-        lat: list[float] = []
-        errors: list[str] = []
-        lock = threading.Lock()
-        gate = threading.Barrier(users)
+    # Each gradio_client request builds a new httpx client, and each loads the CA bundle into a
+    # new SSL context: ~33 ms CPU here, twice per question, on the cores the page needs. Plain
+    # http on loopback uses no TLS; one context shared by all clients keeps the same verification
+    # for https and takes the clients from ~78 to ~7 ms CPU per question.
+    tls = ssl.create_default_context()
+    clients = [Client(url, verbose=False, ssl_verify=tls) for _ in range(users)]
+    api = ENDPOINTS[endpoint]
+    spec = clients[0].view_api(print_info=False, return_format="dict")["named_endpoints"].get(api)
+    if spec is None:
+        return {"endpoint": endpoint, "skipped": f"the page has no {api} endpoint"}
+    no_dates = [None] * (len(spec["parameters"]) - 2)  # the date fields (since, until, as of), left empty
+    lat: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    gate = threading.Barrier(users)
 
-        def user(i: int) -> None:
-            chat: list = []
-            gate.wait()
-            for j in range(per_user):
-                q = questions[(i * per_user + j) % len(questions)]
-                t = time.perf_counter()
-                try:
-                    out = clients[i].predict(q, chat, *no_dates, api_name=api)
-                    chat = out[1]
-                    ok = isinstance(chat, list) and chat and chat[-1].get("role") == "assistant" \
-                        and "⚠️" not in str(chat[-1].get("content"))
-                    with lock:
-                        lat.append((time.perf_counter() - t) * 1e3)
-                        if not ok:
-                            errors.append(f"bad reply: {str(chat[-1])[:200] if chat else chat!r}")
-                except Exception as e:  # noqa: BLE001 - every failure counts as an error
-                    with lock:
-                        errors.append(f"{type(e).__name__}: {str(e)[:200]}")
+    def ask(client, q: str, chat: list, asked: list[str]) -> tuple[list, str | None]:
+        """One question; the chat to send next, and what was wrong with the reply (None if fine)."""
+        if endpoint == "chat":
+            out = client.predict(q, chat, *no_dates, api_name=api)
+            chat = out[1]
+            ok = isinstance(chat, list) and chat and chat[-1].get("role") == "assistant" \
+                and "⚠️" not in str(chat[-1].get("content"))
+            return chat, None if ok else f"bad reply: {str(chat[-1])[:200] if chat else chat!r}"
+        reply = json.loads(client.predict(q, asked, *no_dates, api_name=api))
+        return chat, None if "answer" in reply and "citations" in reply else f"bad reply: {str(reply)[:200]}"
 
-        server_cpu0, client_cpu0 = _cpu_s(proc.pid), time.process_time()
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=600)
-        wall = time.perf_counter() - t0
-        server_cpu, client_cpu = _cpu_s(proc.pid) - server_cpu0, time.process_time() - client_cpu0
-        for c in clients:
+    def user(i: int) -> None:
+        chat: list = []
+        asked: list[str] = []
+        gate.wait()
+        for j in range(per_user):
+            q = questions[(i * per_user + j) % len(questions)]
+            t = time.perf_counter()
             try:
-                c.close()
-            except Exception:  # noqa: BLE001
-                pass
-    finally:
-        proc.terminate()
+                chat, problem = ask(clients[i], q, chat, asked)
+                asked.append(q)
+                with lock:
+                    lat.append((time.perf_counter() - t) * 1e3)
+                    if problem:
+                        errors.append(problem)
+            except Exception as e:  # noqa: BLE001 - every failure counts as an error
+                with lock:
+                    errors.append(f"{type(e).__name__}: {str(e)[:200]}")
+
+    spies = _spy(spy, {"server": pid, "client": os.getpid()}) if spy else []
+    server_cpu0, client_cpu0 = _cpu_s(pid), time.process_time()
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    wall = time.perf_counter() - t0
+    server_cpu, client_cpu = _cpu_s(pid) - server_cpu0, time.process_time() - client_cpu0
+    for s in spies:
+        s.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        s.wait(timeout=60)
+    for c in clients:
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return {"users": users, "per_user": per_user, "torch_questions": torch_questions,
-            "concurrency": concurrency or _shipped_concurrency(),
-            "api_name": api, "requests": len(lat), "errors": len(errors), "error_samples": errors[:3],
+            c.close()
+        except Exception:  # noqa: BLE001
+            pass
+    n = max(len(lat), 1)
+    return {"endpoint": endpoint, "api_name": api, "users": users, "per_user": per_user,
+            "requests": len(lat), "errors": len(errors), "error_samples": errors[:3],
             "p50_ms": float(np.percentile(lat, 50)) if lat else None,
             "p95_ms": float(np.percentile(lat, 95)) if lat else None,
             "max_ms": max(lat) if lat else None, "wall_s": wall,
-            "throughput_qps": len(lat) / wall if wall else None, "server_ready_s": ready_s,
-            # CPU per answer: the page's process, and the 20 clients (which share the 2 cores here)
-            "server_cpu_ms_per_answer": server_cpu * 1e3 / max(len(lat), 1),
-            "client_cpu_ms_per_answer": client_cpu * 1e3 / max(len(lat), 1)}
+            "throughput_qps": len(lat) / wall if wall else None,
+            # CPU per answer: the page's process, and the clients (which share the 2 cores here)
+            "server_cpu_ms_per_answer": server_cpu * 1e3 / n, "client_cpu_ms_per_answer": client_cpu * 1e3 / n}
+
+
+def run(index: Path, corpus: Path, questions: list[str], *, users: int = 20, per_user: int = 3,
+        endpoints: tuple[str, ...] = ("chat", "ask"), srcs: tuple[Path | None, ...] = (None,),
+        concurrencies: tuple[int | None, ...] = (None,), rounds: int = 1, spy: Path | None = None) -> dict:
+    """Every (source tree, concurrency) page measured on every endpoint, ``rounds`` times, interleaved."""
+    pages = []
+    try:
+        for i, (src, conc) in enumerate(itertools.product(srcs, concurrencies)):
+            port = free_port()
+            name = f"{src or 'this tree'} c={conc or 'shipped'}"
+            log = ROOT / "bench" / "results" / f"load-server-{i}.log"
+            pages.append({"name": name, "url": f"http://127.0.0.1:{port}/", "log": log,
+                          "proc": start_server(index, corpus, port, conc, log, src=src)})
+        for p in pages:
+            p["ready_s"] = wait_ready(p["url"], p["proc"])
+        for p in pages:
+            p["quiet_s"] = wait_quiet(p["proc"].pid)
+        runs = []
+        for r in range(rounds):
+            order = [(p, e) for p in pages for e in endpoints]
+            for p, e in order if r % 2 == 0 else order[::-1]:
+                out = measure(p["url"], p["proc"].pid, e, questions, users=users, per_user=per_user,
+                              spy=spy / f"{len(runs)}-{e}" if spy else None)
+                runs.append({"page": p["name"], "round": r, **out})
+                print(json.dumps(_short(runs[-1])), file=sys.stderr, flush=True)
+    finally:
+        for p in pages:
+            p["proc"].terminate()
+        for p in pages:
+            try:
+                p["proc"].wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p["proc"].kill()
+    summary = []
+    for p, e in itertools.product(pages, endpoints):
+        rs = [x for x in runs if x["page"] == p["name"] and x["endpoint"] == e and "skipped" not in x]
+        if rs:
+            med = {k: round(statistics.median(x[k] for x in rs), 1) for k in
+                   ("p50_ms", "p95_ms", "max_ms", "throughput_qps", "server_cpu_ms_per_answer",
+                    "client_cpu_ms_per_answer")}
+            summary.append({"page": p["name"], "endpoint": e, "rounds": len(rs),
+                            "errors": sum(x["errors"] for x in rs), **med})
+    return {"users": users, "per_user": per_user, "rounds": rounds, "shipped_concurrency": _shipped_concurrency(),
+            "pages": [{k: p[k] for k in ("name", "ready_s", "quiet_s")} for p in pages],
+            "summary": summary, "runs": runs}
+
+
+def _short(run: dict) -> dict:
+    keep = ("page", "round", "endpoint", "skipped", "errors", "p50_ms", "p95_ms", "throughput_qps",
+            "server_cpu_ms_per_answer", "client_cpu_ms_per_answer")
+    return {k: round(v, 1) if isinstance(v, float) else v for k, v in run.items() if k in keep}
+
+
+def _spy(folder: Path, pids: dict[str, int]) -> list[subprocess.Popen]:
+    """py-spy sampling each of ``pids`` into ``folder/<name>.txt`` (raw stacks), for one run only."""
+    import shutil
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    folder.mkdir(parents=True, exist_ok=True)
+    spies = [subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+                               "--output", str(folder / f"{name}.txt")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for name, pid in pids.items()]
+    time.sleep(1.0)  # attached before the users are released
+    return spies
 
 
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (all its threads), from /proc."""
-    import os
-
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _ask_endpoint(client) -> tuple[str, int]:
-    """The ask event's api_name and its number of inputs: (question, chat, then the date fields)."""
-    info = client.view_api(print_info=False, return_format="dict")
-    for name, spec in info["named_endpoints"].items():
-        if name.lstrip("/").startswith("respond") and len(spec["parameters"]) >= 2:
-            return name, len(spec["parameters"])
-    raise RuntimeError(f"no ask endpoint among {list(info['named_endpoints'])}")
 
 
 def _shipped_concurrency() -> int:
@@ -163,14 +252,20 @@ def main() -> None:
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--users", type=int, default=20)
     ap.add_argument("--per-user", type=int, default=3)
-    ap.add_argument("--concurrency", type=int)
-    ap.add_argument("--numpy-questions", action="store_true", help="keep the page on the numpy question encoder")
+    ap.add_argument("--rounds", type=int, default=1, help="measure every page and endpoint this many times")
+    ap.add_argument("--endpoint", action="append", choices=sorted(ENDPOINTS),
+                    help="chat (the page's event) and/or ask (the JSON endpoint); default both")
+    ap.add_argument("--src", action="append", type=Path,
+                    help="serve the page from this source tree (repeat to compare; default this checkout's src)")
+    ap.add_argument("--concurrency", action="append", type=int, help="ASK_CONCURRENCY for the page (repeatable)")
+    ap.add_argument("--py-spy", type=Path, help="sample page and clients with py-spy into this folder")
     args = ap.parse_args()
     from corpus import questions
 
     print(json.dumps(run(Path(args.index), Path(args.corpus), questions(400)[::7], users=args.users,
-                         per_user=args.per_user, concurrency=args.concurrency,
-                         torch_questions=not args.numpy_questions), indent=2))
+                         per_user=args.per_user, endpoints=tuple(args.endpoint or ENDPOINTS),
+                         srcs=tuple(args.src or [None]), concurrencies=tuple(args.concurrency or [None]),
+                         rounds=args.rounds, spy=args.py_spy), indent=2))
 
 
 if __name__ == "__main__":

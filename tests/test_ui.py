@@ -356,3 +356,63 @@ def test_page_starts_on_an_empty_index_and_answers_after_the_first_upload(tmp_pa
     assert "Added **1** new" in status and '<span id="n-articles">1</span>' in index
     *_, (_box, chat, sources, asked) = fns["respond"]("When did the harbour of Varsk open?", [], [])
     assert "1901" in chat[-1]["content"] and "Harbour news" in sources
+
+
+# ---- the served page, asked over HTTP with gradio_client as a program would ----
+
+@pytest.fixture()
+def served(tmp_path):
+    """The page over a FakeDesk, served on a free loopback port by `ui.launch`."""
+    pytest.importorskip("gradio")
+    import socket
+
+    import gradio as gr
+    from gradio_client import Client
+
+    from askdesk.config import Config
+
+    art = Article("a1", "Trump meets Ishiba", "Nippon Steel offered $14.9 billion for US Steel. Other text.",
+                  "2025-02-07", "Reuters", "https://example.com/a", "000.txt")
+    desk = FakeDesk([art])
+    desk.embedder = None  # launch warms the desk's question encoder; the fake has none
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = ui.launch(Config(corpus=tmp_path / "corpus", index=tmp_path / "index"), host="127.0.0.1",
+                          port=port, desk=desk, prevent_thread_lock=True)
+    client = Client(url, verbose=False)
+    yield desk, client
+    client.close()
+    gr.close_all()
+
+
+def test_api_ask_answers_as_json_with_history_and_dates(served):
+    import json
+
+    desk, client = served
+    reply = json.loads(client.predict("How big was Nippon Steel's bid?", [], api_name="/ask"))
+    assert "14.9 billion" in reply["answer"] and not reply["refused"]
+    assert reply["citations"][0]["sentence"].startswith("Nippon Steel offered") and reply["citations"][0]["path"]
+    client.predict("And US Steel?", ["How big was Nippon Steel's bid?"], "2025-01-01", api_name="/ask")
+    assert desk.asked[-1] == ("And US Steel?", ["How big was Nippon Steel's bid?"])
+    assert desk.dates == {"since": "2025-01-01", "until": None, "as_of": None}
+
+
+def test_api_ask_reports_desk_errors_by_message(served):
+    from gradio_client.exceptions import AppError
+
+    desk, client = served
+    desk.ask = lambda q, history=None: (_ for _ in ()).throw(AskdeskError("index is locked; wait and retry"))
+    with pytest.raises(AppError, match="index is locked"):
+        client.predict("anything", api_name="/ask")
+
+
+def test_chat_event_over_http_answers_with_the_history(served):
+    desk, client = served
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/respond"]["parameters"]
+    box, chat, sources = client.predict("How big was Nippon Steel's bid?", [], *[None] * (len(params) - 2),
+                                        api_name="/respond")
+    reply = chat[-1]["content"]  # Gradio 6 sends a message's content as parts: [{"type": "text", "text": ...}]
+    text = " ".join(part["text"] for part in reply) if isinstance(reply, list) else reply
+    assert box == "" and chat[-1]["role"] == "assistant" and "14.9 billion" in text
+    assert "<mark>Nippon Steel offered" in sources

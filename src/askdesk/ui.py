@@ -11,6 +11,7 @@ import argparse
 import filecmp
 import html
 import itertools
+import json
 import logging
 import os
 import re
@@ -37,7 +38,12 @@ EXAMPLES = (  # all three are answered by the bundled article (Trump meets Ishib
     "What did Ishiba say about meeting Trump?",
 )
 UPLOAD_SUFFIXES = (".txt", ".md", ".html", ".htm")  # a subset of what ingest reads
-ASK_CONCURRENCY = 2  # one answer per core on the 2-core target (each question encodes on one thread)
+# Answers in flight at once, chat and API together; 2 on the 2-core target. bench/load.py, 20 users,
+# 3 rounds interleaved per run: 4 beat 2 in one run (chat p95 0.88 vs 1.01 s; 1 was worst, 1.12 s)
+# and lost in the next (1.65 vs 1.37 s, 50 vs 40 ms server CPU per answer). An answer holds the GIL for
+# most of its ~35-45 ms of server CPU (only the one-thread onnxruntime encode releases it), so more
+# slots mostly add contention; the queue, not the slots, absorbs a burst.
+ASK_CONCURRENCY = 2
 QUEUE_SIZE = 64  # requests waiting beyond this are turned away instead of piling up
 MORE_CHARS = 1500  # article text shown on each side of a cited sentence under "More of the article"
 MAX_LISTED = 300  # articles listed in the index panel; a big corpus would make the page heavy
@@ -412,6 +418,29 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         ask_io = dict(fn=respond, inputs=[question, chatbot, asked, since, until, as_of],
                       outputs=[question, chatbot, sources, asked],
                       concurrency_id="ask", concurrency_limit=ASK_CONCURRENCY)
+
+        def ask(question: str, history: list[str] | None = None, since: str | None = None,
+                until: str | None = None, as_of: str | None = None) -> str:
+            """The answer as JSON text, the shape of `askdesk ask --json`; history: earlier questions, oldest first.
+
+            Text, not a dict: gradio_client downloads any dict with a "path" key as a file, and citations have one.
+            """
+            dates = {k: v.strip() for k, v in (("since", since), ("until", until), ("as_of", as_of))
+                     if isinstance(v, str) and v.strip()}
+            try:
+                return json.dumps(desk.ask(question, history=list(history or ()) or None, **dates).to_dict())
+            except IndexMissingError:
+                raise gr.Error(EMPTY_INDEX_NOTE) from None
+            except AskdeskError as e:  # a bad question or date: the caller sees the message
+                raise gr.Error(str(e)) from None
+            except Exception as e:  # noqa: BLE001 - the traceback goes to the log
+                logger.exception("ask failed for %r", question)
+                raise gr.Error(_internal(e)) from None
+
+        # For programs (gradio_client): no chat history or sources panel to render and send back,
+        # so ~0.8x the chat event's server CPU per answer (docs/benchmarks.md, "20 users").
+        # The same queue as the page's asks: together they never run more than ASK_CONCURRENCY.
+        gr.api(ask, api_name="ask", concurrency_id="ask", concurrency_limit=ASK_CONCURRENCY)
         question.submit(**ask_io)
         for button, q in zip(example_buttons, EXAMPLES):
             button.click(lambda q=q: q, None, question, queue=False).then(**ask_io)
