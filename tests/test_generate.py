@@ -326,7 +326,7 @@ def test_cli_flags_reach_the_desk(built, fake, llm, monkeypatch, capsys):
 
 def test_page_streams_and_badges_unsupported_sentences(built, fake, llm, tmp_path):
     pytest.importorskip("gradio")
-    from askdesk import ui
+    from askdesk import render, ui
 
     llm.reply = lambda b: {"text": f"{BID} [{llm.passage_with(b, '14.9 billion')}]. "
                                    "The *deal* was <b>approved</b> [1]."}
@@ -338,8 +338,8 @@ def test_page_streams_and_badges_unsupported_sentences(built, fake, llm, tmp_pat
     assert partial and partial[0].endswith("▍")
     _, chat, sources, asked = steps[-1]
     md = chat[-1]["content"]
-    assert md.count(f"**{ui.UNSUPPORTED}**") == 1 and "approved" in md and "<b>" not in md and "\\*deal\\*" in md
-    assert md.index(ui.UNSUPPORTED) > md.index("approved") and "\\[1\\]" in md
+    assert md.count(f"**{render.UNSUPPORTED}**") == 1 and "approved" in md and "<b>" not in md and "\\*deal\\*" in md
+    assert md.index(render.UNSUPPORTED) > md.index("approved") and "\\[1\\]" in md
     assert "<mark>" in sources and asked == [QUESTION]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from askdesk import ui
+from askdesk import render, ui
 from askdesk.errors import AskdeskError, BadInputError, BadQuestionError
 from askdesk.types import Answer, Article, Citation
 
@@ -78,7 +78,7 @@ class FakeDesk:
 # ---- escaping ----
 
 def test_esc_turns_markup_into_text():
-    out = ui.esc(PAYLOAD)
+    out = render.esc(PAYLOAD)
     assert "<" not in out and ">" not in out and '"' not in out
     assert "&lt;script&gt;" in out
 
@@ -86,14 +86,14 @@ def test_esc_turns_markup_into_text():
 @pytest.mark.parametrize("text", [PAYLOAD, "![t](http://evil/x.png)", "[click](javascript:alert(1))",
                                   "<a href=javascript:alert(1)>x</a>", "$$x$$", "# heading", "`code`"])
 def test_md_text_leaves_no_markup(text):
-    out = ui.md_text(text)
+    out = render.md_text(text)
     assert "<" not in out and ">" not in out
     # link, image, code and heading syntax is backslashed, so nothing becomes a link, image or heading
     assert not re.search(r"(?<!\\)[\[\]#`*_]", out)
 
 
 def test_md_text_keeps_entities_intact():
-    assert ui.md_text("AT&T <b>") == "AT&amp;T &lt;b&gt;"
+    assert render.md_text("AT&T <b>") == "AT&amp;T &lt;b&gt;"
 
 
 @pytest.mark.parametrize("url,ok", [
@@ -103,26 +103,26 @@ def test_md_text_keeps_entities_intact():
     ("//evil.example", False), ("https:/x", False), ("https://a b", False), ("", False), (None, False),
 ])
 def test_safe_url_allows_only_http_links(url, ok):
-    assert ui.safe_url(url) == (url if ok else None)
+    assert render.safe_url(url) == (url if ok else None)
 
 
 # ---- citations ----
 
 def test_snippet_marks_the_cited_sentence():
     c = cite()
-    assert ui.snippet_html(c) == "Earlier text. <mark>Nippon Steel bid $14.9 billion.</mark> Later text."
+    assert render.snippet_html(c) == "Earlier text. <mark>Nippon Steel bid $14.9 billion.</mark> Later text."
 
 
 def test_snippet_falls_back_to_text_search_when_offsets_disagree():
     c = cite(start=0, end=5)
-    assert "<mark>Nippon Steel bid $14.9 billion.</mark>" in ui.snippet_html(c)
+    assert "<mark>Nippon Steel bid $14.9 billion.</mark>" in render.snippet_html(c)
     c = cite(start=0, end=5, sentence="Not in the snippet.", before="", after="x")
-    assert "<mark>Not in the snippet.</mark>" in ui.snippet_html(c)
+    assert "<mark>Not in the snippet.</mark>" in render.snippet_html(c)
 
 
 def test_citation_payload_is_text_everywhere():
     c = cite(sentence=f"Bad {PAYLOAD} here.", title=PAYLOAD, source=PAYLOAD, before=PAYLOAD)
-    out = ui.citation_html(c, article_text=PAYLOAD * 3)
+    out = render.citation_html(c, article_text=PAYLOAD * 3)
     assert "<script" not in out and "<img" not in out and "onerror=\"" not in out
     assert out.count("&lt;script&gt;") >= 5
     assert "<mark>Bad &lt;script&gt;" in out
@@ -130,17 +130,17 @@ def test_citation_payload_is_text_everywhere():
 
 def test_citation_links_only_http_urls():
     link = '<a href="https://example.com/a" target="_blank" rel="noopener noreferrer nofollow">'
-    assert link in ui.citation_html(cite())
-    bad = ui.citation_html(cite(url="javascript:alert(1)"))
+    assert link in render.citation_html(cite())
+    bad = render.citation_html(cite(url="javascript:alert(1)"))
     assert "<a " not in bad and "javascript" not in bad
-    quoted = ui.citation_html(cite(url='https://e.com/"onmouseover="alert(1)'))
+    quoted = render.citation_html(cite(url='https://e.com/"onmouseover="alert(1)'))
     assert 'href="https://e.com/&quot;onmouseover=&quot;alert(1)"' in quoted
 
 
 def test_more_of_the_article_marks_sentence_and_trims():
     text = "word " * 1000 + "The cited sentence." + " tail" * 1000
     start = text.index("The cited")
-    out = ui.excerpt_html(text, start, start + len("The cited sentence."), chars=100)
+    out = render.excerpt_html(text, start, start + len("The cited sentence."), chars=100)
     assert out.startswith("… ") and out.endswith(" …")
     assert "<mark>The cited sentence.</mark>" in out
     assert len(out) < 300
@@ -148,22 +148,22 @@ def test_more_of_the_article_marks_sentence_and_trims():
 
 def test_sources_panel_shows_each_citation_with_more_of_the_article():
     a = Answer("q?", "A [1] B [2].", False, (cite(1), cite(2, sentence="Second.")))
-    out = ui.sources_html(a, article_text=lambda _id: "Full article text.")
+    out = render.sources_html(a, article_text=lambda _id: "Full article text.")
     assert out.count('class="ad-cite"') == 2 and "<h3>Sources</h3>" in out
     assert out.count("<details><summary>More of the article</summary>") == 2
 
 
 def test_refusal_shows_related_passages():
     a = Answer("Who won the 1998 World Cup?", "I could not find this.", True, (), (cite(3),))
-    out = ui.sources_html(a)
+    out = render.sources_html(a)
     assert "<h3>Related passages</h3>" in out and "Not answered" in out and 'data-n="3"' in out
-    md = ui.answer_markdown(a)
+    md = render.answer_markdown(a)
     assert md.startswith("**Not answered.**") and "Related passages" in md
 
 
 def test_answer_markdown_keeps_markers_and_lists_sources():
     a = Answer("q", "Nippon Steel bid $14.9 billion [1].", False, (cite(1, title=PAYLOAD),))
-    md = ui.answer_markdown(a)
+    md = render.answer_markdown(a)
     assert "\\[1\\]" in md and "$14.9 billion" in md
     assert "<script" not in md and "*Sources:*" in md
 
@@ -171,22 +171,22 @@ def test_answer_markdown_keeps_markers_and_lists_sources():
 def test_index_panel_counts_and_escapes():
     info = {"model": "m", "n_articles": 2, "n_chunks": 9, "created": "2025-02-08",
             "articles": [{"id": "1", "title": PAYLOAD, "date": "2025-02-07"}, {"id": "2", "title": "B", "date": None}]}
-    out = ui.index_html(info)
+    out = render.index_html(info)
     assert '<span id="n-articles">2</span>' in out and '<span id="n-chunks">9</span>' in out
     assert "<script" not in out
 
 
 def test_index_panel_caps_long_lists(monkeypatch):
-    monkeypatch.setattr(ui, "MAX_LISTED", 3)
+    monkeypatch.setattr(render, "MAX_LISTED", 3)
     info = {"articles": [{"id": str(i), "title": f"T{i}"} for i in range(10)], "n_articles": 10}
-    out = ui.index_html(info)
+    out = render.index_html(info)
     assert out.count("<tr>") == 1 + 3 and "and 7 more" in out
 
 
 def test_add_markdown_reports_counts_and_reasons():
     result = {"added": 1, "updated": 0, "unchanged": 0, "skipped": [("/c/bad.txt", "not UTF-8")],
               "n_articles": 2, "n_chunks": 7}
-    out = ui.add_markdown(result, ["New <b>one</b>"], [("x.pdf", "not a .txt file")])
+    out = render.add_markdown(result, ["New <b>one</b>"], [("x.pdf", "not a .txt file")])
     assert "**2** articles in **7** chunks" in out and "new: New &lt;b&gt;one&lt;/b&gt;" in out
     assert "bad.txt: not UTF-8" in out and "x.pdf" in out
 
@@ -301,11 +301,11 @@ def test_page_adds_uploaded_files(page, tmp_path):
 
 def test_quote_is_marked_with_its_speaker_and_escaped():
     c = cite(quote=f"We will {PAYLOAD} rebuild,", speaker=f"Ilse {PAYLOAD}")
-    out = ui.citation_html(c)
+    out = render.citation_html(c)
     assert '<div class="ad-quote"><q>We will &lt;script&gt;' in out and "rebuild</q>" in out
     assert '<span class="ad-speaker">Ilse &lt;script&gt;' in out
     assert "<script" not in out and "<img" not in out
-    assert "ad-quote" not in ui.citation_html(cite(quote="Words without a named speaker here", speaker=None))
+    assert "ad-quote" not in render.citation_html(cite(quote="Words without a named speaker here", speaker=None))
 
 
 def test_conflicts_show_each_value_with_source_and_date_escaped():
@@ -313,11 +313,11 @@ def test_conflicts_show_each_value_with_source_and_date_escaped():
                                  cite(2, source=PAYLOAD, date="2024-03-05")),
                conflicts=({"about": f"the port handled … {PAYLOAD}", "values": [
                    {"value": "12.1 million tonnes", "citation": 1}, {"value": f"12.4 {PAYLOAD}", "citation": 2}]},))
-    out = ui.sources_html(a)
+    out = render.sources_html(a)
     assert "Reports differ" in out
     assert "<b>12.1 million tonnes</b> [1] (Harbor Times, 1 March 2024) vs <b>12.4 &lt;script&gt;" in out
     assert "<script" not in out and "<img" not in out
-    written = ui.answer_markdown(dataclasses.replace(a, generator="llm", sentences=(
+    written = render.answer_markdown(dataclasses.replace(a, generator="llm", sentences=(
         {"text": "Figures differ.", "cites": [1, 2], "supported": True, "evidence": None},)))
     assert "**Reports differ** on" in written and "<script" not in written
 
@@ -325,7 +325,7 @@ def test_conflicts_show_each_value_with_source_and_date_escaped():
 def test_period_used_is_said_in_the_sources_panel():
     a = Answer("What happened last week?", "x [1]", False, (cite(1),),
                period={"phrase": "last week", "since": "2025-03-03", "until": "2025-03-09", "used": True})
-    assert "Preferring articles published last week: 3 March 2025 to 9 March 2025." in ui.sources_html(a)
+    assert "Preferring articles published last week: 3 March 2025 to 9 March 2025." in render.sources_html(a)
 
 
 def test_page_passes_the_date_range(page):
