@@ -142,7 +142,8 @@ def test_no_pickle_anywhere_in_the_index(corpus, fake, fake_config):
     assert os.path.exists(path / "manifest.json")
 
 
-def test_old_snapshot_answers_after_its_generation_is_deleted(corpus, fake, fake_config):
+def test_old_snapshot_answers_after_its_generation_is_deleted(corpus, fake, fake_config, monkeypatch):
+    monkeypatch.setattr(index_mod, "SENTENCES_IN_MEMORY", 0)  # rows read from the file, as in a big index
     reader = build(corpus, fake, fake_config)
     state = reader._current()  # a reader in the middle of a question holds this
     old = state.snap
@@ -187,7 +188,14 @@ def test_loaded_records_read_like_the_ones_written(corpus, fake, fake_config):
             assert snap.lexical[k].dtype == z[k].dtype
 
 
-def test_sentence_vectors_are_float16_read_on_demand_not_mapped(corpus, fake, fake_config):
+def test_small_indexes_hold_their_sentence_vectors(corpus, fake, fake_config):
+    snap = build(corpus, fake, fake_config)._current().snap
+    assert isinstance(snap.sentence_vectors, np.ndarray)  # under SENTENCES_IN_MEMORY: one read at load
+    np.testing.assert_array_equal(snap.sentence_vectors, np.load(snap.path / "sentences.npy"))
+
+
+def test_sentence_vectors_are_float16_read_on_demand_not_mapped(corpus, fake, fake_config, monkeypatch):
+    monkeypatch.setattr(index_mod, "SENTENCES_IN_MEMORY", 0)  # as a big index reads them
     snap = build(corpus, fake, fake_config)._current().snap
     f = snap.path / "sentences.npy"
     whole = np.load(f, allow_pickle=False)
