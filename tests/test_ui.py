@@ -271,19 +271,19 @@ def page(tmp_path):
 
 def test_page_answers_and_passes_history(page):
     desk, fns, _ = page
-    steps = list(fns["respond"]("How big was Nippon Steel's bid?", [], []))
-    assert steps[0][1][-1]["content"] == ui.THINKING
-    _, chat, sources, asked = steps[-1]
+    # Extractive: one update with the answer (no placeholder step; test_generate streams an LLM's).
+    _, chat, sources, asked = fns["respond"]("How big was Nippon Steel's bid?", [], [])
+    assert [m["role"] for m in chat] == ["user", "assistant"] and ui.THINKING not in str(chat)
     assert "14.9 billion" in chat[-1]["content"] and "<mark>Nippon Steel offered" in sources
     assert asked == ["How big was Nippon Steel's bid?"]
-    list(fns["respond"]("And US Steel?", chat, asked))
+    fns["respond"]("And US Steel?", chat, asked)
     assert desk.asked[-1] == ("And US Steel?", ["How big was Nippon Steel's bid?"])
 
 
 def test_page_reports_desk_errors_in_the_chat(page):
     desk, fns, _ = page
     desk.ask = lambda q, history=None: (_ for _ in ()).throw(AskdeskError("index is locked; wait and retry"))
-    *_, (box, chat, _sources, asked) = fns["respond"]("anything", [], [])
+    box, chat, _sources, asked = fns["respond"]("anything", [], [])
     assert "index is locked" in chat[-1]["content"] and asked == []
 
 
@@ -330,10 +330,10 @@ def test_period_used_is_said_in_the_sources_panel():
 
 def test_page_passes_the_date_range(page):
     desk, fns, _ = page
-    *_, (_, chat, sources, _) = fns["respond"]("How big was Nippon Steel's bid?", [], [], "2025-01-01", "", None)
+    _, chat, sources, _ = fns["respond"]("How big was Nippon Steel's bid?", [], [], "2025-01-01", "", None)
     assert desk.dates == {"since": "2025-01-01", "until": None, "as_of": None}
     assert "14.9 billion" in chat[-1]["content"]
-    *_, (_, chat, sources, _) = fns["respond"]("How big was Nippon Steel's bid?", [], [], "2025-03-01", None, None)
+    _, chat, sources, _ = fns["respond"]("How big was Nippon Steel's bid?", [], [], "2025-03-01", None, None)
     assert "Not answered" in chat[-1]["content"]  # the only article is from 7 February
 
 
@@ -347,14 +347,14 @@ def test_page_starts_on_an_empty_index_and_answers_after_the_first_upload(tmp_pa
     desk = Desk(fake_config.index, config=fake_config, embedder=fake)
     demo = ui.build_ui(desk, fake_config)
     fns = {f.name: f.fn for f in demo.fns.values()}
-    *_, (_box, chat, _sources, asked) = fns["respond"]("When did the harbour open?", [], [])
+    _box, chat, _sources, asked = fns["respond"]("When did the harbour open?", [], [])
     assert chat[-1]["content"] == ui.EMPTY_INDEX_NOTE and asked == []
     up = tmp_path / "up" / "harbour.txt"
     up.parent.mkdir()
     up.write_text("Harbour news\n\nThe harbour of Varsk opened in 1901 after six years of work.")
     status, index, _files = fns["add_files"]([str(up)], progress=lambda *a, **k: None)
     assert "Added **1** new" in status and '<span id="n-articles">1</span>' in index
-    *_, (_box, chat, sources, asked) = fns["respond"]("When did the harbour of Varsk open?", [], [])
+    _box, chat, sources, asked = fns["respond"]("When did the harbour of Varsk open?", [], [])
     assert "1901" in chat[-1]["content"] and "Harbour news" in sources
 
 

@@ -129,8 +129,8 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         except (AskdeskError, LookupError):
             return None
 
-    def respond(question: str, chat: list, asked: list[str], since: str | None = None, until: str | None = None,
-                as_of: str | None = None):
+    def respond_steps(question: str, chat: list, asked: list[str], since: str | None = None,
+                      until: str | None = None, as_of: str | None = None):
         q = (question or "").strip()
         if not q:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -162,6 +162,20 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
             return
         reply = {"role": "assistant", "content": answer_markdown(answer)}
         yield "", chat + [reply], sources_html(answer, article_text), [*asked, q]
+
+    if getattr(desk, "generator", None) is None:
+        # Extractive answers take ~15 ms: one update, not a placeholder and then the answer.
+        # Each step of a generator event is another hop to a worker thread, another
+        # postprocess and another SSE message: ~10% of the page's CPU per answer under the
+        # 20-user load (docs/benchmarks.md). Gradio shows its own progress while it waits.
+        def respond(question: str, chat: list, asked: list[str], since: str | None = None,
+                    until: str | None = None, as_of: str | None = None):
+            *_, final = respond_steps(question, chat, asked, since, until, as_of)
+            return final
+    else:  # an LLM writes for seconds: the question shows at once, its words stream in
+        def respond(question: str, chat: list, asked: list[str], since: str | None = None,
+                    until: str | None = None, as_of: str | None = None):
+            yield from respond_steps(question, chat, asked, since, until, as_of)
 
     def add_files(files: list[str] | None, progress=gr.Progress()):
         if not files:
