@@ -233,7 +233,7 @@ def targets(res: dict) -> list[dict]:
     row = a.get(f"askdesk_ivf{a.get('askdesk_nlist')}_nprobe{a.get('askdesk_nprobe')}", {})
     v = row.get("recall_at_10")
     add("recall@10 of the shipped IVF vs exact at 100k", v, ">= 0.98", v is not None and v >= TARGETS["ann_recall"],
-        f"IVF{a['askdesk_nlist']},Flat nprobe {a['askdesk_nprobe']}" if row else "")
+        f"{faiss_label(s['100k'].get('faiss'))}" if row else "")
     v = max((r["cold_start_s"] for r in s.values()), default=None)
     add("cold start, largest index (s)", v, "<= 6", v is not None and v <= TARGETS["cold_start_s"],
         f"{list(s)[-1]} index, median of runs" if s else "")
@@ -335,7 +335,7 @@ def render(res: dict) -> str:
                 name = k
                 if k.startswith("askdesk_ivf"):
                     nlist, nprobe = k.removeprefix("askdesk_ivf").split("_nprobe")
-                    name = f"askdesk's IVF{nlist},Flat, nprobe {nprobe}"
+                    name = f"askdesk's IVF{nlist},{_codes(r.get('faiss'))}, nprobe {nprobe}"
                     if k == shipped_key:
                         name = f"**{name} (askdesk's index above {above:,} chunks)**"
                 lines.append(f"| {name} | {v['recall_at_10']:.3f} | {v['recall_at_10_strict']:.3f} | "
@@ -349,17 +349,22 @@ def render(res: dict) -> str:
     lines += ["", "| target (issue 6) | goal | measured | met |", "|---|---|---:|---|"]
     for t in res["targets"]:
         v = t["value"]
-        val = "not measured" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+        val = "not measured" if v is None else (f"{v:.3f}" if v < 1 else f"{v:.2f}") if isinstance(v, float) else str(v)
         val += f", {t['note']}" if t.get("note") else ""
         lines.append(f"| {t['target']} | {t['goal']} | {val} | {'—' if t['ok'] is None else 'yes' if t['ok'] else 'no'} |")
     return "\n".join(lines)
 
 
 def faiss_label(kind: dict | None) -> str:
-    """The manifest's "faiss" entry in words: "Flat (exact)" or "IVF1264,Flat, nprobe 40"."""
+    """The manifest's "faiss" entry in words: "Flat (exact)" or "IVF1264,SQfp16, nprobe 40"."""
     if not kind or kind.get("kind", "flat") == "flat":
         return "Flat (exact)"
-    return f"IVF{kind['nlist']},Flat, nprobe {kind['nprobe']}"
+    return f"IVF{kind['nlist']},{_codes(kind)}, nprobe {kind['nprobe']}"
+
+
+def _codes(kind: dict | None) -> str:
+    # Indexes written before fp16 lists (no "vectors" entry) hold float32 vectors: IVF,Flat.
+    return "SQfp16" if (kind or {}).get("vectors") == "fp16" else "Flat"
 
 
 def summary(res: dict) -> str:
@@ -401,7 +406,7 @@ def summary(res: dict) -> str:
         a = r.get("ann")
         if a and "askdesk_nlist" in a:
             row = a[f"askdesk_ivf{a['askdesk_nlist']}_nprobe{a['askdesk_nprobe']}"]
-            lines.append(f"At {label} askdesk's IVF{a['askdesk_nlist']},Flat (nprobe {a['askdesk_nprobe']}): "
+            lines.append(f"At {label} askdesk's {faiss_label(r.get('faiss'))}: "
                          f"recall@10 {row['recall_at_10']:.3f} against exact search; `Desk.ask` p50 "
                          f"{a['ask_p50_ivf_ms']:.1f} ms against {a['ask_p50_flat_ms']:.1f} ms with Flat.")
     lines.append(f"`askdesk --help`: {res['help_s']:.2f} s.")

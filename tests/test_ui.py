@@ -256,14 +256,15 @@ def test_auth_from_env():
 
 # ---- the page's handlers, with a fake desk ----
 
+BID_ARTICLE = Article("a1", "Trump meets Ishiba", "Nippon Steel offered $14.9 billion for US Steel. Other text.",
+                      "2025-02-07", "Reuters", "https://example.com/a", "000.txt")
+
 @pytest.fixture()
 def page(tmp_path):
     pytest.importorskip("gradio")
     from askdesk.config import Config
 
-    art = Article("a1", "Trump meets Ishiba", "Nippon Steel offered $14.9 billion for US Steel. Other text.",
-                  "2025-02-07", "Reuters", "https://example.com/a", "000.txt")
-    desk = FakeDesk([art])
+    desk = FakeDesk([BID_ARTICLE])
     demo = ui.build_ui(desk, Config(corpus=tmp_path / "corpus", index=tmp_path / "index"))
     fns = {f.name: f.fn for f in demo.fns.values()}
     return desk, fns, tmp_path
@@ -371,9 +372,7 @@ def served(tmp_path):
 
     from askdesk.config import Config
 
-    art = Article("a1", "Trump meets Ishiba", "Nippon Steel offered $14.9 billion for US Steel. Other text.",
-                  "2025-02-07", "Reuters", "https://example.com/a", "000.txt")
-    desk = FakeDesk([art])
+    desk = FakeDesk([BID_ARTICLE])
     desk.embedder = None  # launch warms the desk's question encoder; the fake has none
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
