@@ -178,7 +178,7 @@ class Desk:
                 ) -> Iterator[str | Answer]:
         q = self._check_question(question)
         t0 = time.perf_counter()
-        if self._state is None and type(self.embedder).__dict__.get("fast") is not None:
+        if self._state is None and isinstance(getattr(type(self.embedder), "fast", None), property):
             # A process's first question (the CLI's cold start): the question encoder loads
             # (~0.5 s) while the index does, instead of after it.
             threading.Thread(target=lambda: self.embedder.fast, name="askdesk-encoder", daemon=True).start()
@@ -326,6 +326,7 @@ class Desk:
         with index_mod.lock(self.index_dir, timeout=cfg.lock_wait):
             index_mod.collect_garbage(self.index_dir)  # what a killed writer left behind
             old = self._old_snapshot()
+            old_bm25 = self._state.bm25 if old else None  # loaded with old by _old_snapshot
             old_articles = list(old.articles.values()) if old else []
             articles, dupes = drop_near_duplicates(plan(old_articles), known=old.sentences if old else None)
             skipped = skipped + dupes
@@ -413,7 +414,7 @@ class Desk:
             titles = {a.id: a.title for a in articles}
             if reuse_ok:  # same article id: same title and text, so the same terms as before
                 was = {(c.article_id, c.id): r for r, c in enumerate(old.chunks)}
-                bm25 = BM25.from_arrays(old.lexical).refit(
+                bm25 = old_bm25.refit(
                     [was.get((c.article_id, c.id)) for c in chunks],
                     lambda i: f"{titles[chunks[i].article_id]} {chunks[i].text}")
             else:

@@ -298,7 +298,8 @@ def drop_near_duplicates(articles: list[Article], share: float = 0.8, *,
     kept: list[Article] = []
     dropped: list[Skipped] = []
     for a in articles:
-        spans = known[a.id] if a.id in known else split_sentences(a.text)
+        spans = known.get(a.id)  # one lookup: the index's view builds the span list on access
+        spans = split_sentences(a.text) if spans is None else spans
         hashes = {hash(" ".join(a.text[s:e].lower().split())) for s, e in spans}
         counts: dict[int, int] = {}
         for h in hashes:
