@@ -29,6 +29,21 @@ def test_question_encoder_matches_sentence_transformers(backend):
         assert float(v @ ref) > 0.99999, text[:40]
 
 
+def test_without_onnxruntime_questions_fall_back_to_numpy(monkeypatch):
+    """A platform without onnxruntime wheels still answers, with the same vectors."""
+    import sys
+
+    from askdesk.bert import BertEncoder
+    from askdesk.embed import SentenceTransformerEmbedder, resolve_model_path
+
+    path = resolve_model_path(SentenceTransformerEmbedder().name)
+    want = BertEncoder(path).encode(TEXTS[2])
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    enc = BertEncoder(path)
+    assert enc.backend == "numpy" and enc.session is None
+    assert float(enc.encode(TEXTS[2]) @ want) > 0.99999
+
+
 def test_questions_need_no_torch():
     """The CLI's cold start: loading the question encoder and asking imports neither torch nor
     sentence-transformers (seconds of imports), in a fresh process."""
