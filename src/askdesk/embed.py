@@ -94,7 +94,7 @@ class SentenceTransformerEmbedder:
                     self._model = self._load()
         return self._model
 
-    def _load(self, *, quantize: bool | None = None):
+    def _load(self):
         # Weights ship inside a package; never let a missing file turn into a hub download.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -113,10 +113,9 @@ class SentenceTransformerEmbedder:
                 f"use the default {DEFAULT_MODEL!r} or a local model folder"
             ) from None
         model.max_seq_length = min(model.max_seq_length or self.max_wordpieces, self.max_wordpieces)
-        quantize = self.quantize if quantize is None else quantize
-        if quantize:
+        if self.quantize:
             model = _int8(model)
-        logger.info("loaded %s (max_seq_length %d, int8 %s)", path, model.max_seq_length, quantize)
+        logger.info("loaded %s (max_seq_length %d, int8 %s)", path, model.max_seq_length, self.quantize)
         return model
 
     @property
