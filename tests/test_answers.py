@@ -59,12 +59,15 @@ def test_follow_up_question_uses_the_conversation(real_desk):
     assert not a.refused and "Ishiba" in a.citations[0].snippet
 
 
-def test_ask_is_fast_once_loaded(real_desk):
-    import time
+def test_nothing_reloads_per_question(real_desk, monkeypatch):
+    """Once loaded, a question reads the index already in memory and the model already loaded
+    (how fast that is, bench/run.py measures; a timed test would measure the machine)."""
+    from askdesk import index as index_mod
 
     real_desk.ask("warm up question about steel")
-    t = time.perf_counter()
-    for _ in range(5):
-        real_desk.ask("How big was Nippon Steel's bid for US Steel?")
-    # Generous bound: a behaviour check that nothing reloads per question, not a benchmark.
-    assert (time.perf_counter() - t) / 5 < 1.0
+    loads = []
+    monkeypatch.setattr(index_mod, "load", lambda *a, **k: loads.append(a) or pytest.fail("index reloaded"))
+    model, encoder = real_desk.embedder._model, real_desk.embedder.fast
+    for _ in range(3):
+        assert "$14.9 billion" in real_desk.ask("How big was Nippon Steel's bid for US Steel?").citations[0].sentence
+    assert loads == [] and real_desk.embedder._model is model and real_desk.embedder.fast is encoder

@@ -151,14 +151,27 @@ def page(browser, app):
     context.close()
 
 
-def ask(page, app: App, question: str, *, submit: bool = True) -> None:
-    """Type `question`, press Enter, and wait until the sources panel belongs to it."""
-    if submit:
+def answer_serial(page) -> int:
+    """The number the page gave the answer now in the sources panel (0: none yet)."""
+    return int(page.evaluate("() => document.querySelector('#sources .ad-sources')?.dataset.answer || 0"))
+
+
+def ask(page, app: App, question: str, *, via=None) -> None:
+    """Ask `question` (typed and sent with Enter, or by calling `via`), and wait until the sources
+    panel holds the answer to *this* asking: a newer answer number than before, for this question.
+
+    The number matters when a question is asked twice: its text alone would match the panel at once.
+    """
+    before = answer_serial(page)
+    if via is None:
         page.fill("#question textarea", question)
         page.press("#question textarea", "Enter")
+    else:
+        via()
     page.wait_for_function(
-        "q => (document.querySelector('#sources')?.innerText || '').includes('for: ' + q)", arg=question,
-        timeout=ANSWER_TIMEOUT_MS)
+        "([q, before]) => { const p = document.querySelector('#sources .ad-sources');"
+        " return p && Number(p.dataset.answer) > before && p.innerText.includes('for: ' + q); }",
+        arg=[question, before], timeout=ANSWER_TIMEOUT_MS)
     if app.first_answer_s is None:
         app.first_answer_s = time.monotonic() - app.started
 
@@ -168,13 +181,17 @@ def last_reply(page) -> str:
 
 
 def upload(page, path_or_payload) -> str:
-    """Drop files on the file input and wait for the add to finish; returns the status text."""
-    before = page.inner_text("#add-status") if page.locator("#add-status").count() else ""
+    """Drop files on the file input and wait for *this* add to finish; returns its report.
+
+    Each upload's report carries its own number and a state ("adding", then "done"): the last
+    upload's report, or this one's while it runs, never passes for the finished add.
+    """
+    last = "() => Number(document.querySelector('#add-status .ad-add')?.dataset.upload || 0)"
+    before = page.evaluate(last)
     page.set_input_files("#upload input[type=file]", path_or_payload)
-    # A new status, not the last upload's: two uploads in a row would otherwise race.
     page.wait_for_function(
-        "before => { const t = document.querySelector('#add-status')?.innerText || '';"
-        " return t !== before && /articles in|not added|⚠/.test(t); }", arg=before,
+        "before => { const r = document.querySelector('#add-status .ad-add');"
+        " return r && Number(r.dataset.upload) > before && r.dataset.state === 'done'; }", arg=before,
         timeout=ADD_TIMEOUT_MS)
     return page.inner_text("#add-status")
 
@@ -204,8 +221,7 @@ def test_question_gets_the_cited_answer(page, app, tmp_path):
 
 
 def test_example_button_asks_it(page, app):
-    page.click("#example-1")
-    ask(page, app, "What is the US trade deficit with Japan?", submit=False)
+    ask(page, app, "What is the US trade deficit with Japan?", via=lambda: page.click("#example-1"))
     reply = last_reply(page)
     assert "Not answered" not in reply and "[1]" in reply and "trade" in reply
     assert "Trump and Ishiba Forge Ties" in page.inner_text("#sources")
@@ -243,15 +259,15 @@ def test_script_payload_in_an_article_never_runs(page, app):
     ask(page, app, "What did the vandals paint on the Quillon lighthouse door?")
     page.locator("#sources details summary").first.click()
     n_articles(page)  # opens the index panel, which lists the title
-    page.wait_for_timeout(500)  # give any injected handler (img onerror) the chance to fire
+    # No element the payload could have made exists (so no handler of it can still fire), and none ran.
+    for where in ("#sources", "#chat", "#index-info", "#add-status"):
+        assert page.locator(f"{where} script, {where} img[src='x']").count() == 0
     assert page.evaluate("window.__pwned") is None
     sources = page.inner_text("#sources")
     assert "<script>window.__pwned=1</script>" in sources and 'onerror="window.__pwned=2"' in sources
     assert "${window.__pwned=3}" in sources
     assert "<script>window.__pwned=1</script>" in last_reply(page) or "Quillon" in last_reply(page)
     assert "Quillon lighthouse vandalised <script>" in page.inner_text("#index-info")
-    for where in ("#sources", "#chat", "#index-info", "#add-status"):
-        assert page.locator(f"{where} script, {where} img[src='x']").count() == 0
 
 
 def test_questions_keep_working_while_articles_are_added(page, app, tmp_path):
@@ -264,7 +280,7 @@ def test_questions_keep_working_while_articles_are_added(page, app, tmp_path):
     ask(page, app, "What did Ishiba say about meeting Trump?")
     assert "Ishiba" in last_reply(page)
     assert "articles in" not in page.inner_text("#add-status"), "the add finished first: nothing was shown"
-    page.wait_for_function("() => /articles in/.test(document.querySelector('#add-status')?.innerText || '')",
+    page.wait_for_function("() => document.querySelector('#add-status .ad-add')?.dataset.state === 'done'",
                            timeout=ADD_TIMEOUT_MS)
     assert "Harvest almanac of Orm" in page.inner_text("#add-status")
 
@@ -323,9 +339,8 @@ def test_news_conflict_quote_and_date_range(page, app, tmp_path):
     quote = page.locator("#sources .ad-quote").first
     assert SNEAKY in quote.inner_text() and quote.locator(".ad-speaker").inner_text() == "Ilse Brandt"
     assert "Ilse Brandt:" in last_reply(page) and SNEAKY in last_reply(page)
-    page.wait_for_timeout(500)
-    assert page.evaluate("window.__pwned") is None
     assert page.locator("#sources img[src='x'], #chat img[src='x']").count() == 0
+    assert page.evaluate("window.__pwned") is None
 
     set_dates(page, since="2024-03-03")  # only the Daily Ledger's report is in range: no disagreement left
     ask(page, app, "How much cargo did the port of Varsk handle?")
@@ -334,3 +349,19 @@ def test_news_conflict_quote_and_date_range(page, app, tmp_path):
     set_dates(page, since="2030-01-01")  # nothing published then (a new wording: the panel must change)
     ask(page, app, "How much cargo went through the port of Varsk?")
     assert "Not answered" in last_reply(page)
+
+
+def test_page_api_lists_only_its_public_endpoints(app):
+    """A program sees /ask, /add and /info (README, "The page's API"), none of the page's own events."""
+    import json
+
+    from gradio_client import Client
+
+    client = Client(app.url, verbose=False)
+    try:
+        api = client.view_api(print_info=False, return_format="dict")
+        assert sorted(api["named_endpoints"]) == ["/add", "/ask", "/info"] and api["unnamed_endpoints"] == {}
+        reply = json.loads(client.predict("How big was Nippon Steel's bid for US Steel?", [], api_name="/ask"))
+        assert "$14.9 billion" in reply["citations"][0]["sentence"]
+    finally:
+        client.close()

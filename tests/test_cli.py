@@ -5,8 +5,6 @@ import os
 import re
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -27,11 +25,10 @@ def one_clear_line(stderr: str) -> str:
     return lines[0]
 
 
-def test_help_is_fast_and_lists_every_command():
-    t = time.perf_counter()
-    code, out, _ = run("--help")
-    assert code == 0 and time.perf_counter() - t < 3.0  # imports stay lazy (bench/ measures the real figure)
-    for cmd in ("index", "add", "remove", "ask", "info", "serve", "eval"):
+def test_help_lists_every_command():
+    code, out, _ = run("--help")  # that it loads nothing heavy: test_imports.py; how fast: bench/core.py
+    assert code == 0
+    for cmd in ("index", "add", "remove", "ask", "info", "rollback", "serve", "eval"):
         assert re.search(rf"^\s+{cmd}\s", out, re.M), cmd
 
 

@@ -8,28 +8,29 @@ import sys
 import textwrap
 import time
 
-import pytest
 
 from askdesk import Config, Desk
 from askdesk import index as index_mod
 from conftest import ROOT, FakeEmbedder, write
 
 WRITER = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     sys.path.insert(0, {tests!r})
     from conftest import FakeEmbedder
     from askdesk import Config, Desk
 
-    class Slow(FakeEmbedder):
+    class Gated(FakeEmbedder):
         def embed_documents(self, texts, *, progress=None):
-            time.sleep({delay})
+            print("embedding", flush=True)  # inside the write: the lock is held from here on
+            while {gate!r} and not os.path.exists({gate!r}):  # held until the test opens the gate
+                time.sleep(0.02)
             return super().embed_documents(texts, progress=progress)
 
     cfg = Config.from_env(model="fake", refuse_below=0.0)
-    desk = Desk(cfg.index, config=cfg, embedder=Slow())
+    desk = Desk(cfg.index, config=cfg, embedder=Gated())
     print("started", flush=True)
     for i in range({rounds}):
-        desk.sync(sys.argv[1 + i % 2])
+        desk.sync(sys.argv[1 + i % 2], prune=True)  # each round replaces what the index holds
         print("published", i, flush=True)
 """)
 
@@ -43,9 +44,11 @@ def corpora(tmp_path):
     return a, b
 
 
-def start_writer(tmp_path, a, b, *, delay=0.0, rounds=1000, env=None):
+def start_writer(tmp_path, a, b, *, gate="", rounds=1000, env=None):
+    """A writer process syncing a and b in turn; with ``gate`` (a path) each write waits inside
+    its embedding step, holding the lock, until that file exists."""
     script = tmp_path / "writer.py"
-    script.write_text(WRITER.format(tests=str(ROOT / "tests"), delay=delay, rounds=rounds))
+    script.write_text(WRITER.format(tests=str(ROOT / "tests"), gate=str(gate), rounds=rounds))
     e = {**os.environ, "ASKDESK_INDEX": str(tmp_path / "index"), **(env or {})}
     return subprocess.Popen([sys.executable, str(script), str(a), str(b)], env=e, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -70,27 +73,30 @@ def test_sigkill_at_any_point_leaves_a_loadable_index(tmp_path):
         ans = desk.ask("What did the council approve?" if n == 8 else "What output did the mill report?")
         assert ans.citations and ("council" in ans.citations[0].sentence or "mill" in ans.citations[0].sentence)
     # the lock died with the process: a new writer gets it at once and finishes
-    Desk(cfg.index, config=cfg, embedder=FakeEmbedder()).sync(a)
+    Desk(cfg.index, config=cfg, embedder=FakeEmbedder()).sync(a, prune=True)
     assert Desk.open(cfg.index, config=cfg, embedder=FakeEmbedder()).info()["n_articles"] == 8
-    leftovers = [p.name for p in cfg.index.iterdir() if p.name.startswith((".tmp-", "g-"))]
-    assert len(leftovers) == 1, leftovers
+    leftovers = sorted(p.name for p in cfg.index.iterdir() if p.name.startswith((".tmp-", "g-")))
+    # what a killed writer left is gone; the live generation and the one before it (rollback) stay
+    assert leftovers == sorted({index_mod.current_generation(cfg.index), index_mod.previous_generation(cfg.index)})
 
 
 def test_second_writer_fails_with_a_clear_message_and_readers_keep_answering(tmp_path):
     a, b = corpora(tmp_path)
     cfg = Config.from_env(model="fake", refuse_below=0.0)
     reader = Desk.build(b, cfg.index, config=cfg, embedder=FakeEmbedder())
-    p = start_writer(tmp_path, a, b, delay=3.0, rounds=1)
+    gate = tmp_path / "gate"
+    p = start_writer(tmp_path, a, b, gate=gate, rounds=1)
     try:
         assert p.stdout.readline().strip() == "started"
-        time.sleep(0.5)  # the writer now holds the lock, sleeping inside its embedding step
+        assert p.stdout.readline().strip() == "embedding"  # the writer holds the lock until the gate opens
         code = subprocess.run([sys.executable, "-m", "askdesk.cli", "--model", "fake", "index", str(b)],
                               env={**os.environ, "ASKDESK_INDEX": str(cfg.index), "ASKDESK_LOCK_WAIT": "0"},
                               capture_output=True, text=True)
         assert code.returncode == 1 and "another askdesk process is writing" in code.stderr
         # the old index answers during the write
         assert "mill" in reader.ask("What output did the mill report?").citations[0].sentence
-        assert p.wait(timeout=60) == 0
+        gate.touch()
+        assert p.wait(timeout=120) == 0
     finally:
         p.kill()
     assert reader.info()["n_articles"] == 8  # picked up the new generation without a restart

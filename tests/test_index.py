@@ -1,4 +1,5 @@
 import dataclasses
+import errno
 import json
 import os
 
@@ -9,7 +10,7 @@ from askdesk import Desk
 from askdesk import answer as answer_mod
 from askdesk import index as index_mod
 from askdesk.chunk import chunk_article, split_sentences
-from askdesk.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
+from askdesk.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError, IndexWriteError
 from conftest import write
 
 
@@ -110,20 +111,20 @@ def test_crash_before_publish_keeps_last_good_index(corpus, fake, fake_config, m
     write(corpus / "new.txt", "New\n\nA brand new article about shipbuilding.")
 
     def boom(*a, **k):
-        raise OSError("disk full")
+        raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(index_mod, "_write_atomic", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(IndexWriteError, match="could not write the new index .*Input/output error.*unchanged"):
         desk.sync(corpus)
     monkeypatch.undo()
     assert index_mod.current_generation(fake_config.index) == good
+    # the half-written generation went with the error, not at the next write
+    assert sorted(p.name for p in fake_config.index.iterdir() if p.is_dir()) == [good]
     reopened = Desk.open(fake_config.index, config=fake_config, embedder=fake)
     assert reopened.ask("How big was Nippon Steel's bid?").text == answer
     assert reopened.info()["n_articles"] == 1
-    # the next run finishes the job and clears the half-written folder
     reopened.sync(corpus)
     assert reopened.info()["n_articles"] == 2
-    assert not [p for p in fake_config.index.iterdir() if p.name.startswith(".tmp-")]
 
 
 def test_second_writer_is_refused_with_a_clear_message(tmp_path):
@@ -151,7 +152,9 @@ def test_old_snapshot_answers_after_its_generation_is_deleted(corpus, fake, fake
     before = np.array(old.sentence_vectors)
     write(corpus / "new.txt", "New\n\nA brand new article about shipbuilding in Korea.")
     writer = Desk(fake_config.index, config=fake_config, embedder=fake)
-    writer.sync(corpus)  # publishes a new generation and garbage-collects the old one
+    writer.sync(corpus)  # publishes a new generation; the old one is kept for rollback ...
+    write(corpus / "newer.txt", "Newer\n\nAnother article, about fishing quotas in Norway.")
+    writer.sync(corpus)  # ... until the next one: then it is garbage-collected
     assert not old.path.exists()
     np.testing.assert_array_equal(np.asarray(old.sentence_vectors), before)
     q = "How big was Nippon Steel's bid?"

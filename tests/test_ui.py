@@ -183,12 +183,20 @@ def test_index_panel_caps_long_lists(monkeypatch):
     assert out.count("<tr>") == 1 + 3 and "and 7 more" in out
 
 
-def test_add_markdown_reports_counts_and_reasons():
-    result = {"added": 1, "updated": 0, "unchanged": 0, "skipped": [("/c/bad.txt", "not UTF-8")],
-              "n_articles": 2, "n_chunks": 7}
-    out = render.add_markdown(result, ["New <b>one</b>"], [("x.pdf", "not a .txt file")])
-    assert "**2** articles in **7** chunks" in out and "new: New &lt;b&gt;one&lt;/b&gt;" in out
-    assert "bad.txt: not UTF-8" in out and "x.pdf" in out
+def test_add_report_counts_reasons_and_its_number():
+    result = {"added": 1, "updated": 0, "unchanged": 0, "skipped": [("/c/bad.txt", "looks binary")],
+              "n_articles": 2, "n_chunks": 7, "new": ["New <b>one</b>"], "rejected": [("x.pdf", "not a .txt file")]}
+    out = render.add_html(result, serial=4)
+    assert out.startswith('<div class="ad-add" data-upload="4" data-state="done">')
+    assert "<b>2</b> articles in <b>7</b> chunks" in out and "new: New &lt;b&gt;one&lt;/b&gt;" in out
+    assert "bad.txt: looks binary" in out and "x.pdf" in out
+    # while an upload runs, the report says so and nothing of the last one's "Added"
+    running = render.add_html(None, serial=5, adding=["<b>a</b>.txt"])
+    assert 'data-upload="5" data-state="adding"' in running and "&lt;b&gt;a&lt;/b&gt;.txt" in running
+    assert "Added" not in running
+    # nothing stored (every file refused): no "already in the index", only the reasons
+    refused = render.add_html({"added": 0, "stored": 0, "new": [], "rejected": [("x.pdf", "not a .txt file")]})
+    assert "already" not in refused and "not added: x.pdf: not a .txt file" in refused
 
 
 # ---- uploads ----
@@ -293,9 +301,11 @@ def test_page_adds_uploaded_files(page, tmp_path):
     up = tmp_path / "up" / "new.txt"
     up.parent.mkdir()
     up.write_text("Fresh article\n\nThe harbour opened in 1901.")
-    status, index, _files = fns["add_files"]([str(up)], progress=lambda *a, **k: None)
+    steps = list(fns["add_files"]([str(up)], progress=lambda *a, **k: None))
+    (running, *_), (status, index, _files) = steps[0], steps[-1]
+    assert 'data-state="adding"' in running and "new.txt" in running
     assert desk.added == [[(tmp_path / "corpus" / "new.txt").resolve()]]
-    assert "new: Fresh article" in status and '<span id="n-articles">2</span>' in index
+    assert "new: Fresh article" in status and 'data-state="done"' in status and '<span id="n-articles">2</span>' in index
 
 
 # ---- news: quotes, conflicts, dates ----
@@ -353,8 +363,8 @@ def test_page_starts_on_an_empty_index_and_answers_after_the_first_upload(tmp_pa
     up = tmp_path / "up" / "harbour.txt"
     up.parent.mkdir()
     up.write_text("Harbour news\n\nThe harbour of Varsk opened in 1901 after six years of work.")
-    status, index, _files = fns["add_files"]([str(up)], progress=lambda *a, **k: None)
-    assert "Added **1** new" in status and '<span id="n-articles">1</span>' in index
+    *_, (status, index, _files) = fns["add_files"]([str(up)], progress=lambda *a, **k: None)
+    assert "Added <b>1</b> new" in status and '<span id="n-articles">1</span>' in index
     _box, chat, sources, asked = fns["respond"]("When did the harbour of Varsk open?", [], [])
     assert "1901" in chat[-1]["content"] and "Harbour news" in sources
 
@@ -406,12 +416,25 @@ def test_api_ask_reports_desk_errors_by_message(served):
         client.predict("anything", api_name="/ask")
 
 
-def test_chat_event_over_http_answers_with_the_history(served):
+def test_api_lists_only_the_public_endpoints(served):
+    """The page's own events (the chat, examples, uploads, resets) are private: a program sees /ask,
+    /add and /info, the endpoints README documents."""
+    _desk, client = served
+    api = client.view_api(print_info=False, return_format="dict")
+    assert sorted(api["named_endpoints"]) == ["/add", "/ask", "/info"]
+    assert api["unnamed_endpoints"] == {}
+
+
+def test_api_add_and_info(served, tmp_path):
+    import json
+
+    from gradio_client import handle_file
+
     desk, client = served
-    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/respond"]["parameters"]
-    box, chat, sources = client.predict("How big was Nippon Steel's bid?", [], *[None] * (len(params) - 2),
-                                        api_name="/respond")
-    reply = chat[-1]["content"]  # Gradio 6 sends a message's content as parts: [{"type": "text", "text": ...}]
-    text = " ".join(part["text"] for part in reply) if isinstance(reply, list) else reply
-    assert box == "" and chat[-1]["role"] == "assistant" and "14.9 billion" in text
-    assert "<mark>Nippon Steel offered" in sources
+    up = tmp_path / "harbour.txt"
+    up.write_text("Harbour news\n\nThe harbour of Varsk opened in 1901.")
+    reply = json.loads(client.predict([handle_file(str(up))], api_name="/add"))
+    assert reply["added"] == 1 and reply["new"] == ["Harbour news"] and reply["n_articles"] == 2
+    assert (tmp_path / "corpus" / "harbour.txt").read_text() == up.read_text()
+    info = json.loads(client.predict(api_name="/info"))
+    assert info["n_articles"] == 2 and "Harbour news" in [a["title"] for a in info["articles"]]

@@ -32,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)  # type: ignore[method-assign]
 
     s = sub.add_parser("index", help="build or sync the index from a folder of articles")
-    s.add_argument("corpus", nargs="?", help="folder of .txt/.md/.html articles (default: $ASKDESK_CORPUS or ./corpus)")
+    s.add_argument("corpus", nargs="?", help="folder of .txt/.md/.html articles (default: $ASKDESK_CORPUS, "
+                                            "else the folder the index was built from, else ./corpus)")
+    s.add_argument("--prune", action="store_true", help="also remove the articles that are not in CORPUS "
+                   "(without it only those whose files were deleted from the index's own folder go)")
     s.add_argument("--json", action="store_true", help="print what changed as JSON")
 
     s = sub.add_parser("add", help="add or update article files or folders in the index")
@@ -55,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("info", help="what the index holds: model, articles, chunks, built when")
     s.add_argument("--json", action="store_true", help="print as JSON")
 
+    sub.add_parser("rollback", help="bring back the index as it was before the last write (again: undo that)")
+
     s = sub.add_parser("serve", help="open the chat page (http://127.0.0.1:7860)")
-    s.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the page to your network)")
-    s.add_argument("--port", type=int, help="port (default 7860 or $GRADIO_SERVER_PORT)")
-    s.add_argument("--corpus", help="article folder to build from when the index is missing or stale")
+    add_serve_arguments(s)
 
     s = sub.add_parser("eval", help="measure retrieval or answer quality on a third-party data set")
     s.add_argument("kind", choices=["retrieval", "qa"], help="retrieval: BEIR-style folder; qa: SQuAD JSON or qa.jsonl folder")
@@ -70,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """`askdesk serve`'s options; `python app.py` takes the same (ui.main parses with this parser)."""
+    p.add_argument("--host", help="address to bind (default $GRADIO_SERVER_NAME or 127.0.0.1; "
+                                  "0.0.0.0 exposes the page to your network)")
+    p.add_argument("--port", type=int, help="port (default $GRADIO_SERVER_PORT or 7860)")
+    p.add_argument("--corpus", help="article folder to sync with at start and to add uploads to (default: "
+                                    "$ASKDESK_CORPUS, else the folder the index was built from, else ./corpus)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+
+
 def _common(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
     """--index, --model and -v; with ``suppress`` they leave the namespace alone unless given."""
     none, zero = (argparse.SUPPRESS,) * 2 if suppress else (None, 0)
@@ -79,6 +92,7 @@ def _common(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`askdesk ...`: run one command; returns the exit status (0, 1 for an error a user can fix)."""
     args = build_parser().parse_args(argv)
     if args.version:
         from . import __version__
@@ -88,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         build_parser().print_help()
         return 0
-    level = logging.WARNING - 10 * min(args.verbose, 2)
+    # The page logs at INFO (its address, the index it serves); the other commands only warnings.
+    level = logging.WARNING - 10 * min(args.verbose + 2 * (args.command == "serve"), 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)
@@ -133,26 +148,37 @@ def _progress_bar():
     return update
 
 
-def _print_changes(stats: dict, as_json: bool) -> None:
+def _print_changes(stats: dict, as_json: bool = False, *, corpus: Path | None = None, file=None) -> None:
+    """What a write did, as `askdesk index` prints it (also used by `serve` at start)."""
+    file = file or sys.stdout
     if as_json:
-        print(json.dumps(stats, indent=2))
+        print(json.dumps(stats, indent=2), file=file)
         return
     for path, reason in stats.get("skipped", []):
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(f"{stats['added']} added, {stats['updated']} updated, {stats['removed']} removed, "
-          f"{stats['unchanged']} unchanged; index holds {stats['n_articles']} articles, {stats['n_chunks']} chunks")
+    for path, encoding in stats.get("decoded", []):
+        print(f"read {path} as {encoding} (it is not UTF-8)", file=sys.stderr)
+    print(f"{stats['added']:,} added, {stats['updated']:,} updated, {stats['removed']:,} removed, "
+          f"{stats['unchanged']:,} unchanged; index holds {stats['n_articles']:,} articles, "
+          f"{stats['n_chunks']:,} chunks", file=file)
+    if stats.get("kept"):
+        n, where = stats["kept"], f" {corpus}" if corpus else ""
+        print(f"kept {n:,} article{'s' * (n != 1)} that {'is' if n == 1 else 'are'} not in{where or ' the folder'}; "
+              f"`askdesk index{where} --prune` removes {'it' if n == 1 else 'them'}", file=file)
     if stats.get("embedded") and not (stats["added"] or stats["updated"]):
         print("the index was built with other settings (askdesk version, chunking or ASKDESK_INT8): "
-              f"all {stats['n_chunks']} chunks embedded again")
+              f"all {stats['n_chunks']} chunks embedded again", file=file)
 
 
 def cmd_index(args) -> int:
     from .desk import Desk
 
     cfg = _config(args)
-    corpus = Path(args.corpus) if args.corpus else cfg.corpus
-    desk = Desk(cfg.index, config=cfg.replace(corpus=corpus))
-    _print_changes(desk.sync(corpus, progress=_progress_bar()), args.json)
+    if args.corpus:
+        cfg = cfg.replace(corpus=Path(args.corpus))
+    desk = Desk(cfg.index, config=cfg)
+    corpus = desk.corpus or Path("corpus")
+    _print_changes(desk.sync(corpus, prune=args.prune, progress=_progress_bar()), args.json, corpus=corpus)
     return 0
 
 
@@ -224,13 +250,27 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_rollback(args) -> int:
+    from .desk import Desk
+
+    cfg = _config(args)
+    r = Desk(cfg.index, config=cfg).rollback()
+    print(f"{cfg.index} is back to the generation written {r['created']} ({r['n_articles']:,} articles, "
+          f"{r['n_chunks']:,} chunks); `askdesk rollback` again returns to the one it replaced")
+    return 0
+
+
 def cmd_serve(args) -> int:
+    import os
+
     from . import ui
 
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline desk
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes, one line each
     cfg = _config(args)
     if args.corpus:
         cfg = cfg.replace(corpus=Path(args.corpus))
-    ui.launch(cfg, host=args.host, port=args.port)
+    ui.launch(cfg, host=args.host, port=args.port, share=args.share)
     return 0
 
 
@@ -245,7 +285,7 @@ def cmd_eval(args) -> int:
 
 
 COMMANDS = {"index": cmd_index, "add": cmd_add, "remove": cmd_remove, "ask": cmd_ask, "info": cmd_info,
-            "serve": cmd_serve, "eval": cmd_eval}
+            "rollback": cmd_rollback, "serve": cmd_serve, "eval": cmd_eval}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,7 +22,8 @@ class Config:
     """
 
     index: Path = Path("index")  # where the built index lives (a folder)
-    corpus: Path = Path("corpus")  # the article folder `askdesk serve` builds from
+    # The article folder to sync with; None: the folder the index was last synced with, else ./corpus.
+    corpus: Path | None = None
     model: str = DEFAULT_MODEL  # package name, sentence-transformers name, or a local path
     chunk_tokens: int = 200  # cl100k tokens per chunk; ~210 wordpieces, under MiniLM's 256
     chunk_overlap: int = 40  # tokens repeated between neighbours: 200 - 40 = 160 new per step
@@ -62,7 +63,8 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", Path(self.index))
-        object.__setattr__(self, "corpus", Path(self.corpus))
+        if self.corpus is not None:
+            object.__setattr__(self, "corpus", Path(self.corpus))
         if self.chunk_tokens < 16:
             raise BadInputError(f"chunk_tokens={self.chunk_tokens!r} is too small; use 16 or more (default 200)")
         if not 0 <= self.chunk_overlap < self.chunk_tokens // 2:
@@ -83,7 +85,7 @@ def _coerce(f: dataclasses.Field, raw: str):
             return int(raw)
         if kind.startswith("float"):
             return float(raw)
-        if kind == "Path":
+        if kind.startswith("Path"):
             return Path(raw)
         if kind == "bool":
             if raw.strip().lower() in ("1", "true", "yes", "on"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -87,14 +88,15 @@ class Desk:
     @classmethod
     def build(cls, corpus: str | Path | Iterable[Article], index_dir: str | Path | None = None, *,
               config: Config | None = None, embedder: Embedder | None = None,
-              progress: Progress | None = None, generator: generate_mod.Generator | None = None) -> "Desk":
-        """Build (or sync) the index from a folder of articles or from Article objects.
+              progress: Progress | None = None, generator: generate_mod.Generator | None = None,
+              prune: bool = False) -> "Desk":
+        """Build (or sync, see `sync`) the index from a folder of articles or from Article objects.
 
         Unchanged chunks keep their vectors from the existing index; only new text is embedded.
         Raises EmptyCorpusError when no readable article is found.
         """
         desk = cls(index_dir, config=config, embedder=embedder, generator=generator)
-        desk.sync(corpus, progress=progress)
+        desk.sync(corpus, progress=progress, prune=prune)
         return desk
 
     @classmethod
@@ -104,29 +106,95 @@ class Desk:
         """Open the index, building or syncing it first when it is missing or the corpus changed."""
         return cls.build(corpus, index_dir, config=config, embedder=embedder, progress=progress, generator=generator)
 
-    def sync(self, corpus: str | Path | Iterable[Article], *, progress: Progress | None = None) -> dict:
-        """Make the index hold exactly the articles in ``corpus``; returns what changed."""
+    @property
+    def corpus(self) -> Path | None:
+        """The article folder this desk syncs with and adds uploads to: ``config.corpus`` when
+        set, else the folder the index was last synced with (when it still exists), else None."""
+        if self.config.corpus is not None:
+            return self.config.corpus
+        return index_mod.recorded_corpus(self.index_dir)
+
+    def sync(self, corpus: str | Path | Iterable[Article] | None = None, *, prune: bool = False,
+             progress: Progress | None = None) -> dict:
+        """Bring the index up to date with a folder of articles (or with Article objects).
+
+        New and changed articles are added and updated; unchanged text is never embedded again.
+        An article is removed only when its file was deleted from the folder the index was
+        built from; articles that came from anywhere else (another folder, `add` of an outside
+        file, another sync) are kept unless ``prune`` is set. The folder is recorded in the
+        index, so the next sync, `askdesk serve` and the page default to it.
+
+        Args:
+            corpus: a folder, or Article objects; None: `Desk.corpus`, else ./corpus.
+            prune: also remove every article that is not in ``corpus``.
+
+        Returns:
+            Counts: added, updated, removed, unchanged, kept (articles not in ``corpus`` that
+            were kept), n_articles, n_chunks, skipped [(path, reason)], decoded [(path, encoding)].
+        """
+        folder: Path | None = None
+        if corpus is None:
+            corpus = self.corpus or Path("corpus")
         if isinstance(corpus, (str, Path)):
-            root = Path(corpus)
-            if not root.exists():
-                raise BadInputError(f"corpus folder {str(root)!r} does not exist; give a folder of .txt/.md/.html articles")
-            articles, skipped = read_articles([root], root=root, max_bytes=self.config.max_file_bytes)
+            folder = Path(corpus)
+            if not folder.is_dir():
+                raise BadInputError(f"corpus folder {str(folder)!r} does not exist; give a folder of .txt/.md/.html articles")
+            articles, skipped = read_articles([folder], root=folder, max_bytes=self.config.max_file_bytes)
+            folder = folder.resolve()
         else:
             articles, skipped = list(corpus), []
         if not articles:
             raise EmptyCorpusError(f"no readable article in {str(corpus)!r}; add .txt, .md or .html files and run again")
-        return self._write(lambda old: dedupe(articles), skipped, progress)
+        articles = dedupe(articles)
+        unreadable = {s.path for s in skipped}
+        kept: list[Article] = []
+
+        def plan(old: list[Article], recorded: Path | None) -> tuple[list[Article], list[Article]]:
+            keys, ids = {_key(a) for a in articles}, {a.id for a in articles}
+            seen = []  # the old articles as this sync sees them (paths rebased), for counting changes
+            for a in old:
+                mine = folder is not None and recorded == folder and _in_folder(a)
+                if folder is not None and recorded is not None and not mine and _in_folder(a) and a.url is None:
+                    # From the folder recorded before this one: its path becomes absolute, so that
+                    # "a.txt" of the old folder is never taken for "a.txt" of the new one.
+                    a = dataclasses.replace(a, path=str(recorded / a.path))
+                seen.append(a)
+                if _key(a) in keys or a.id in ids:
+                    continue  # updated or unchanged
+                if prune or mine and str(folder / a.path) not in unreadable:
+                    continue  # pruned, or its file was deleted from this folder: the user removed it
+                kept.append(a)
+            return articles + kept, seen
+
+        stats = self._write(plan, skipped, progress, corpus_folder=folder, keep_record=folder is None)
+        stats["kept"] = sum(1 for a in kept if not (folder is not None and _in_folder(a)))
+        return stats
 
     def add(self, paths: Sequence[str | Path], *, progress: Progress | None = None) -> dict:
         """Add or update article files (or folders); identical articles are skipped."""
-        root = self.config.corpus if self.config.corpus.exists() else None
+        root = self.corpus
         new, skipped = read_articles(paths, root=root, max_bytes=self.config.max_file_bytes)
 
-        def merge(old: list[Article]) -> list[Article]:
+        def merge(old: list[Article], recorded: Path | None) -> tuple[list[Article], list[Article]]:
             keys = {_key(a) for a in new}
-            return dedupe([a for a in old if _key(a) not in keys] + new)
+            return dedupe([a for a in old if _key(a) not in keys] + new), old
 
         return self._write(merge, skipped, progress)
+
+    def rollback(self) -> dict:
+        """Make the index's previous generation live again (a second call undoes the first).
+
+        Returns:
+            ``{"generation", "replaced", "n_articles", "n_chunks", "created"}`` of the generation now live.
+
+        Raises:
+            IndexMissingError: no index, or no earlier generation is kept.
+        """
+        with index_mod.lock(self.index_dir, timeout=self.config.lock_wait):
+            back, replaced = index_mod.rollback(self.index_dir)
+        m = index_mod.read_manifest(self.index_dir / back)
+        return {"generation": back, "replaced": replaced, "n_articles": m.get("n_articles", 0),
+                "n_chunks": m.get("n_chunks", 0), "created": m.get("created")}
 
     def remove(self, refs: Sequence[str]) -> dict:
         """Remove articles by id or path; raises BadInputError naming refs that match nothing."""
@@ -136,7 +204,7 @@ class Desk:
         hit = {by_ref[r] for r in refs if r in by_ref}
         if missing:
             raise BadInputError(f"no article with id or path {sorted(missing)[0]!r}; `askdesk info` lists them")
-        return self._write(lambda old: [a for a in old if a.id not in hit], [], None)
+        return self._write(lambda old, recorded: ([a for a in old if a.id not in hit], old), [], None)
 
     # -- asking ---------------------------------------------------------------------------
     def ask(self, question: str, *, history: Sequence[str] | None = None, since: str | date | None = None,
@@ -279,8 +347,9 @@ class Desk:
             "index": str(self.index_dir), "model": m["model"], "n_articles": m["n_articles"],
             "n_chunks": m["n_chunks"], "created": m["created"], "askdesk_version": m["askdesk_version"],
             "chunk_tokens": m["chunk_tokens"], "chunk_overlap": m["chunk_overlap"],
-            "articles": [{"id": a.id, "title": a.title, "date": a.date, "source": a.source, "path": a.path}
-                         for a in snap.articles.values()],
+            "corpus": m.get("corpus"),
+            "articles": [{"id": a.id, "title": a.title, "date": a.date, "source": a.source, "path": a.path,
+                          "encoding": a.encoding} for a in snap.articles.values()],
         }
 
     def article(self, article_id: str) -> Article:
@@ -320,24 +389,32 @@ class Desk:
             self._state = _State(snap, BM25.from_arrays(snap.lexical), snap.path.name, *sentence_ranges(snap.chunks, snap.sentences, snap.sentence_row))
             logger.info("loaded index %s", snap.path)
 
-    def _write(self, plan: Callable[[list[Article]], list[Article]], skipped: list[Skipped],
-               progress: Progress | None) -> dict:
+    def _write(self, plan: Callable[[list[Article], Path | None], tuple[list[Article], list[Article]]],
+               skipped: list[Skipped],
+               progress: Progress | None, *, corpus_folder: Path | None = None, keep_record: bool = True) -> dict:
         cfg = self.config
         with index_mod.lock(self.index_dir, timeout=cfg.lock_wait):
             index_mod.collect_garbage(self.index_dir)  # what a killed writer left behind
             old = self._old_snapshot()
             old_bm25 = self._state.bm25 if old else None  # loaded with old by _old_snapshot
             old_articles = list(old.articles.values()) if old else []
-            articles, dupes = drop_near_duplicates(plan(old_articles), known=old.sentences if old else None)
+            recorded_entry = old.manifest.get("corpus") if old else None
+            recorded = Path(recorded_entry["path"]) if recorded_entry else None
+            planned, seen = plan(old_articles, recorded)
+            articles, dupes = drop_near_duplicates(planned, known=old.sentences if old else None)
             skipped = skipped + dupes
             if not articles:
                 raise EmptyCorpusError("that would leave the index empty; add articles first (askdesk add FILE)")
-            stats = _diff(old_articles, articles)
+            stats = _diff(seen, articles)
             stats["skipped"] = [(s.path, s.reason) for s in skipped]
+            stats["decoded"] = [(a.path or a.id, a.encoding) for a in articles if a.encoding and a.id not in
+                                {o.id for o in old_articles}]
+            record = recorded_entry if keep_record else index_mod.corpus_record(corpus_folder, self.index_dir)
             reuse_ok = old is not None and all(old.manifest.get(k) == v for k, v in self._chunk_settings().items())
             # Nothing to do only when the articles *and* the chunk and embedding settings are the
             # same; new settings (ASKDESK_CHUNK_TOKENS, ASKDESK_INT8, ...) re-embed everything.
-            if reuse_ok and stats["added"] == stats["updated"] == stats["removed"] == 0:
+            if reuse_ok and stats["added"] == stats["updated"] == stats["removed"] == 0 and record == recorded_entry \
+                    and {(a.id, a.path) for a in articles} == {(a.id, a.path) for a in old_articles}:
                 self._reload()
                 return {**stats, **self._counts()}
             old_chunk_vecs = old.chunk_vectors() if reuse_ok else {}
@@ -419,7 +496,8 @@ class Desk:
                     lambda i: f"{titles[chunks[i].article_id]} {chunks[i].text}")
             else:
                 bm25 = BM25.fit(f"{titles[c.article_id]} {c.text}" for c in chunks)
-            manifest = {"model": cfg.model, "dim": int(dim), "tokenizer": ENCODING, **self._chunk_settings()}
+            manifest = {"model": cfg.model, "dim": int(dim), "tokenizer": ENCODING, **self._chunk_settings(),
+                        "corpus": record}
             index_mod.publish(self.index_dir, manifest=manifest, articles=articles, sentences=sentences,
                               sentence_vectors=sent_vecs, chunks=chunks, chunk_vectors=chunk_vecs,
                               lexical=bm25.to_arrays(), ann_above=cfg.ann_above,
@@ -497,11 +575,20 @@ def _key(a: Article) -> str:
     return a.url or a.path or a.id
 
 
+def _in_folder(a: Article) -> bool:
+    """Whether the article was read from the synced folder: its path is relative to it (files
+    from anywhere else keep an absolute path, see ingest.read_articles)."""
+    return bool(a.path) and not Path(a.path).is_absolute()
+
+
 def _diff(old: list[Article], new: list[Article]) -> dict:
+    """What changed: an article is the same when its id is (its path may have moved), updated
+    when its key (url or path) is and its text is not."""
+    old_ids, new_ids = {a.id for a in old}, {a.id for a in new}
     old_by_key = {_key(a): a.id for a in old}
     new_keys = {_key(a) for a in new}
-    added = sum(1 for a in new if _key(a) not in old_by_key)
-    updated = sum(1 for a in new if _key(a) in old_by_key and old_by_key[_key(a)] != a.id)
-    unchanged = sum(1 for a in new if old_by_key.get(_key(a)) == a.id)
-    removed = sum(1 for k in old_by_key if k not in new_keys)
+    unchanged = sum(1 for a in new if a.id in old_ids)
+    updated = sum(1 for a in new if a.id not in old_ids and _key(a) in old_by_key)
+    added = len(new) - unchanged - updated
+    removed = sum(1 for a in old if a.id not in new_ids and _key(a) not in new_keys)
     return {"added": added, "updated": updated, "removed": removed, "unchanged": unchanged}

@@ -19,6 +19,10 @@ class IndexCorruptError(AskdeskError):
     """An index file is missing, truncated or unreadable."""
 
 
+class IndexWriteError(AskdeskError):
+    """Writing a new generation failed (a full disk, no permission); the old index is intact."""
+
+
 class IndexLockedError(AskdeskError):
     """Another process is writing the index."""
 

@@ -347,7 +347,8 @@ def _desk(articles: list[Article], config: Config | None, embedder: Embedder | N
             index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="askdesk-eval-"))) / "index"
         logger.info("indexing %d documents into %s", len(articles), index_dir)
         t0 = time.perf_counter()
-        desk = Desk.build(articles, index_dir, config=cfg, embedder=embedder, progress=_bar("indexing"))
+        # prune: a kept index from another data set must hold this set's documents only
+        desk = Desk.build(articles, index_dir, config=cfg, embedder=embedder, progress=_bar("indexing"), prune=True)
         yield desk, time.perf_counter() - t0
 
 

@@ -3,7 +3,8 @@
 Layout (plain files, no pickle)::
 
     index/
-      CURRENT            name of the live generation; replaced atomically with os.replace
+      CURRENT            the live generation's name, and on a second line the one before it (kept
+                         for `askdesk rollback`); replaced atomically with os.replace
       .lock              held by the one process that writes
       g-<time>-<hash>/   one complete generation
         manifest.json    written last: format, askdesk version, model, chunking, counts, file sizes,
@@ -22,7 +23,9 @@ lexical.npz and slices chunk text from the article text, so a loaded index costs
 vectors, the article text and little else.
 
 A writer builds a new generation in a temporary folder, renames it into place, and only then
-points CURRENT at it. A crash at any point leaves CURRENT naming the last good generation.
+points CURRENT at it. A crash at any point leaves CURRENT naming the last good generation; a
+write that fails (a full disk) removes its temporary folder at once and says what to free.
+The generation before the live one is kept, so `rollback` can bring it back.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from typing import Iterator
 import numpy as np
 
 from . import __version__
-from .errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
+from .errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError, IndexWriteError
 from .records import SentenceRows, SentenceSpans, SentenceVectors, StoredChunk, map_npz
 from .types import Article, Chunk
 
@@ -134,10 +137,57 @@ class Snapshot:
 
 def current_generation(index_dir: str | Path) -> str | None:
     """The live generation's name, or None when there is no index."""
-    try:
-        return (Path(index_dir) / CURRENT).read_text().strip() or None
-    except FileNotFoundError:
+    return _pointers(Path(index_dir))[0]
+
+
+def previous_generation(index_dir: str | Path) -> str | None:
+    """The generation `rollback` returns to, or None when there is none (or it is gone)."""
+    index_dir = Path(index_dir)
+    live, name = _pointers(index_dir)
+    if name is None or name == live or not (index_dir / name / MANIFEST).is_file():
         return None
+    return name
+
+
+def _pointers(index_dir: Path) -> tuple[str | None, str | None]:
+    """CURRENT's two lines: the live generation and the previous one. One file, so that a
+    publish or a rollback moves both with one os.replace."""
+    try:
+        lines = (index_dir / CURRENT).read_text().split()
+    except FileNotFoundError:
+        return None, None
+    return (lines[0] if lines else None), (lines[1] if len(lines) > 1 else None)
+
+
+def _point(index_dir: Path, live: str, previous: str | None) -> None:
+    _write_atomic(index_dir / CURRENT, live + "\n" + (previous + "\n" if previous else ""))
+
+
+def recorded_corpus(index_dir: str | Path) -> Path | None:
+    """The article folder the live generation was last synced with, if it still exists.
+
+    The manifest keeps it absolute and relative to the index folder, so a project folder that
+    was moved (index and corpus together) still finds its corpus."""
+    index_dir = Path(index_dir)
+    gen = current_generation(index_dir)
+    if gen is None:
+        return None
+    try:
+        corpus = json.loads((index_dir / gen / MANIFEST).read_text()).get("corpus") or {}
+    except (OSError, ValueError):
+        return None
+    for p in (corpus.get("path"), corpus.get("relative") and index_dir / corpus["relative"]):
+        if p and Path(p).is_dir():
+            return Path(p).resolve()
+    return None
+
+
+def corpus_record(folder: str | Path | None, index_dir: str | Path) -> dict | None:
+    """The manifest's "corpus" entry for ``folder``: its absolute path and its path from the index."""
+    if folder is None:
+        return None
+    folder = Path(folder).resolve()
+    return {"path": str(folder), "relative": os.path.relpath(folder, Path(index_dir).resolve())}
 
 
 def load(index_dir: str | Path, *, expect: dict | None = None) -> Snapshot:
@@ -258,45 +308,86 @@ def publish(
     content = hashlib.sha1("".join(c.id for c in chunks).encode()).hexdigest()[:8]
     name = f"g-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{content}"
     tmp = index_dir / f".tmp-{name}"
-    tmp.mkdir()
     index, kind = build_faiss(np.ascontiguousarray(chunk_vectors, dtype=np.float32),
                               np.array([faiss_id(c.id) for c in chunks], dtype=np.int64),
                               dim=int(manifest["dim"]), ann_above=ann_above,
                               previous=(previous.faiss_index, previous.manifest.get("faiss", {})) if previous else None)
-    faiss.write_index(index, str(tmp / "vectors.faiss"))
-    _write_jsonl(tmp / "chunks.jsonl", ({"id": c.id, "article_id": c.article_id, "start": c.start, "end": c.end}
-                                        for c in chunks))
-    rows, row = {}, 0
-    for a in articles:
-        rows[a.id] = row
-        row += len(sentences[a.id])
-    _write_jsonl(tmp / "articles.jsonl", ({**a.__dict__, "sentences": sentences[a.id], "sentence_row": rows[a.id]}
-                                          for a in articles))
-    with open(tmp / "sentences.npy", "wb") as f:
-        np.save(f, sentence_vectors.astype(np.float16), allow_pickle=False)
-    with open(tmp / "lexical.npz", "wb") as f:
-        np.savez(f, **lexical)
-    manifest = {
-        **manifest,
-        "format_version": FORMAT_VERSION,
-        "askdesk_version": __version__,
-        "n_articles": len(articles),
-        "n_chunks": len(chunks),
-        "n_sentences": int(sentence_vectors.shape[0]),
-        "faiss": kind,
-        "corpus_hash": hashlib.sha1("".join(sorted(a.id for a in articles)).encode()).hexdigest(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "files": {n: (tmp / n).stat().st_size for n in FILES},
-    }
-    for n in FILES:
-        _fsync(tmp / n)
-    _write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
-    os.rename(tmp, index_dir / name)
-    _fsync_dir(index_dir)
-    _write_atomic(index_dir / CURRENT, name + "\n")  # the publish: one os.replace
+    # Serialized in memory and written by Python, so a full disk is an OSError with its errno
+    # (faiss.write_index reports it as a RuntimeError with the errno in its text).
+    faiss_bytes = faiss.serialize_index(index)
+    old = current_generation(index_dir)
+    # What the generation will take on disk (for the message if it does not fit): the vectors,
+    # the postings, the article text and ~100 bytes of JSON per chunk and per sentence span.
+    need = (faiss_bytes.nbytes + sentence_vectors.shape[0] * (sentence_vectors.shape[1] * 2 + 16)
+            + sum(v.nbytes for v in lexical.values()) + sum(len(a.text.encode()) + 300 for a in articles)
+            + 100 * len(chunks))
+    try:
+        tmp.mkdir()
+        with open(tmp / "vectors.faiss", "wb") as f:
+            f.write(memoryview(faiss_bytes))
+        del faiss_bytes
+        _write_jsonl(tmp / "chunks.jsonl", ({"id": c.id, "article_id": c.article_id, "start": c.start, "end": c.end}
+                                            for c in chunks))
+        rows, row = {}, 0
+        for a in articles:
+            rows[a.id] = row
+            row += len(sentences[a.id])
+        _write_jsonl(tmp / "articles.jsonl", ({**a.__dict__, "sentences": sentences[a.id], "sentence_row": rows[a.id]}
+                                              for a in articles))
+        with open(tmp / "sentences.npy", "wb") as f:
+            np.save(f, sentence_vectors.astype(np.float16), allow_pickle=False)
+        with open(tmp / "lexical.npz", "wb") as f:
+            np.savez(f, **lexical)
+        manifest = {
+            **manifest,
+            "format_version": FORMAT_VERSION,
+            "askdesk_version": __version__,
+            "n_articles": len(articles),
+            "n_chunks": len(chunks),
+            "n_sentences": int(sentence_vectors.shape[0]),
+            "faiss": kind,
+            "corpus_hash": hashlib.sha1("".join(sorted(a.id for a in articles)).encode()).hexdigest(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "files": {n: (tmp / n).stat().st_size for n in FILES},
+        }
+        for n in FILES:
+            _fsync(tmp / n)
+        _write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
+        os.rename(tmp, index_dir / name)
+        _fsync_dir(index_dir)
+        _point(index_dir, name, old)  # the publish: one os.replace
+    except OSError as e:
+        # Nothing half-written stays behind to keep the disk full: the new generation goes at
+        # once, unless CURRENT already names it (then only the clean-up failed).
+        if current_generation(index_dir) != name:
+            for p in (tmp, index_dir / name):
+                shutil.rmtree(p, ignore_errors=True)
+        raise write_error(e, index_dir, need=need) from None
     collect_garbage(index_dir, keep=name)
     logger.info("published %s (%d articles, %d chunks)", name, len(articles), len(chunks))
     return index_dir / name
+
+
+def write_error(e: OSError, index_dir: Path, action: str = "write the new index", *,
+                need: int | None = None) -> IndexWriteError:
+    """One line for a failed write: which folder, why, and what to do; the old index is intact.
+
+    ``need``: the bytes the new generation takes, said with what is free."""
+    where = str(index_dir)
+    try:
+        free = shutil.disk_usage(index_dir).free
+    except OSError:
+        free = None
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+               errno.EFBIG: "a file size limit was reached (ulimit -f)"}[e.errno]
+        need = (f"; the new generation needs about {_mb(need)}"
+                + (f" and {_mb(free)} are free" if free is not None else "")) if need else ""
+        return IndexWriteError(f"could not {action} in {where!r}: {why}{need}. The index is unchanged; free space "
+                               f"on that disk (`df -h {where}`; `askdesk info --index {where}` shows what it holds) "
+                               "or use another --index folder, then run the command again")
+    return IndexWriteError(f"could not {action} in {where!r}: {e.strerror or e} "
+                           f"({e.filename or where}). The index is unchanged; fix that and run the command again")
 
 
 # Never IVF below this many chunks: exact search there takes ~0.2 ms, and k-means wants ~39
@@ -392,7 +483,8 @@ def lock(index_dir: str | Path, *, timeout: float = 0.0) -> Iterator[None]:
 
 
 def collect_garbage(index_dir: str | Path, keep: str | None = None) -> None:
-    """Remove generations other than the live one, and folders a crashed writer left behind.
+    """Remove generations other than the live one and the one before it (`rollback`), and
+    folders a crashed writer left behind.
 
     Caller holds ``lock(index_dir)``. Removing an old generation never breaks a reader that
     still holds it: its records are in memory, and its open ``sentences.npy`` and mapped
@@ -402,9 +494,41 @@ def collect_garbage(index_dir: str | Path, keep: str | None = None) -> None:
     keep = keep or current_generation(index_dir)
     if keep is None or not index_dir.is_dir():
         return
+    kept = {keep, _pointers(index_dir)[1]}
     for p in index_dir.iterdir():
-        if p.is_dir() and p.name != keep and (p.name.startswith("g-") or p.name.startswith(".tmp-")):
+        if p.is_dir() and p.name not in kept and (p.name.startswith("g-") or p.name.startswith(".tmp-")):
             shutil.rmtree(p, ignore_errors=True)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} KB"
+
+
+def rollback(index_dir: str | Path) -> tuple[str, str]:
+    """Make the previous generation live again; the one it replaces becomes the previous one,
+    so a second rollback undoes the first. Caller holds ``lock(index_dir)``.
+
+    Returns:
+        (the generation now live, the one it replaced).
+
+    Raises:
+        IndexMissingError: no index, or no earlier generation is kept.
+    """
+    index_dir = Path(index_dir)
+    now = current_generation(index_dir)
+    if now is None:
+        raise IndexMissingError(f"no index at {str(index_dir)!r}; build one with: askdesk index corpus/ --index {index_dir}")
+    back = previous_generation(index_dir)
+    if back is None:
+        raise IndexMissingError(f"the index at {str(index_dir)!r} keeps no earlier generation to roll back to "
+                                "(it was written once, or by an askdesk that did not keep one)")
+    read_manifest(index_dir / back)  # refuse a broken one before pointing at it
+    try:
+        _point(index_dir, back, now)
+    except OSError as e:
+        raise write_error(e, index_dir, "roll back") from None
+    logger.info("rolled %s back from %s to %s", index_dir, now, back)
+    return back, now
 
 
 def _read_jsonl(path: Path) -> Iterator[dict]:

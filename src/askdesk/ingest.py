@@ -75,7 +75,8 @@ def read_articles(
         max_bytes: larger files are skipped.
 
     Returns:
-        The articles, in file order, and the files skipped with their reasons.
+        The articles, in file order, and the files skipped with their reasons. A file inside
+        ``root`` keeps its path relative to it, any other file its absolute path.
     """
     articles: list[Article] = []
     skipped: list[Skipped] = []
@@ -83,7 +84,8 @@ def read_articles(
         try:
             articles.append(read_article(f, root=root, max_bytes=max_bytes))
         except BadInputError as e:
-            logger.warning("skipped %s: %s", f, e)
+            # Reported once, by the caller (the CLI's "skipped" lines, the page's status): not logged too.
+            logger.debug("skipped %s: %s", f, e)
             skipped.append(Skipped(str(f), str(e)))
     return articles, skipped
 
@@ -103,10 +105,7 @@ def read_article(path: str | Path, *, root: str | Path | None = None, max_bytes:
         raise BadInputError(f"{path.name!r} cannot be read ({e.strerror})") from None
     if b"\x00" in raw[:8192]:
         raise BadInputError(f"{path.name!r} looks binary, not text")
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadInputError(f"{path.name!r} is not UTF-8 text; re-save it as UTF-8") from None
+    content, encoding = decode_text(raw, path.name)
     rel = _relative(path, root)
     if suffix in (".html", ".htm"):
         meta, body = _parse_html(content, path.name)
@@ -122,7 +121,43 @@ def read_article(path: str | Path, *, root: str | Path | None = None, max_bytes:
     source, url = meta.get("source") or None, meta.get("url") or None
     # The id covers the metadata too: a corrected title or date is an update, not "unchanged".
     return Article(id=article_id(url or rel, "\n".join(map(str, (title, date_iso, source, body)))),
-                   title=title, text=body, date=date_iso, source=source, url=url, path=rel)
+                   title=title, text=body, date=date_iso, source=source, url=url, path=rel, encoding=encoding)
+
+
+# How much more garbled (charset_normalizer's mess ratio: odd symbols, mixed scripts) Windows-1252
+# may read than the detector's best guess and still be chosen. News archives that are not UTF-8
+# are nearly all Windows-1252 / Latin-1, and on a short article the detector cannot tell cp1252
+# from cp1250 or cp852 (all read "Café" clean) and picks one that turns "niño" into "ni˝o".
+CP1252_SLACK = 0.05
+MAX_MESS = 0.2  # above this even the best guess is garbled: the file is not text we can read
+
+
+def decode_text(raw: bytes, name: str = "the file") -> tuple[str, str | None]:
+    """Bytes -> (text, the encoding used when it was not UTF-8).
+
+    UTF-8 (with or without a BOM) first; then Windows-1252 unless the text reads clearly better
+    in the encoding charset_normalizer detects (Cyrillic cp1251, Greek cp1253, ...).
+
+    Raises:
+        BadInputError: no encoding reads it as text.
+    """
+    try:
+        return raw.decode("utf-8-sig"), None
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+    from charset_normalizer.md import mess_ratio
+
+    best = from_bytes(raw).best()
+    try:
+        western = raw.decode("cp1252")
+    except UnicodeDecodeError:
+        western = None
+    if western is not None and (best is None or mess_ratio(western) <= best.chaos + CP1252_SLACK):
+        return western, "cp1252"
+    if best is not None and best.chaos <= MAX_MESS:
+        return str(best), best.encoding
+    raise BadInputError(f"{name!r} is not UTF-8 and no other text encoding reads it cleanly; re-save it as UTF-8")
 
 
 def article_from_text(text: str, *, title: str = "", key: str = "", **meta) -> Article:
@@ -266,12 +301,14 @@ def _parse_html(content: str, name: str) -> tuple[dict, str]:
 
 
 def _relative(path: Path, root: str | Path | None) -> str:
+    """The path relative to ``root`` when inside it; else absolute, so that a sync of ``root``
+    can tell its own files (whose deletion it follows) from files added from elsewhere."""
     if root is not None:
         try:
             return path.resolve().relative_to(Path(root).resolve()).as_posix()
         except ValueError:
             pass
-    return path.as_posix()
+    return path.resolve().as_posix()
 
 
 def dedupe(articles: list[Article]) -> list[Article]:

@@ -129,8 +129,16 @@ def _day(iso: str | None) -> str | None:
     return pretty_date(iso)
 
 
-def sources_html(answer: Answer, article_text: Callable[[str], str | None] | None = None) -> str:
-    """The sources panel for one answer; a refusal shows its related passages instead."""
+def sources_empty(serial: int = 0) -> str:
+    """The sources panel with no sources (a new conversation, or a reply that is an error)."""
+    return SOURCES_EMPTY.replace('class="ad-sources"', f'class="ad-sources" data-answer="{int(serial)}"', 1)
+
+
+def sources_html(answer: Answer, article_text: Callable[[str], str | None] | None = None, *, serial: int = 0) -> str:
+    """The sources panel for one answer; a refusal shows its related passages instead.
+
+    ``serial`` numbers the answer (``data-answer``), so a new answer is told from the last one
+    even when both are to the same question."""
     related = answer.refused or (not answer.citations and bool(answer.related))  # a written answer citing nothing
     cites = answer.related if related else answer.citations
     head = "Related passages" if related else "Sources"
@@ -146,7 +154,8 @@ def sources_html(answer: Answer, article_text: Callable[[str], str | None] | Non
         said = PERIOD_USED.format(phrase=period["phrase"], since=_day(period["since"]), until=_day(period["until"]))
         note += f'<p class="ad-muted ad-period">{esc(said)}</p>'
     conflicts = "" if related else conflicts_html(answer)
-    return (f'<div class="ad-sources"><h3>{head}</h3><p class="ad-muted">for: {esc(answer.question)}</p>'
+    return (f'<div class="ad-sources" data-answer="{int(serial)}"><h3>{head}</h3>'
+            f'<p class="ad-muted">for: {esc(answer.question)}</p>'
             f'{note}{conflicts}{cards or "<p class=ad-muted>No passages.</p>"}</div>')
 
 
@@ -192,16 +201,27 @@ def index_html(info: dict) -> str:
             f"<table><tr><th>Title</th><th>Date</th></tr>{rows}</table>{more}</div>")
 
 
-def add_markdown(result: dict | None, new_titles: Sequence[str], rejected: Sequence[tuple[str, str]]) -> str:
-    """What an upload did, in a few lines; every file name and reason escaped."""
-    lines = []
-    if result is not None:
-        # "unchanged" is left out: Desk.add counts every untouched article of the index there.
+def add_html(result: dict | None, *, serial: int = 0, adding: Sequence[str] = (), error: str | None = None) -> str:
+    """What an upload did (or that one is under way), in a few lines; every name and reason escaped.
+
+    ``result``: `Desk.add`'s counts with "new" (titles now in the index) and "rejected"
+    [(file name, reason)]. ``serial`` numbers the upload (``data-upload``); ``data-state`` is
+    "adding" while it runs, "done" after.
+    """
+    state = "adding" if adding else "done"
+    if adding:
+        body = f"<p>Adding {esc(', '.join(adding))} …</p>"
+    elif error is not None:
+        body = f"<p>⚠️ {esc(error)}</p>"
+    else:
+        result = result or {}
         added, updated = result.get("added", 0), result.get("updated", 0)
-        lines.append((f"Added **{added}** new, **{updated}** updated." if added or updated else
-                      "Nothing new: already in the index.") + f" The index now holds "
-                     f"**{result.get('n_articles', 0):,}** articles in **{result.get('n_chunks', 0):,}** chunks.")
-        lines += [f"- new: {md_text(t)}" for t in new_titles]
-        rejected = list(rejected) + [(Path(p).name, r) for p, r in result.get("skipped", [])]
-    lines += [f"- not added: {md_text(name)}: {md_text(reason)}" for name, reason in rejected]
-    return "\n".join(lines) or "No files were added."
+        rejected = list(result.get("rejected", ())) + [(Path(p).name, r) for p, r in result.get("skipped", [])]
+        head = (f"Added <b>{added:,}</b> new, <b>{updated:,}</b> updated." if added or updated else
+                "Nothing new: already in the index.") if result.get("stored", 1) else ""
+        counts = (f" The index now holds <b>{result.get('n_articles', 0):,}</b> articles in "
+                  f"<b>{result.get('n_chunks', 0):,}</b> chunks.")
+        items = [f"<li>new: {esc(t)}</li>" for t in result.get("new", ())]
+        items += [f"<li>not added: {esc(name)}: {esc(reason)}</li>" for name, reason in rejected]
+        body = (f"<p>{head}{counts}</p>" if head or not items else "") + (f"<ul>{''.join(items)}</ul>" if items else "")
+    return f'<div class="ad-add" data-upload="{int(serial)}" data-state="{state}">{body}</div>'

@@ -19,7 +19,8 @@ class Article:
     date: str | None = None  # ISO date, "2025-02-07"
     source: str | None = None  # the publisher, "Reuters"
     url: str | None = None
-    path: str | None = None  # the file it came from, relative to the corpus folder
+    path: str | None = None  # the file it came from: relative to the corpus folder, absolute if outside it
+    encoding: str | None = None  # how the file was decoded when it was not UTF-8 ("cp1252"); None: UTF-8
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ Article text is untrusted: what the page shows of it is rendered and escaped by 
 
 from __future__ import annotations
 
-import argparse
 import filecmp
 import itertools
 import json
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from .errors import AskdeskError, BadInputError, EmptyCorpusError, IndexMissingError
-from .render import SOURCES_EMPTY, add_markdown, answer_markdown, index_html, md_text, sources_html
+from .render import SOURCES_EMPTY, add_html, answer_markdown, index_html, md_text, sources_empty, sources_html
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -120,8 +119,18 @@ def store_uploads(paths: Iterable[str | Path], corpus: Path, *,
 # ---- the page ----
 
 def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
-    """The Blocks app over an open `desk`; `launch` adds the queue, theme and server options."""
+    """The Blocks app over an open `desk`; `launch` adds the queue, theme and server options.
+
+    Uploads are stored in ``cfg.corpus`` (./corpus when unset) and added to the index.
+    """
     import gradio as gr
+    from gradio import FileData
+
+    corpus = cfg.corpus or Path("corpus")
+    # Each answer and each upload report carries a number of its own (data-answer, data-upload),
+    # so a reader of the page (a test, a screen reader's "changed" event) can tell a new one
+    # from the one before, even when the question or the report reads the same.
+    answers, uploads = itertools.count(1), itertools.count(1)
 
     def article_text(article_id: str) -> str | None:
         try:
@@ -150,18 +159,19 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
                     elif (partial := partial + item) and time.monotonic() - shown >= STREAM_EVERY_S:
                         shown = time.monotonic()
                         yield "", chat + [{"role": "assistant", "content": md_text(partial) + " ▍"}], gr.skip(), asked
-        except IndexMissingError:  # started on an empty corpus: nothing to answer from yet
-            yield "", chat + [{"role": "assistant", "content": EMPTY_INDEX_NOTE}], gr.skip(), asked
-            return
-        except AskdeskError as e:  # a bad question or index trouble: say it in the chat, keep the page
-            yield "", chat + [{"role": "assistant", "content": f"⚠️ {md_text(e)}"}], gr.skip(), asked
-            return
-        except Exception as e:  # noqa: BLE001 - the traceback goes to the log, the page stays usable
-            logger.exception("ask failed for %r", q)
-            yield "", chat + [{"role": "assistant", "content": f"⚠️ {_internal(e)}"}], gr.skip(), asked
+        except Exception as e:  # noqa: BLE001 - said in the chat; the page stays usable
+            if isinstance(e, IndexMissingError):  # started on an empty corpus: nothing to answer from yet
+                said = EMPTY_INDEX_NOTE
+            elif isinstance(e, AskdeskError):  # a bad question or index trouble
+                said = f"⚠️ {md_text(e)}"
+            else:  # the traceback goes to the log
+                logger.exception("ask failed for %r", q)
+                said = f"⚠️ {_internal(e)}"
+            # The panel still showed the previous answer's sources: they are not this reply's.
+            yield "", chat + [{"role": "assistant", "content": said}], sources_empty(next(answers)), asked
             return
         reply = {"role": "assistant", "content": answer_markdown(answer)}
-        yield "", chat + [reply], sources_html(answer, article_text), [*asked, q]
+        yield "", chat + [reply], sources_html(answer, article_text, serial=next(answers)), [*asked, q]
 
     if getattr(desk, "generator", None) is None:
         # Extractive answers take ~15 ms: one update, not a placeholder and then the answer.
@@ -177,30 +187,49 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
                     until: str | None = None, as_of: str | None = None):
             yield from respond_steps(question, chat, asked, since, until, as_of)
 
-    def add_files(files: list[str] | None, progress=gr.Progress()):
-        if not files:
-            return gr.skip(), gr.skip(), gr.skip()
-        stored, created, rejected = store_uploads(files, cfg.corpus, max_bytes=cfg.max_file_bytes)
+    def add_articles(files: Sequence[str], progress: Callable | None = None) -> dict:
+        """Store uploaded files in the corpus folder and add them: what `add_files` and `/add` share.
+
+        Returns `Desk.add`'s counts plus "new" (titles now in the index) and "rejected"
+        [(file name, reason)]; raises what `Desk.add` raises, after removing the files it stored.
+        """
+        stored, created, rejected = store_uploads(files, corpus, max_bytes=cfg.max_file_bytes)
         if not stored:
-            return add_markdown(None, (), rejected), gr.skip(), None
+            return {"added": 0, "updated": 0, "stored": 0, "skipped": [], "new": [], "rejected": rejected,
+                    **_counts(desk, cfg)}
         before = {a["id"] for a in _info(desk, cfg).get("articles", [])}
-        progress(0, desc="Reading articles")
         try:
-            result = desk.add(stored, progress=lambda done, total, desc: progress(
-                (done, total) if total else None, desc=desc))
-        except Exception as e:  # noqa: BLE001 - reported on the page; unexpected ones also in the log
+            result = desk.add(stored, progress=progress)
+        except Exception:
             for p in created:  # the failed files would otherwise be retried at every start
                 p.unlink(missing_ok=True)
-            if not isinstance(e, AskdeskError):
-                logger.exception("adding %s failed", [p.name for p in stored])
-            return f"⚠️ {md_text(e) if isinstance(e, AskdeskError) else _internal(e)}", gr.skip(), None
+            raise
         skipped = {Path(p).resolve() for p, _ in result.get("skipped", [])}
         for p in created:
             if p in skipped:
                 p.unlink(missing_ok=True)  # unreadable: don't leave it lying in the corpus
         info = _info(desk, cfg)
         new = [a["title"] for a in info.get("articles", []) if a["id"] not in before]
-        return add_markdown(result, new, rejected), index_html(info), None  # emptied for the next drop
+        return {**result, "stored": len(stored), "new": new, "rejected": rejected}
+
+    def add_files(files: list[str] | None, progress=gr.Progress()):
+        if not files:
+            yield gr.skip(), gr.skip(), gr.skip()
+            return
+        serial = next(uploads)
+        # The last upload's report goes at once: while this one runs, nothing on the page says "added".
+        yield add_html(None, serial=serial, adding=[Path(f).name for f in files]), gr.skip(), gr.skip()
+        progress(0, desc="Reading articles")
+        try:
+            result = add_articles(files, lambda done, total, desc: progress((done, total) if total else None,
+                                                                            desc=desc))
+        except Exception as e:  # noqa: BLE001 - reported on the page; unexpected ones also in the log
+            if not isinstance(e, AskdeskError):
+                logger.exception("adding %s failed", files)
+            yield add_html(None, serial=serial, error=md_text(e) if isinstance(e, AskdeskError) else _internal(e)), \
+                gr.skip(), None
+            return
+        yield add_html(result, serial=serial), index_html(_info(desk, cfg)), None  # emptied for the next drop
 
     with gr.Blocks(title="askdesk", analytics_enabled=False) as demo:
         gr.Markdown("# askdesk\nAsk about the news articles in the index. Every answer cites the sentences it "
@@ -232,14 +261,15 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
             files = gr.File(elem_id="upload", file_count="multiple", file_types=list(UPLOAD_SUFFIXES), height=140,
                             label=f"Drop .txt, .md or .html files (up to {cfg.max_file_bytes / 1e6:g} MB each); "
                                   "they are added to the index at once")
-            add_status = gr.Markdown(elem_id="add-status")
+            add_status = gr.HTML(elem_id="add-status", js_on_load=None)
         with gr.Accordion("Index", open=False, elem_id="index-panel"):
             index_panel = gr.HTML(index_html(_info(desk, cfg)), elem_id="index-info", js_on_load=None)
         asked = gr.State([])  # this conversation's questions, oldest first: the desk's follow-up context
 
+        # The page's own events are private: programs use the endpoints below (README, "The page's API").
         ask_io = dict(fn=respond, inputs=[question, chatbot, asked, since, until, as_of],
                       outputs=[question, chatbot, sources, asked],
-                      concurrency_id="ask", concurrency_limit=ASK_CONCURRENCY)
+                      concurrency_id="ask", concurrency_limit=ASK_CONCURRENCY, api_visibility="private")
 
         def ask(question: str, history: list[str] | None = None, since: str | None = None,
                 until: str | None = None, as_of: str | None = None) -> str:
@@ -259,19 +289,42 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
                 logger.exception("ask failed for %r", question)
                 raise gr.Error(_internal(e)) from None
 
+        def add(files: list[FileData]) -> str:
+            """Add article files (.txt, .md, .html) to the index: what changed, as JSON text (`askdesk add --json`)."""
+            try:
+                return json.dumps(add_articles([f["path"] if isinstance(f, dict) else f.path for f in files or ()]))
+            except AskdeskError as e:
+                raise gr.Error(str(e)) from None
+            except Exception as e:  # noqa: BLE001 - the traceback goes to the log
+                logger.exception("adding %s failed", files)
+                raise gr.Error(_internal(e)) from None
+
+        # Real types, not this module's postponed strings: gradio reads them to describe the endpoint,
+        # and FileData is imported here, out of the module's namespace.
+        add.__annotations__ = {"files": list[FileData], "return": str}
+
+        def info() -> str:
+            """What the index holds (`askdesk info --json`), as JSON text."""
+            return json.dumps(_info(desk, cfg))
+
         # For programs (gradio_client): no chat history or sources panel to render and send back,
         # so ~0.8x the chat event's server CPU per answer (docs/benchmarks.md, "20 users").
         # The same queue as the page's asks: together they never run more than ASK_CONCURRENCY.
         gr.api(ask, api_name="ask", concurrency_id="ask", concurrency_limit=ASK_CONCURRENCY)
+        gr.api(add, api_name="add", concurrency_id="add", concurrency_limit=1)  # the page's upload queue
+        gr.api(info, api_name="info", queue=False)
         question.submit(**ask_io)
         for button, q in zip(example_buttons, EXAMPLES):
-            button.click(lambda q=q: q, None, question, queue=False).then(**ask_io)
-        reset = dict(fn=lambda: ([], [], SOURCES_EMPTY, ""), outputs=[chatbot, asked, sources, question], queue=False)
+            button.click(lambda q=q: q, None, question, queue=False, api_visibility="private").then(**ask_io)
+        reset = dict(fn=lambda: ([], [], SOURCES_EMPTY, ""), outputs=[chatbot, asked, sources, question], queue=False,
+                     api_visibility="private")
         new_chat.click(**reset)
         chatbot.clear(**reset)
         # One writer at a time; asks run on their own queue, so they go on during an add.
-        files.upload(add_files, files, [add_status, index_panel, files], concurrency_id="add", concurrency_limit=1)
-        demo.load(lambda: index_html(_info(desk, cfg)), None, index_panel, queue=False)  # fresh counts on reload
+        files.upload(add_files, files, [add_status, index_panel, files], concurrency_id="add", concurrency_limit=1,
+                     api_visibility="private")
+        demo.load(lambda: index_html(_info(desk, cfg)), None, index_panel, queue=False,  # fresh counts on reload
+                  api_visibility="private")
     return demo
 
 
@@ -300,25 +353,20 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
         host: bind address; None honours GRADIO_SERVER_NAME, else 127.0.0.1.
         port: None honours GRADIO_SERVER_PORT, else 7860.
         share: a public gradio.live link; off unless asked for.
-        desk: an already open Desk (tests); by default ``Desk.ensure(cfg.corpus, cfg.index)``.
+        desk: an already open Desk (tests); by default `open_desk(cfg)`.
 
     Raises:
         AskdeskError: the index cannot be opened or built, or ASKDESK_AUTH is malformed.
     """
     import gradio as gr
 
-    from . import Config, Desk
+    from . import Config
 
     cfg = cfg or Config.from_env()
     auth = auth_from_env()
     if desk is None:
-        t0 = time.perf_counter()
-        try:
-            desk = Desk.ensure(cfg.corpus, cfg.index, config=cfg, progress=_log_progress())
-            logger.info("index %s ready in %.1f s", cfg.index, time.perf_counter() - t0)
-        except EmptyCorpusError:  # the page is how a first article gets added: start it anyway
-            logger.warning("no articles in %s yet; the page starts empty, add articles with its upload box", cfg.corpus)
-            desk = Desk(cfg.index, config=cfg)
+        desk = open_desk(cfg)
+        cfg = desk.config
     getattr(desk.embedder, "fast", None)  # load the question encoder now (~0.5 s), not on the first question
     demo = build_ui(desk, cfg)
     demo.queue(default_concurrency_limit=ASK_CONCURRENCY, max_size=QUEUE_SIZE)
@@ -326,6 +374,11 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace"])
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth, max_file_size=cfg.max_file_bytes,
                        theme=theme, css=CSS, prevent_thread_lock=prevent_thread_lock, footer_links=["gradio"])
+
+
+def _counts(desk: Any, cfg: Config) -> dict:
+    info = _info(desk, cfg)
+    return {"n_articles": info.get("n_articles", 0), "n_chunks": info.get("n_chunks", 0)}
 
 
 def _info(desk: Any, cfg: Config) -> dict:
@@ -348,23 +401,41 @@ def _log_progress(every_s: float = 2.0) -> Callable[[int, int, str], None]:
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python app.py` / `askdesk serve`: serve the chat page; returns the exit code."""
-    p = argparse.ArgumentParser(prog="askdesk serve", description="Serve the askdesk chat page.")
-    p.add_argument("--index", help="index folder (default: ASKDESK_INDEX or ./index)")
-    p.add_argument("--corpus", help="article folder the index is built from (default: ASKDESK_CORPUS or ./corpus)")
-    p.add_argument("--host", help="bind address (default: GRADIO_SERVER_NAME or 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default: GRADIO_SERVER_PORT or 7860)")
-    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
-    args = p.parse_args(argv)
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline desk
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes, one line each
-    from .config import Config
+def open_desk(cfg: Config) -> Any:
+    """The page's Desk: the index synced with its article folder first, every change printed.
 
+    The folder is ``cfg.corpus`` when given, else the one the index was built from. An index
+    whose folder is gone is served as it is (nothing is removed); with no index and no articles
+    yet, the page starts empty and its upload box adds the first ones.
+    """
+    from . import Desk
+    from . import index as index_mod
+    from .cli import _print_changes
+
+    desk = Desk(cfg.index, config=cfg)
+    corpus = desk.corpus
+    has_index = index_mod.current_generation(cfg.index) is not None
+    if corpus is None and has_index:
+        print(f"askdesk: serving {cfg.index} as it is: it records no article folder that still exists; "
+              "give --corpus DIR to sync it with one", file=sys.stderr)
+        return Desk(cfg.index, config=cfg.replace(corpus=Path("corpus")), embedder=desk.embedder)
+    corpus = corpus or Path("corpus")
+    desk = Desk(cfg.index, config=cfg.replace(corpus=corpus), embedder=desk.embedder)
+    t0 = time.perf_counter()
     try:
-        launch(Config.from_env(index=args.index, corpus=args.corpus), host=args.host, port=args.port, share=args.share)
-    except AskdeskError as e:
-        print(f"askdesk: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        if not corpus.is_dir() and not has_index:
+            raise EmptyCorpusError(f"no folder {str(corpus)!r}")
+        stats = desk.sync(corpus, progress=_log_progress())
+    except EmptyCorpusError:  # the page is how a first article gets added: start it anyway
+        logger.warning("no articles in %s yet; the page starts empty, add articles with its upload box", corpus)
+        return desk
+    print(f"askdesk: {cfg.index} synced with {corpus} in {time.perf_counter() - t0:.1f} s: ", end="", file=sys.stderr)
+    _print_changes(stats, corpus=corpus, file=sys.stderr)
+    return desk
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python app.py`: `askdesk serve` with the same options; returns the exit code."""
+    from .cli import main as cli_main
+
+    return cli_main(["serve", *(argv or [])])
