@@ -20,7 +20,6 @@ recall@5 with fp32 vs int8 vectors. Prints JSON; writes bench/results/build_spee
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -107,18 +106,16 @@ class LatePooling(_Wrapped):
 
 
 class Int8(_Wrapped):
-    """The same SentenceTransformer with its Linear layers dynamically quantized to int8."""
+    """The same model with its Linear layers dynamically quantized to int8: askdesk's own
+    embedder with ``quantize=True`` (what ``Config.int8`` builds)."""
 
     def __init__(self, inner):
-        import torch
+        from askdesk.embed import SentenceTransformerEmbedder
 
-        self.inner = copy.copy(inner)
-        self.inner._model = torch.quantization.quantize_dynamic(copy.deepcopy(inner.model), {torch.nn.Linear},
-                                                                dtype=torch.qint8)
-        self.inner._fast = False  # questions through the quantized model too
-        self.inner._dim = inner.dim
-        self.name, self.model = inner.name, self.inner._model
-
+        self.inner = SentenceTransformerEmbedder(inner.name, batch_size=inner.batch_size, quantize=True)
+        self.name, self.model = inner.name, self.inner.model
+        if not self.inner.int8_active:
+            raise SystemExit("torch quantized no layer on this machine: the int8 runs would measure fp32")
 
 
 def speed(n: int, emb) -> dict:

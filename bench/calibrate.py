@@ -11,8 +11,7 @@ articles; questions about the odd paragraphs are absent there (same article, sam
 facts) unless their answer string also occurs in an even paragraph of the article (then they
 are left out). The model is fitted on both kinds from half A. Half B's indexes (B, B-even) are
 held out and only reported on. The features
-are exactly the ones `askdesk.answer.answer()` computes: they are read back through the
-refusal model seam (a one-hot model per feature, confidence = sigmoid(feature)), so this
+are exactly the ones `askdesk.answer.answer()` weighs (`askdesk.answer.features`), so this
 script follows whatever features answer.py defines.
 
 The full index is built once into --cache (a few minutes on 2 cores); the halves are copies
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -45,7 +43,7 @@ TARGET_REFUSED_ANSWERABLE = 0.03
 
 def squad_halves(squad: Path):
     """(articles, questions, half of each article id, half of each question) from squad.json."""
-    articles, doc_of, questions = eval_mod._read_squad(squad)
+    articles, doc_of, questions = eval_mod.read_squad(squad)
     titles = list(dict.fromkeys(d.rsplit("_", 1)[0] for d in doc_of.values()))  # "Fresno,_California_3"
     first = set(titles[: len(titles) // 2])
     half_of_doc = {aid: "A" if d.rsplit("_", 1)[0] in first else "B" for aid, d in doc_of.items()}
@@ -95,18 +93,10 @@ def near_labels(articles, questions, half_of_q, half: str) -> dict[int, int]:
 
 
 def features(desk: Desk, question: str, qvec: np.ndarray) -> list[float]:
-    """The refusal features answer() computes for ``question``, in feature_names() order."""
-    state = desk._current()
-    hits = desk._retrieve(state, question, qvec, desk.config.top_k)
-    names = answer_mod.feature_names()
-    out = []
-    for name in names:
-        onehot = {"bias": 0.0, "weights": {n: float(n == name) for n in names}, "threshold": 0.0}
-        conf = answer_mod.answer(question, hits, state.snap, qvec, state.bm25,
-                                 max_citations=desk.config.max_citations, refusal_model=onehot)[4]
-        conf = min(max(conf, 1e-12), 1 - 1e-12)
-        out.append(math.log(conf / (1 - conf)))  # logit(sigmoid(f)) = f
-    return out
+    """The refusal features `askdesk.answer` weighs for ``question``, in FEATURES order."""
+    hits = desk.retriever.search(question, qvec, desk.config.top_k)
+    f = answer_mod.features(question, hits, desk.snapshot, qvec, desk.snapshot.lexical)
+    return [f.get(name, 0.0) for name in answer_mod.FEATURES]
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> dict:
@@ -114,7 +104,7 @@ def fit(x: np.ndarray, y: np.ndarray) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     lr = LogisticRegression(C=10.0, max_iter=1000).fit(x, y)
-    names = answer_mod.feature_names()
+    names = answer_mod.FEATURES
     model = {"bias": round(float(lr.intercept_[0]), 3),
              "weights": {n: round(float(w), 3) for n, w in zip(names, lr.coef_[0])}, "threshold": 0.5}
     conf = confidence(model, x)
@@ -123,7 +113,7 @@ def fit(x: np.ndarray, y: np.ndarray) -> dict:
 
 
 def confidence(model: dict, x: np.ndarray) -> np.ndarray:
-    w = np.array([model["weights"].get(n, 0.0) for n in answer_mod.feature_names()])
+    w = np.array([model["weights"].get(n, 0.0) for n in answer_mod.FEATURES])
     return 1 / (1 + np.exp(-(model["bias"] + x @ w)))
 
 
@@ -144,11 +134,12 @@ def report(data: dict) -> None:
     fit_x = np.concatenate([data["A"][0], data["A-even"][0]])
     fit_y = np.concatenate([data["A"][1], data["A-even"][1]])
     model = fit(fit_x, fit_y)
-    names = answer_mod.feature_names()
+    names = answer_mod.FEATURES
     print("REFUSAL_MODEL =", json.dumps(model))
     for name in data:
         kind = "fit" if name.startswith("A") else "held out"
-        print(f"{kind} ({name}):", rates(model, *data[name]), " current model:", rates(answer_mod.REFUSAL_MODEL, *data[name]))
+        print(f"{kind} ({name}):", rates(model, *data[name]), " current model:",
+              rates(answer_mod.REFUSAL_MODEL, *data[name]))
     x, y = data["B"]
     for cut in (0.35, 0.40):  # the single cosine cut-off the issue measured
         single = {"bias": 0.0, "weights": {n: 0.0 for n in names}, "threshold": 0.5}
@@ -174,7 +165,7 @@ def calibrate(squad: Path, cache: Path, limit: int | None) -> None:
         data[name] = (x, np.array(list(labels.values())))
         print(f"{name}: {len(labels)} questions, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     report(data)
-    names = answer_mod.feature_names()
+    names = answer_mod.FEATURES
     np.savez(cache / "features.npz", names=np.array(names), **{f"x_{k}": v[0] for k, v in data.items()},
              **{f"y_{k}": v[1] for k, v in data.items()})
 

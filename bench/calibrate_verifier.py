@@ -155,10 +155,12 @@ def main() -> int:
         f"{k}: {f}/{n}" for k, (f, n) in sorted(facts_only.items())))
     r = rates(held, verify.SUPPORT_COSINE)
     bad = [k for k in r if k not in ("supported", "paraphrase")]
-    print(f"held-out summary at {verify.SUPPORT_COSINE}: caught {sum(r[k][0] for k in bad)}/{sum(r[k][1] for k in bad)} "
-          f"unsupported sentences; wrongly flagged {r['supported'][0]}/{r['supported'][1]} supported answers and "
+    print(f"held-out summary at {verify.SUPPORT_COSINE}: "
+          f"caught {sum(r[k][0] for k in bad)}/{sum(r[k][1] for k in bad)} unsupported sentences; "
+          f"wrongly flagged {r['supported'][0]}/{r['supported'][1]} supported answers and "
           f"{r['paraphrase'][0]}/{r['paraphrase'][1]} fact-checked paraphrases")
-    for kind in ("supported", "paraphrase", "planted answer", "wrong passage", "rewritten sentence") if args.show else ():
+    for kind in (("supported", "paraphrase", "planted answer", "wrong passage", "rewritten sentence")
+                 if args.show else ()):
         print(f"\n-- {kind}, {'flagged' if kind in ('supported', 'paraphrase') else 'missed'} (held-out):")
         t = verify.SUPPORT_COSINE
         good = kind in ("supported", "paraphrase")

@@ -29,14 +29,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def load(n_docs: int, n_questions: int):
-    docs = [json.loads(l) for l in open(DATA / "corpus.jsonl")][:n_docs]
+    docs = [json.loads(line) for line in open(DATA / "corpus.jsonl")][:n_docs]
     ids = {d["_id"] for d in docs}
     qrels = {}
     for line in list(open(DATA / "qrels.tsv"))[1:]:
         q, d, _ = line.split("\t")
         if d in ids:
             qrels[q] = d
-    qs = [json.loads(l)["text"] for l in open(DATA / "queries.jsonl") if json.loads(l)["_id"] in qrels][:n_questions]
+    qs = [json.loads(line)["text"] for line in open(DATA / "queries.jsonl")
+          if json.loads(line)["_id"] in qrels][:n_questions]
     return docs, qs
 
 
@@ -74,13 +75,13 @@ def main() -> None:
         res["n_chunks"] = desk.info()["n_chunks"]
         res["build_throughput_ratio"] = res["raw_encode_s"] / res["build_s"]
 
-        snap = desk._current().snap
+        vectors = desk.snapshot.vectors
         for q in questions[:10]:
             desk.ask(q)
         bare, full = [], []
         for q in questions:
             t = time.perf_counter()
-            snap.search(emb.embed_query(q), 10)
+            vectors.search(emb.embed_query(q), 10)
             bare.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
             desk.ask(q)

@@ -21,8 +21,8 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "squad-dev"
 RESULTS = ROOT / "bench" / "results"
 CACHE = RESULTS / "cache"
-GENERATOR_VERSION = 2  # bump when the corpus generator changes: cached corpora and indexes are rebuilt
+GENERATOR_VERSION = 3  # bump when the corpus generator changes: cached corpora and indexes are rebuilt
 
 
 def parse_size(s: str) -> int:
@@ -128,8 +128,8 @@ def write_corpus(folder: Path, n_articles: int, fits: Callable[[str], bool], *, 
     items = [(p["title"], p["text"]) for p in paras[:n_articles]]
     items += variations(paras, n_articles - len(items), seed=seed)
     for i, (title, text) in enumerate(items):
-        (folder / f"a{i:06d}.txt").write_text(f"Title: {title}\nDate: 2025-{1 + i % 12:02d}-{1 + i % 28:02d}\n\n{text}\n",
-                                              encoding="utf-8")
+        (folder / f"a{i:06d}.txt").write_text(f"Title: {title}\nDate: 2025-{1 + i % 12:02d}-{1 + i % 28:02d}\n\n"
+                                              f"{text}\n", encoding="utf-8")
     stamp.write_text(json.dumps(want))
     return want
 
@@ -201,7 +201,8 @@ class CachedEmbedder:
             progress(len(texts))
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        return np.stack([fresh_vecs[k] if k in fresh_vecs else self.vecs[self.index[k]] for k in keys]).astype(np.float32)
+        return np.stack([fresh_vecs[k] if k in fresh_vecs else self.vecs[self.index[k]]
+                         for k in keys]).astype(np.float32)
 
     def _record(self, texts: Sequence[str], vecs: np.ndarray) -> None:
         add: dict[bytes, np.ndarray] = {}
@@ -227,13 +228,13 @@ class CachedEmbedder:
 
 
 def build_synthetic(index_dir: Path, n_chunks: int, embedder: CachedEmbedder, config, *, seed: int = 1) -> dict:
-    """Publish a ~``n_chunks`` index of multi-paragraph articles with askdesk's own pipeline pieces
-    (chunker, sentence splitter, BM25, ``index.publish``), vectors as described in the module doc."""
+    """Publish a ~``n_chunks`` index of multi-paragraph articles with askdesk's own writer
+    (`build.plan` chunks and splits, `build.assemble` takes the vectors made here, `index.publish`
+    writes), vectors as described in the module doc."""
+    from askdesk import build
     from askdesk import index as index_mod
-    from askdesk.chunk import ENCODING, chunk_article, split_sentences
-    from askdesk.desk import Desk
+    from askdesk.chunk import ENCODING
     from askdesk.ingest import article_from_text
-    from askdesk.retrieve import BM25
 
     stamp = index_dir / ".bench.json"
     want = {"version": GENERATOR_VERSION, "n_chunks": n_chunks, "seed": seed}
@@ -242,46 +243,37 @@ def build_synthetic(index_dir: Path, n_chunks: int, embedder: CachedEmbedder, co
     t0 = time.perf_counter()
     paras = paragraphs(embedder.fits)
     rng = np.random.default_rng(seed)
-    articles, chunks, sentences = [], [], {}
+    articles, n = [], 0
     batch = 0
-    while len(chunks) < n_chunks:
+    while n < n_chunks:
         for title, text in variations(paras, 2000, seed=seed * 1000 + batch, blocks=(2, 4)):
             a = article_from_text(text, title=title, key=f"synthetic/{len(articles)}", date="2025-03-01",
                                   source="bench", path=f"synthetic/{len(articles):06d}.txt")
-            prefix = f"{a.title}\n"
-            sentences[a.id] = split_sentences(a.text)
-            chunks.extend(chunk_article(a, max_tokens=config.chunk_tokens, overlap=config.chunk_overlap,
-                                        fits=lambda t, p=prefix: embedder.fits(p + t)))
+            n += len(build.plan([a], None, config, embedder.fits).chunks[a.id])
             articles.append(a)
-            if len(chunks) >= n_chunks:
+            if n >= n_chunks:
                 break
         batch += 1
-    sent_texts = [a.text[s:e] for a in articles for s, e in sentences[a.id]]
+    plan = build.plan(articles, None, config, embedder.fits)
+    sent_texts = [a.text[s:e] for a in articles for s, e in plan.sentences[a.id]]
     unique = sorted(set(sent_texts))
     uvecs = embedder.embed_documents(unique)
     row = {t: i for i, t in enumerate(unique)}
-    sent_vecs = uvecs[[row[t] for t in sent_texts]]
+    sentence_vectors = {a.id: uvecs[[row[a.text[s:e]] for s, e in plan.sentences[a.id]]] for a in articles}
     # A chunk's vector: the mean of the vectors of the sentences inside it, plus noise, normalized.
-    starts, chunk_vecs = {}, np.empty((len(chunks), uvecs.shape[1]), np.float32)
-    r = 0
+    chunk_vectors = {}
     for a in articles:
-        starts[a.id] = r
-        r += len(sentences[a.id])
-    for j, c in enumerate(chunks):
-        spans = sentences[c.article_id]
-        base = starts[c.article_id]
-        inside = [base + k for k, (s, e) in enumerate(spans) if s >= c.start and e <= c.end] or [base]
-        v = sent_vecs[inside].mean(0) + rng.normal(0, 0.01, uvecs.shape[1]).astype(np.float32)
-        chunk_vecs[j] = v / np.linalg.norm(v)
-    titles = {a.id: a.title for a in articles}
-    bm25 = BM25.fit(f"{titles[c.article_id]} {c.text}" for c in chunks)
-    settings = Desk(index_dir, config=config, embedder=embedder)._chunk_settings()
-    manifest = {"model": config.model, "dim": int(uvecs.shape[1]), "tokenizer": ENCODING, **settings}
+        spans, vecs = plan.sentences[a.id], sentence_vectors[a.id]
+        for c in plan.chunks[a.id]:
+            inside = [k for k, (s, e) in enumerate(spans) if s >= c.start and e <= c.end] or [0]
+            v = vecs[inside].mean(0) + rng.normal(0, 0.01, uvecs.shape[1]).astype(np.float32)
+            chunk_vectors[c.id] = v / np.linalg.norm(v)
+    manifest = {"model": config.model, "dim": int(uvecs.shape[1]), "tokenizer": ENCODING, **build.settings(config),
+                "embedder": {"int8": None}, "corpus": None}
+    gen = build.assemble(plan, chunk_vectors, sentence_vectors, manifest=manifest, ann_above=config.ann_above)
     with index_mod.lock(index_dir):
-        index_mod.publish(index_dir, manifest=manifest, articles=articles, sentences=sentences,
-                          sentence_vectors=sent_vecs, chunks=chunks, chunk_vectors=chunk_vecs,
-                          lexical=bm25.to_arrays())
+        index_mod.publish(index_dir, gen)
     stamp.write_text(json.dumps(want))
-    print(f"  published synthetic index: {len(articles):,} articles, {len(chunks):,} chunks, "
+    print(f"  published synthetic index: {len(articles):,} articles, {len(gen.chunks):,} chunks, "
           f"{len(sent_texts):,} sentences in {time.perf_counter() - t0:.0f} s", flush=True)
     return want

@@ -3,8 +3,8 @@
     askdesk eval retrieval ../shared/data/squad-dev --keep-index /tmp/squad-index   # once, keeps the index
     python bench/fusion.py /tmp/squad-index ../shared/data/squad-dev [--dev 2631]
 
-Every query's candidates (dense top-50 and BM25 top-50, as `Desk` retrieves them) and their
-signals are computed once; each variant then only re-ranks them, so the grid takes seconds.
+Every query's candidates (dense top-50 and BM25 top-50: `Retriever.candidates`, as `Desk` retrieves
+them) and their signals are computed once; each variant then only re-ranks them, so the grid takes seconds.
 Weights are chosen on the first ``--dev`` queries (squad-dev's first 12 articles) and reported
 on the rest, which they never saw. Prints JSON.
 """
@@ -28,36 +28,29 @@ def main() -> None:
     args = ap.parse_args()
 
     from askdesk import Desk
-    from askdesk.retrieve import best_sentence_cos
-    from askdesk.eval import _read_corpus, _read_jsonl, _read_qrels, mrr_at_k, ndcg_at_k, recall_at_k
-    from askdesk.retrieve import fuse, rrf, terms, top_rows
+    from askdesk.eval import mrr_at_k, ndcg_at_k, read_corpus, read_jsonl, read_qrels, recall_at_k
+    from askdesk.retrieve import fuse, rrf
 
     desk = Desk.open(args.index)
-    state = desk._current()
-    snap = state.snap
+    retriever = desk.retriever
     root = Path(args.data)
-    _, doc_of = _read_corpus(root)
-    qrels = _read_qrels(root)
-    queries = [q for q in _read_jsonl(root / "queries.jsonl", "queries") if qrels.get(str(q["_id"]))]
-    n = desk.config.candidates
+    _, doc_of = read_corpus(root)
+    qrels = read_qrels(root)
+    queries = [q for q in read_jsonl(root / "queries.jsonl", "queries") if qrels.get(str(q["_id"]))]
     feats = []
     for i, q in enumerate(queries):
-        qvec = desk.embedder.embed_query(q["text"])
-        dense = snap.search(qvec, n)
-        lex = state.bm25.scores(terms(q["text"]))
-        lexical = top_rows(lex, n)
-        rows = list(dict.fromkeys([r for r, _ in dense] + [r for r, _ in lexical]))
-        dmap = dict(dense)
-        cos = np.array([dmap[r] if r in dmap else float(desk._chunk_vector(state, r) @ qvec) for r in rows])
-        feats.append((rows, cos, best_sentence_cos(state.sent_lo, state.sent_hi, snap.sentence_vectors, rows, qvec, cos), lex[rows], dense, lexical,
-                      qrels[str(q["_id"])]))
+        c = retriever.candidates(q["text"], desk.embedder.embed_query(q["text"]))
+        article = {int(k): ch.article_id for k, ch in zip(c.keys, c.chunks)}
+        feats.append((c.keys.tolist(), c.dense, c.sentence, c.lexical, c.dense_hits, c.lexical_hits,
+                      qrels[str(q["_id"])], article))
         if i % 500 == 0:
             print(f"{i}/{len(queries)}", file=sys.stderr, flush=True)
 
     def score(rank_fn, part: slice) -> dict:
         r5, mrr, ndcg = [], [], []
-        for rows, cos, sent, lex, dense, lexical, rels in feats[part]:
-            ranked = list(dict.fromkeys(doc_of[snap.chunks[r].article_id] for r, _ in rank_fn(rows, cos, sent, lex, dense, lexical)))[:10]
+        for rows, cos, sent, lex, dense, lexical, rels, article in feats[part]:
+            ranked = list(dict.fromkeys(doc_of[article[r]]
+                                        for r, _ in rank_fn(rows, cos, sent, lex, dense, lexical)))[:10]
             r5.append(recall_at_k(ranked, rels, 5))
             mrr.append(mrr_at_k(ranked, rels, 10))
             ndcg.append(ndcg_at_k(ranked, rels, 10))
@@ -65,20 +58,22 @@ def main() -> None:
                 "ndcg@10": round(float(np.mean(ndcg)), 4)}
 
     dev, test = slice(0, args.dev), slice(args.dev, None)
-    out = {"rrf 0.4/k2 (before)": {s: score(lambda r, c, st, l, d, lx: rrf(d, lx), p) for s, p in (("dev", dev), ("test", test))}}
+    splits = (("dev", dev), ("test", test))
+    out = {"rrf 0.4/k2 (before)": {s: score(lambda r, c, st, lex, d, lx: rrf(d, lx), p) for s, p in splits}}
     grid = {}
     for w, share in itertools.product((0.4, 0.5, 0.6, 0.7, 0.8), (0.0, 0.25, 0.5, 0.75, 1.0)):
-        grid[(w, share)] = score(lambda r, c, st, l, d, lx: fuse(r, c, st, l, dense_weight=w, sentence_share=share), dev)
+        grid[(w, share)] = score(lambda r, c, st, lex, d, lx, w=w, share=share:
+                                 fuse(r, c, st, lex, dense_weight=w, sentence_share=share), dev)
     best = max(grid, key=lambda k: grid[k]["mrr@10"] + grid[k]["recall@5"])
     out["grid (dev)"] = {f"w={w} share={s}": v for (w, s), v in grid.items()}
     out["best on dev"] = {"dense_weight": best[0], "sentence_share": best[1], "dev": grid[best],
-                          "test": score(lambda r, c, st, l, d, lx: fuse(r, c, st, l, dense_weight=best[0],
-                                                                         sentence_share=best[1]), test)}
+                          "test": score(lambda r, c, st, lex, d, lx: fuse(r, c, st, lex, dense_weight=best[0],
+                                                                             sentence_share=best[1]), test)}
     for name, kw in (("dense alone (chunk cosine)", {"dense_weight": 1.0, "sentence_share": 0.0}),
                      ("dense alone (best sentence)", {"dense_weight": 1.0, "sentence_share": 1.0}),
                      ("bm25 alone", {"dense_weight": 0.0})):
-        out[name] = {s: score(lambda r, c, st, l, d, lx, kw=kw: fuse(r, c, st, l, **kw), p) for s, p in (("dev", dev), ("test", test))}
-    out["shipped defaults"] = {s: score(lambda r, c, st, l, d, lx: fuse(r, c, st, l), p) for s, p in (("dev", dev), ("test", test))}
+        out[name] = {s: score(lambda r, c, st, lex, d, lx, kw=kw: fuse(r, c, st, lex, **kw), p) for s, p in splits}
+    out["shipped defaults"] = {s: score(lambda r, c, st, lex, d, lx: fuse(r, c, st, lex), p) for s, p in splits}
     print(json.dumps(out, indent=1))
 
 

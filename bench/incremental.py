@@ -26,7 +26,7 @@ def main() -> None:
     args = ap.parse_args()
     from askdesk import Config, Desk
 
-    docs = [json.loads(l) for l in open(DATA / "corpus.jsonl")][: args.docs + 1]
+    docs = [json.loads(line) for line in open(DATA / "corpus.jsonl")][: args.docs + 1]
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus"
         corpus.mkdir()

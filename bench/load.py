@@ -1,6 +1,6 @@
 """Load: simultaneous users asking through the running chat page's API.
 
-Starts the page (`askdesk.ui.main`, what `python app.py` runs) on a free loopback port with
+Starts the page (`askdesk serve`, what `python app.py` runs) on a free loopback port with
 ASKDESK_INDEX/ASKDESK_CORPUS pointing at a benchmark index, connects one `gradio_client.Client` per
 user (each its own session), releases them together, and has each ask a few questions in one
 conversation. Latency is submit to final answer, per question. Two endpoints can be measured:
@@ -54,8 +54,8 @@ def start_server(index: Path, corpus: Path, port: int, concurrency: int | None, 
     """The page from source tree ``src`` (default: this checkout), ASK_CONCURRENCY patched if given."""
     from measure import env
 
-    cmd = [sys.executable, "-c", "import sys, askdesk.ui as u; c = int(sys.argv[1]); "
-                                 "u.ASK_CONCURRENCY = c or u.ASK_CONCURRENCY; sys.exit(u.main([]))",
+    cmd = [sys.executable, "-c", "import sys, askdesk.ui as u, askdesk.cli as cli; c = int(sys.argv[1]); "
+                                 "u.ASK_CONCURRENCY = c or u.ASK_CONCURRENCY; sys.exit(cli.main(['serve']))",
            str(concurrency or 0)]
     e = env(ASKDESK_INDEX=str(index), ASKDESK_CORPUS=str(corpus), GRADIO_SERVER_NAME="127.0.0.1",
             GRADIO_SERVER_PORT=str(port), PYTHONPATH=str(Path(src or ROOT / "src").resolve()))

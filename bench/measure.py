@@ -14,8 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -71,15 +71,15 @@ def build(folder: Path, emb, config) -> dict:
     return {"articles": len(texts), "raw_encode_s": raw, "raw_encode_first_s": raw_s, "raw_encode_again_s": raw_again_s,
             "build_s": build_s, "raw_texts_per_s": len(texts) / raw, "build_articles_per_s": len(texts) / build_s,
             "build_ratio": raw / build_s, "raw_encode_cpu_s": raw_cpu_mean, "raw_encode_first_cpu_s": raw_cpu,
-            "raw_encode_again_cpu_s": raw_again_cpu, "build_cpu_s": build_cpu, "build_ratio_cpu": raw_cpu_mean / build_cpu,
-            "build_chunks": info["n_chunks"], "int8": config.int8}
+            "raw_encode_again_cpu_s": raw_again_cpu, "build_cpu_s": build_cpu,
+            "build_ratio_cpu": raw_cpu_mean / build_cpu, "build_chunks": info["n_chunks"], "int8": config.int8}
 
 
 def ensure_index(folder: Path, index: Path, emb, config) -> dict:
     """The benchmark's index of ``folder`` at ``index``, built through `Desk.build` with cached vectors."""
     import shutil
 
-    from askdesk import Desk
+    from askdesk import Desk, build
     from askdesk import index as index_mod
 
     cached = CachedEmbedder(emb)
@@ -89,7 +89,7 @@ def ensure_index(folder: Path, index: Path, emb, config) -> dict:
         # Desk.build returns early when no article changed, even if the chunk settings did (an
         # index written before late pooling or int8 would be kept): start over instead.
         old = index_mod.read_manifest(index / gen)
-        want = Desk(index, config=cfg, embedder=cached)._chunk_settings()
+        want = build.settings(cfg)
         if any(old.get(k) != v for k, v in want.items()):
             shutil.rmtree(index)
     t = time.perf_counter()
@@ -104,7 +104,7 @@ def latency(index: Path, emb, config, questions: Sequence[str]) -> dict:
     from askdesk import Desk
 
     desk = Desk.open(index, config=config.replace(index=index), embedder=emb)
-    snap = desk._current().snap
+    vectors = desk.snapshot.vectors
     raw = emb.model
     for q in questions[:10]:  # warm up: first-use loads, page faults
         desk.ask(q)
@@ -124,7 +124,7 @@ def latency(index: Path, emb, config, questions: Sequence[str]) -> dict:
         block = questions[lo:lo + 50]
         for q in block:
             t = time.perf_counter()
-            snap.search(emb.embed_query(q), 10)
+            vectors.search(emb.embed_query(q), 10)
             t1 = time.perf_counter()
             desk.retrieve(q)
             t2, c2 = time.perf_counter(), time.process_time()
@@ -139,7 +139,7 @@ def latency(index: Path, emb, config, questions: Sequence[str]) -> dict:
             for q in block:
                 t = time.perf_counter()
                 v = raw.encode([q], show_progress_bar=False)
-                snap.faiss_index.search(np.ascontiguousarray(v, dtype=np.float32), 10)
+                vectors.index.search(np.ascontiguousarray(v, dtype=np.float32), 10)
                 times.append((time.perf_counter() - t) * 1e3)
         torch.set_num_threads(torch_threads)
         time.sleep(0.3)  # let the spinning threads park before the next block
@@ -226,18 +226,18 @@ def memory(index: Path, questions: Sequence[str], model_mb: float) -> dict:
 
 def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> dict:
     """Approximate FAISS indexes over the same vectors: recall@k against exact search, search time,
-    and `Desk.ask` with each swapped in. ``askdesk_ivf...`` is what `index.publish` builds above
-    ``Config.ann_above`` (`index.build_faiss`); the others are the alternatives it was chosen from."""
+    and `Desk.ask` with each swapped in. ``askdesk_ivf...`` is what the writer builds above
+    ``Config.ann_above`` (`vectors.FaissIndex.build`); the others are the alternatives it was chosen from."""
     import faiss
 
     from askdesk import Desk
-    from askdesk import index as index_mod
+    from askdesk.vectors import FaissIndex
 
     desk = Desk.open(index, config=config.replace(index=index), embedder=emb)
-    state = desk._current()
-    snap = state.snap
-    xb = np.ascontiguousarray(np.stack(list(snap.chunk_vectors().values())), dtype=np.float32)
-    ids = np.array([index_mod.faiss_id(c.id) for c in snap.chunks], dtype=np.int64)
+    snap = desk.snapshot
+    xb = np.ascontiguousarray(snap.vectors.all_vectors(), dtype=np.float32)
+    ids = snap.vectors.keys
+    dates = snap.vectors.dates
     xq = np.stack([emb.embed_query(q) for q in questions])
     d = xb.shape[1]
 
@@ -268,24 +268,24 @@ def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> d
     # Every dict value below is a table row in bench/run.py (recall, search time, build time).
     out: dict = {"n": int(len(xb)), "flat_search_p50_ms": flat_ms}
     t = time.perf_counter()
-    shipped, kind = index_mod.build_faiss(xb, ids, dim=d, ann_above=0)
+    shipped_index = FaissIndex.build(xb, ids, dates, ann_above=0)
+    shipped, kind = shipped_index.index, shipped_index.kind
     shipped_s = time.perf_counter() - t
     out["askdesk_nlist"], out["askdesk_nprobe"] = kind["nlist"], kind["nprobe"]
     inner = faiss.extract_index_ivf(shipped)
     for v in sorted({kind["nprobe"] // 2, kind["nprobe"], kind["nprobe"] * 2}):
         inner.nprobe = v
-        found, ms = timed(inner)  # rows, as Snapshot.search gets them
+        found, ms = timed(inner)  # rows, as FaissIndex.search_rows gets them
         out[f"askdesk_ivf{kind['nlist']}_nprobe{v}"] = {"recall_at_10": recall(found),
                                                         "recall_at_10_strict": recall_strict(found),
                                                         "search_p50_ms": ms, "build_s": shipped_s}
     inner.nprobe = kind["nprobe"]
-    # A date filter: 1 row in 10 allowed, through Snapshot.search as Desk calls it.
+    # A date filter: 1 row in 10 allowed, through the selector a date window becomes.
     allowed = np.zeros(len(xb), dtype=bool)
     allowed[::10] = True
     masked = np.where(allowed, scores, -np.inf)
     kth_masked = np.sort(masked, axis=1)[:, -k]
-    ivf_snap = dataclasses.replace(snap, faiss_index=shipped, manifest={**snap.manifest, "faiss": kind})
-    hits = [[r for r, _ in ivf_snap.search(q, k, allowed=allowed)] for q in xq]
+    hits = [[r for r, _ in shipped_index.search_rows(q, k, allowed=allowed)] for q in xq]
     out["askdesk_ivf_recall_at_10_one_in_ten_allowed"] = float(np.mean(
         [np.sum(masked[i, rows] >= kth_masked[i] - 1e-5) / k for i, rows in enumerate(hits)]))
     candidates = {
@@ -311,14 +311,15 @@ def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> d
     texts: dict[str, list[str]] = {}
 
     def asks(ix, faiss_kind: dict) -> list[float]:
-        desk._state = dataclasses.replace(state, snap=dataclasses.replace(
-            snap, faiss_index=ix, manifest={**snap.manifest, "faiss": faiss_kind}))
+        swapped = Desk.over(dataclasses.replace(snap, vectors=FaissIndex(ix, dates, faiss_kind),
+                                                manifest={**snap.manifest, "faiss": faiss_kind}),
+                            config=desk.config, embedder=emb)
         for q in questions[:10]:
-            desk.ask(q)
+            swapped.ask(q)
         ts, said = [], []
         for q in questions:
             t = time.perf_counter()
-            said.append(desk.ask(q).text)
+            said.append(swapped.ask(q).text)
             ts.append((time.perf_counter() - t) * 1e3)
         texts[faiss_kind["kind"] if ix is not hnsw_ids else "hnsw"] = said
         return ts
@@ -336,7 +337,6 @@ def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> d
         ts = asks(ix, faiss_kind)
         out[f"ask_p50_{name}_ms"], out[f"ask_p95_{name}_ms"] = pct(ts, 50), pct(ts, 95)
         out[f"ask_{name}_setting"] = setting
-    desk._state = state
     out["ivf_answers_same_as_flat"] = float(np.mean([a == b for a, b in zip(texts["ivf"], texts["flat"])]))
     return out
 

@@ -38,7 +38,8 @@ from askdesk.ingest import dateline_date  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared beside a clone; two levels up from a worktree under wt/.
 RGB = next((p / "shared" / "data" / "rgb-news" / "rgb_en_fact.jsonl" for p in (ROOT.parent, ROOT.parent.parent)
-            if (p / "shared" / "data" / "rgb-news").is_dir()), ROOT.parent / "shared" / "data" / "rgb-news" / "rgb_en_fact.jsonl")
+            if (p / "shared" / "data" / "rgb-news").is_dir()),
+           ROOT.parent / "shared" / "data" / "rgb-news" / "rgb_en_fact.jsonl")
 
 
 def write_set(source: Path, out: Path, *, as_of: bool) -> tuple[int, int, str]:
@@ -119,7 +120,8 @@ def run_conflicts() -> None:
         return fired, pairs
 
     for name, pairs_of in [
-        ("positive vs counterfactual (a planted disagreement)", lambda r: (r["positive"], r["counterfactual_positive"])),
+        ("positive vs counterfactual (a planted disagreement)",
+         lambda r: (r["positive"], r["counterfactual_positive"])),
         ("positive vs positive (same fact, other snippet)", lambda r: (r["positive"], r["positive"])),
         ("positive vs negative (same topic, other facts)", lambda r: (r["positive"], r["negative"])),
     ]:
@@ -129,7 +131,8 @@ def run_conflicts() -> None:
     readable = [r for r in rows if any(f.text.lower() in a.lower() or a.lower() in f.text.lower()
                                        for a in r["answers"] for s in sentences(r["positive"])
                                        for f in news.find_figures(s))]
-    caught = sum(any(news.disagree(x, y) for a in sentences(r["positive"]) for b in sentences(r["counterfactual_positive"])
+    caught = sum(any(news.disagree(x, y) for a in sentences(r["positive"])
+                     for b in sentences(r["counterfactual_positive"])
                      for x in news.find_figures(a) for y in news.find_figures(b)) for r in readable)
     print(f"questions whose answer is a figure or date the detector reads: {len(readable)}; "
           f"planted disagreement caught for {caught}")

@@ -107,7 +107,8 @@ def main() -> None:
     out: dict = {"docs": len(texts)}
     for name in only:
         try:
-            out[name] = {"llamaindex": llamaindex, "langchain": langchain}[name](texts, spec["questions"], spec["k"], path)
+            run_peer = {"llamaindex": llamaindex, "langchain": langchain}[name]
+            out[name] = run_peer(texts, spec["questions"], spec["k"], path)
         except Exception as e:  # noqa: BLE001 - recorded, so one broken peer does not hide the other
             out[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     print(json.dumps(out))

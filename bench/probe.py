@@ -54,39 +54,34 @@ def serve(index: str, questions: str) -> dict:
     return {"peak_mb": status_mb("VmHWM"), "rss_mb": status_mb("VmRSS"), "rss_after_load_mb": after_load,
             "rss_anon_mb": status_mb("RssAnon"), "rss_file_mb": status_mb("RssFile"),
             "load_s": load_s, "questions": len(qs), "torch_imported": "torch" in sys.modules,
-            "faiss": desk._current().snap.manifest.get("faiss", {"kind": "flat"})}
+            "faiss": desk.snapshot.manifest.get("faiss", {"kind": "flat"})}
 
 
 def parts(index: str) -> dict:
-    """RSS after each step of loading, and the bytes of the big arrays."""
+    """RSS after loading, and the bytes of the big arrays."""
+    import faiss  # counted before the index, so the library is not billed to the data
     import numpy as np
 
     from askdesk import index as index_mod
-    from askdesk.retrieve import BM25
-
-    import faiss  # counted before the index, so the library is not billed to the data
 
     steps = {"imports": status_mb("VmRSS")}
-    snap = index_mod.load(index)
+    snap = index_mod.load(index)  # BM25's postings are memory-mapped by the load itself
     steps["snapshot"] = status_mb("VmRSS")
-    BM25.from_arrays(snap.lexical)
-    steps["bm25"] = status_mb("VmRSS")
     # Sizes of the parts, whether held (FAISS, article text) or read on demand (sentence vectors,
     # by pread; BM25 postings, memory-mapped; see rss_file_mb of `serve`).
-    inner = faiss.downcast_index(snap.faiss_index.index)  # Flat: 4 bytes a dimension; IVF fp16: 2
-    code_size = faiss.extract_index_ivf(inner).code_size if snap.manifest.get("faiss", {}).get("kind") == "ivf" \
-        else snap.faiss_index.d * 4
-    arrays = {"faiss_vectors": snap.faiss_index.ntotal * code_size,
+    vectors, lexical = snap.vectors, snap.lexical
+    inner = faiss.downcast_index(vectors.index.index)  # Flat: 4 bytes a dimension; IVF fp16: 2
+    code_size = faiss.extract_index_ivf(inner).code_size if vectors.kind["kind"] == "ivf" else vectors.dim * 4
+    arrays = {"faiss_vectors": len(vectors) * code_size,
               "sentence_vectors_mapped": snap.sentence_vectors.nbytes,
-              "bm25_postings_mapped": sum(v.nbytes for k, v in snap.lexical.items() if k != "vocab"),
-              "bm25_vocab": snap.lexical["vocab"].nbytes,
+              "bm25_postings_mapped": sum(np.asarray(a).nbytes for a in (lexical.indptr, lexical.docs, lexical.tfs)),
+              "bm25_vocab": sum(len(w) + 1 for w in lexical.vocab),
               "article_text": sum(sys.getsizeof(a.text) for a in snap.articles.values())}
     steps["rss_anon"], steps["rss_file"] = status_mb("RssAnon"), status_mb("RssFile")
     return {"rss_steps_mb": steps, "array_mb": {k: v / 2**20 for k, v in arrays.items()},
             "n_chunks": len(snap.chunks), "n_articles": len(snap.articles),
-            "n_sentences": int(snap.sentence_vectors.shape[0]), "vocab": int(len(snap.lexical["vocab"])),
-            "vocab_dtype": str(snap.lexical["vocab"].dtype), "peak_mb": status_mb("VmHWM"),
-            "numpy": np.__version__}
+            "n_sentences": int(snap.sentence_vectors.shape[0]), "vocab": len(lexical.vocab),
+            "peak_mb": status_mb("VmHWM"), "numpy": np.__version__}
 
 
 if __name__ == "__main__":

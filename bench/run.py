@@ -16,7 +16,8 @@ What it measures, each ratio timed in the same run (absolute times drift on a sh
 
 Corpora and embeddings are cached under bench/results/ (git-ignored): the first 10k run embeds
 ~15k texts (~10 minutes here); later runs reuse the vectors. The table also goes into
-docs/benchmarks.md, and a summary into README.md (between `<!-- bench:latest -->` markers). See that file for the method and docs/scaling.md for what comes past 100k.
+docs/benchmarks.md, and a summary into README.md (between `<!-- bench:latest -->` markers). See that file for the
+method and docs/scaling.md for what comes past 100k.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import corpus  # noqa: E402
 import measure  # noqa: E402
+
+import corpus  # noqa: E402
 from corpus import RESULTS, ROOT, parse_size, size_label  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -67,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load-concurrency", default="", help="also load-test with these ASK_CONCURRENCY values, e.g. 1,4")
     ap.add_argument("--peers-python", default=PEERS_PYTHON, help=f"python of the peers' venv (default {PEERS_PYTHON})")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"))
-    ap.add_argument("--no-docs", action="store_true", help="do not rewrite the tables in docs/benchmarks.md and README.md "
-                    "(implied by --quick)")
+    ap.add_argument("--no-docs", action="store_true",
+                    help="do not rewrite the tables in docs/benchmarks.md and README.md (implied by --quick)")
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes, args.questions, args.build_articles = "1k", 50, 200
@@ -260,7 +262,8 @@ def render(res: dict) -> str:
     """The Markdown tables: sizes, build, load, peers, ANN, targets."""
     m = res["machine"]
     lines = [f"Run {res['started']} on {m['cpus']} CPUs ({m['cpu']}), load average {res['loadavg_start'][0]:.1f} "
-             f"at start and {res['loadavg_end'][0]:.1f} at the end; python {m['python']}, `{' '.join(['bench/run.py'] + res['argv'])}`.", ""]
+             f"at start and {res['loadavg_end'][0]:.1f} at the end; python {m['python']}, "
+             f"`{' '.join(['bench/run.py'] + res['argv'])}`.", ""]
     lines += ["| index | chunks | vectors | FAISS (shipped at this size) | ask p50 / p95 ms | ask CPU p50 / p95 ms "
               "| ask without encode p50 ms | bare p50 / p95 ms | ask ÷ bare (p50) | cold start s | peak RSS MB "
               "| beyond model MB | file-backed RSS MB |",
@@ -278,7 +281,8 @@ def render(res: dict) -> str:
                  f"`askdesk --help`: {res['help_s']:.2f} s. Bare = `SentenceTransformer.encode([question])` + one "
                  "FAISS search of 10, with torch's default threads or one thread, whichever was faster in this run"
                  + "".join(f"; {label}: {r['bare_torch_threads']} thread(s), p50 "
-                           + " / ".join(f"{r[k]:.1f}" for k in sorted(r) if k.startswith("bare_torch") and k.endswith("p50_ms"))
+                           + " / ".join(f"{r[k]:.1f}" for k in sorted(r)
+                                        if k.startswith("bare_torch") and k.endswith("p50_ms"))
                            + " ms (1 / 2 threads)"
                            for label, r in res["sizes"].items() if "bare_torch_threads" in r) + ".")
     b = res.get("build")
@@ -296,8 +300,8 @@ def render(res: dict) -> str:
             lines.append(f"\n{b['note']}")
     for load in res.get("load") or []:
         if load is res["load"][0]:
-            lines += ["", "| load | users × questions | ASK_CONCURRENCY | p50 ms | p95 ms | max ms | errors | answers/s |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            lines += ["", "| load | users × questions | ASK_CONCURRENCY | p50 ms | p95 ms | max ms | errors "
+                      "| answers/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
         lines.append(f"| {load['size']} | {load['users']} × {load['per_user']} | {load['concurrency']} | "
                      f"{load['p50_ms']:.0f} | {load['p95_ms']:.0f} | {load['max_ms']:.0f} | {load['errors']} | "
                      f"{load['throughput_qps']:.1f} |")
@@ -306,9 +310,10 @@ def render(res: dict) -> str:
     p = res.get("peers")
     if p and "askdesk" in p:
         a = p["askdesk"]
-        lines += ["", f"| peers ({size_label(res['build']['articles'])} articles) | index s | ÷ askdesk | query p50 ms | "
-                  "÷ askdesk retrieve | ÷ askdesk ask |", "|---|---:|---:|---:|---:|---:|",
-                  f"| askdesk | {a['index_s']:.1f} | 1.00 | retrieve {a['retrieve_p50_ms']:.1f}, ask {a['ask_p50_ms']:.1f} | 1.00 | 1.00 |"]
+        lines += ["", f"| peers ({size_label(res['build']['articles'])} articles) | index s | ÷ askdesk "
+                  "| query p50 ms | ÷ askdesk retrieve | ÷ askdesk ask |", "|---|---:|---:|---:|---:|---:|",
+                  f"| askdesk | {a['index_s']:.1f} | 1.00 | retrieve {a['retrieve_p50_ms']:.1f}, "
+                  f"ask {a['ask_p50_ms']:.1f} | 1.00 | 1.00 |"]
         for name, label in (("llamaindex", "LlamaIndex"), ("langchain", "LangChain")):
             q = p[name]
             if "error" in q:
@@ -351,7 +356,8 @@ def render(res: dict) -> str:
         v = t["value"]
         val = "not measured" if v is None else (f"{v:.3f}" if v < 1 else f"{v:.2f}") if isinstance(v, float) else str(v)
         val += f", {t['note']}" if t.get("note") else ""
-        lines.append(f"| {t['target']} | {t['goal']} | {val} | {'—' if t['ok'] is None else 'yes' if t['ok'] else 'no'} |")
+        met = "—" if t["ok"] is None else "yes" if t["ok"] else "no"
+        lines.append(f"| {t['target']} | {t['goal']} | {val} | {met} |")
     return "\n".join(lines)
 
 
@@ -382,8 +388,8 @@ def summary(res: dict) -> str:
     lines.append("")
     big = list(res["sizes"].values())[-1] if res["sizes"] else {}
     if big.get("rss_file_mb", 0) > 100:
-        lines.append(f"Of the {big['chunks']:,}-chunk process's RSS, {big['rss_file_mb']:.0f} MB were file-backed: pages of "
-                     "the memory-mapped index files (shared, reclaimable) and ~26 MB of libraries.")
+        lines.append(f"Of the {big['chunks']:,}-chunk process's RSS, {big['rss_file_mb']:.0f} MB were file-backed: "
+                     "pages of the memory-mapped index files (shared, reclaimable) and ~26 MB of libraries.")
     b = res.get("build")
     if b:
         lines.append(f"Index build ({b['articles']:,} articles, {'int8, ' if b.get('int8') else ''}one model pass per "
@@ -432,7 +438,7 @@ def _save(res: dict, out: str) -> None:
 def _machine() -> dict:
     cpu = ""
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}

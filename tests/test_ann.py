@@ -5,10 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write
 
 from askdesk import Config, Desk
-from askdesk import index as index_mod
-from conftest import write
+from askdesk import vectors as vectors_mod
+from askdesk.vectors import FaissIndex, chunk_key
 
 WORDS = [f"w{i}" for i in range(2000)]
 
@@ -23,19 +24,21 @@ def many_chunks(folder, n_articles=50, sentences=30, seed=0):
 
 
 @pytest.fixture
-def ivf_config(fake_config, monkeypatch):
-    # Desk passes no threshold to publish yet, so publish reads ASKDESK_ANN_ABOVE; set both.
-    monkeypatch.setenv("ASKDESK_ANN_ABOVE", "500")
+def ivf_config(fake_config):
     return fake_config.replace(ann_above=500, chunk_tokens=16, chunk_overlap=0)
 
 
 def all_vectors(snap):
-    return np.stack([snap.vector(r) for r in range(len(snap.chunks))])
+    return np.stack([snap.vectors.vector(r) for r in range(len(snap.chunks))])
+
+
+def chunk_vectors(snap) -> dict:
+    return {c.id: v for c, v in zip(snap.chunks, snap.vectors.all_vectors())}
 
 
 def test_above_the_threshold_the_index_is_ivf_and_finds_exact_duplicates(tmp_path, fake, ivf_config):
     desk = Desk.build(many_chunks(tmp_path / "corpus"), ivf_config.index, config=ivf_config, embedder=fake)
-    snap = desk._current().snap
+    snap = desk.snapshot
     n = len(snap.chunks)
     assert n > 1000
     kind = snap.manifest["faiss"]
@@ -45,7 +48,7 @@ def test_above_the_threshold_the_index_is_ivf_and_finds_exact_duplicates(tmp_pat
         want = fake.embed_documents([f"{snap.articles[c.article_id].title}\n{c.text}"])[0]
         np.testing.assert_array_equal(vecs[r], want.astype(np.float16).astype(np.float32))
     for r in range(0, n, 53):
-        got = snap.search(vecs[r], 10)
+        got = snap.vectors.search_rows(vecs[r], 10)
         exact = vecs @ vecs[r]
         assert got[0][1] == pytest.approx(exact.max(), abs=1e-5)  # the duplicate (or an equal twin) first
         assert exact[got[0][0]] == pytest.approx(1.0, abs=2e-3)  # unit length, to fp16's precision
@@ -54,42 +57,42 @@ def test_above_the_threshold_the_index_is_ivf_and_finds_exact_duplicates(tmp_pat
 
 def test_allowed_mask_filters_inside_the_ivf_search(tmp_path, fake, ivf_config):
     snap = Desk.build(many_chunks(tmp_path / "corpus"), ivf_config.index, config=ivf_config,
-                      embedder=fake)._current().snap
+                      embedder=fake).snapshot
     n = len(snap.chunks)
     vecs = all_vectors(snap)
     rng = np.random.default_rng(1)
     allowed = rng.random(n) < 0.2
     for r in np.flatnonzero(allowed)[::31]:
-        got = snap.search(vecs[r], 10, allowed=allowed)
+        got = snap.vectors.search_rows(vecs[r], 10, allowed=allowed)
         assert len(got) == 10 and all(allowed[i] for i, _ in got)
         assert got[0][1] == pytest.approx(1.0, abs=2e-3)
     # Three rows allowed: the search probes every list, so all three come back, best first.
     few = np.zeros(n, dtype=bool)
     few[[5, n // 2, n - 1]] = True
-    got = snap.search(vecs[5], 10, allowed=few)
+    got = snap.vectors.search_rows(vecs[5], 10, allowed=few)
     assert sorted(i for i, _ in got) == [5, n // 2, n - 1]
     assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
-    assert snap.search(vecs[5], 10, allowed=np.zeros(n, dtype=bool)) == []
+    assert snap.vectors.search_rows(vecs[5], 10, allowed=np.zeros(n, dtype=bool)) == []
 
 
 def test_ivf_index_reopens_and_takes_an_added_article(tmp_path, fake, ivf_config):
     corpus = many_chunks(tmp_path / "corpus")
     first = Desk.build(corpus, ivf_config.index, config=ivf_config, embedder=fake)
-    before = first._current().snap
+    before = first.snapshot
     reopened = Desk.open(ivf_config.index, config=ivf_config, embedder=fake)
-    snap = reopened._current().snap
+    snap = reopened.snapshot
     assert snap.manifest["faiss"] == before.manifest["faiss"]
-    q = snap.vector(7)
-    assert snap.search(q, 5) == before.search(q, 5)
+    q = snap.vectors.vector(7)
+    assert snap.vectors.search_rows(q, 5) == before.vectors.search_rows(q, 5)
 
     new = write(tmp_path / "new.txt", "Harbor\n\nThe harbor authority bought twelve new cranes from Finland.")
     fake.embedded = 0
     stats = reopened.add([new])
     assert stats["added"] == 1 and fake.embedded <= 3  # old chunk vectors came back out of the IVF index
-    after = reopened._current().snap
+    after = reopened.snapshot
     assert after.manifest["faiss"]["kind"] == "ivf" and len(after.chunks) == len(snap.chunks) + 1
-    old_vecs = snap.chunk_vectors()
-    new_vecs = after.chunk_vectors()
+    old_vecs = chunk_vectors(snap)
+    new_vecs = chunk_vectors(after)
     assert all(np.array_equal(new_vecs[cid], v) for cid, v in old_vecs.items())
     answer = reopened.ask("What did the harbor authority buy?")
     assert answer.citations and "cranes" in answer.citations[0].sentence
@@ -103,37 +106,37 @@ def centroids(snap):
 def faiss_ivf(snap):
     import faiss
 
-    return faiss.extract_index_ivf(snap.faiss_index)
+    return faiss.extract_index_ivf(snap.vectors.index)
 
 
 def test_an_add_keeps_the_ivf_lists_until_the_corpus_grows_half_again(tmp_path, fake, ivf_config):
     corpus = many_chunks(tmp_path / "corpus", n_articles=40)
     desk = Desk.build(corpus, ivf_config.index, config=ivf_config, embedder=fake)
-    first = desk._current().snap
+    first = desk.snapshot
     n = len(first.chunks)
     assert first.manifest["faiss"]["trained_on"] == n
 
     desk.add([write(tmp_path / "one.txt", "Harbor\n\nThe harbor authority bought twelve new cranes from Finland.")])
-    after = desk._current().snap
+    after = desk.snapshot
     assert len(after.chunks) == n + 1
     np.testing.assert_array_equal(centroids(after), centroids(first))  # no k-means for one article
     assert after.manifest["faiss"] == first.manifest["faiss"]
     assert "cranes" in desk.ask("What did the harbor authority buy?").citations[0].sentence
     vecs = all_vectors(after)
     for r in range(0, n, 61):  # every vector still lands in a list the search probes
-        assert after.search(vecs[r], 1)[0][1] == pytest.approx(1.0, abs=2e-3)
+        assert after.vectors.search_rows(vecs[r], 1)[0][1] == pytest.approx(1.0, abs=2e-3)
 
     desk.add([many_chunks(tmp_path / "more", n_articles=25, seed=5)])  # +60%: past RETRAIN_RATIO
-    grown = desk._current().snap
-    assert len(grown.chunks) > index_mod.RETRAIN_RATIO * n
+    grown = desk.snapshot
+    assert len(grown.chunks) > vectors_mod.RETRAIN_RATIO * n
     assert grown.manifest["faiss"]["trained_on"] == len(grown.chunks)
-    assert grown.manifest["faiss"]["nlist"] == index_mod.ivf_shape(len(grown.chunks))[0]
+    assert grown.manifest["faiss"]["nlist"] == vectors_mod.ivf_shape(len(grown.chunks))[0]
 
 
 def test_at_or_below_the_threshold_the_index_stays_exact(tmp_path, fake, fake_config):
     desk = Desk.build(many_chunks(tmp_path / "corpus", n_articles=5), fake_config.index,
                       config=fake_config.replace(chunk_tokens=16, chunk_overlap=0), embedder=fake)
-    assert desk._current().snap.manifest["faiss"] == {"kind": "flat"}
+    assert desk.snapshot.manifest["faiss"] == {"kind": "flat"}
 
 
 def test_build_faiss_picks_the_kind_by_size():
@@ -141,22 +144,24 @@ def test_build_faiss_picks_the_kind_by_size():
     x = rng.standard_normal((3000, 16)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     ids = np.arange(3000, dtype=np.int64) * 7919
-    assert index_mod.build_faiss(x, ids, dim=16, ann_above=3000)[1] == {"kind": "flat"}
-    assert index_mod.build_faiss(x[:900], ids[:900], dim=16, ann_above=0)[1] == {"kind": "flat"}  # too few
-    index, kind = index_mod.build_faiss(x, ids, dim=16, ann_above=2999)
+    dates = np.zeros(3000, np.int32)
+    assert FaissIndex.build(x, ids, dates, ann_above=3000).kind == {"kind": "flat"}
+    assert FaissIndex.build(x[:900], ids[:900], dates[:900], ann_above=0).kind == {"kind": "flat"}  # too few
+    built = FaissIndex.build(x, ids, dates, ann_above=2999)
+    index, kind = built.index, built.kind
     assert kind == {"kind": "ivf", "nlist": 76, "nprobe": 32, "vectors": "fp16", "trained_on": 3000}  # min(4 * sqrt(3000), 3000 // 39)
-    assert index_mod.ivf_shape(100_002) == (1264, 40)  # 4 * sqrt(n) lists, a 32nd of them probed
-    assert index_mod.ivf_shape(1_000_000) == (4000, 125)
-    assert index_mod.ivf_shape(10_000) == (256, 32)  # at least 32 probed
-    assert index_mod.ivf_shape(2000) == (51, 32)  # at most n / 39 lists
+    assert vectors_mod.ivf_shape(100_002) == (1264, 40)  # 4 * sqrt(n) lists, a 32nd of them probed
+    assert vectors_mod.ivf_shape(1_000_000) == (4000, 125)
+    assert vectors_mod.ivf_shape(10_000) == (256, 32)  # at least 32 probed
+    assert vectors_mod.ivf_shape(2000) == (51, 32)  # at most n / 39 lists
     import faiss
 
     ivf = faiss.extract_index_ivf(index)
     assert faiss_kind_name(index) == "IndexIVFScalarQuantizer" and ivf.code_size == 16 * 2  # 2 bytes a dim
     np.testing.assert_array_equal(index.reconstruct(int(ids[123])), x[123].astype(np.float16).astype(np.float32))
-    # Exactly what the next generation gets back from chunk_vectors(): fp16 -> fp16 loses nothing.
-    again, _ = index_mod.build_faiss(index.index.reconstruct_n(0, 3000), ids, dim=16, ann_above=2999)
-    np.testing.assert_array_equal(again.index.reconstruct_n(0, 3000), index.index.reconstruct_n(0, 3000))
+    # Exactly what the next generation gets back from all_vectors(): fp16 -> fp16 loses nothing.
+    again = FaissIndex.build(built.all_vectors(), ids, dates, ann_above=2999)
+    np.testing.assert_array_equal(again.all_vectors(), built.all_vectors())
 
 
 def faiss_kind_name(index) -> str:
@@ -169,21 +174,21 @@ def test_an_ivf_flat_index_from_before_fp16_still_opens(tmp_path, fake, ivf_conf
     import faiss
 
     desk = Desk.build(many_chunks(tmp_path / "corpus"), ivf_config.index, config=ivf_config, embedder=fake)
-    snap = desk._current().snap
+    snap = desk.snapshot
     vecs = fake.embed_documents([f"{snap.articles[c.article_id].title}\n{c.text}" for c in snap.chunks])
     kind = {k: v for k, v in snap.manifest["faiss"].items() if k != "vectors"}  # as written then
     old = faiss.index_factory(vecs.shape[1], f"IDMap2,IVF{kind['nlist']},Flat", faiss.METRIC_INNER_PRODUCT)
     old.train(vecs)
-    old.add_with_ids(vecs, np.array([index_mod.faiss_id(c.id) for c in snap.chunks], dtype=np.int64))
+    old.add_with_ids(vecs, np.array([chunk_key(c.id) for c in snap.chunks], dtype=np.int64))
     faiss.extract_index_ivf(old).make_direct_map()
     faiss.write_index(old, str(snap.path / "vectors.faiss"))
     m = json.loads((snap.path / "manifest.json").read_text())
     m["faiss"], m["files"]["vectors.faiss"] = kind, (snap.path / "vectors.faiss").stat().st_size
     (snap.path / "manifest.json").write_text(json.dumps(m))
-    reopened = Desk.open(ivf_config.index, config=ivf_config, embedder=fake)._current().snap
-    assert faiss_kind_name(reopened.faiss_index) == "IndexIVFFlat"
-    np.testing.assert_array_equal(reopened.vector(7), vecs[7])  # float32, exact
-    got = reopened.search(vecs[7], 5)
+    reopened = Desk.open(ivf_config.index, config=ivf_config, embedder=fake).snapshot
+    assert faiss_kind_name(reopened.vectors.index) == "IndexIVFFlat"
+    np.testing.assert_array_equal(reopened.vectors.vector(7), vecs[7])  # float32, exact
+    got = reopened.vectors.search_rows(vecs[7], 5)
     assert got[0][1] == pytest.approx(1.0, abs=1e-5) and vecs[got[0][0]] @ vecs[7] == pytest.approx(1.0, abs=1e-5)
 
 

@@ -1,8 +1,8 @@
 import pytest
+from conftest import SEED
 
 from askdesk.chunk import chunk_article, count_tokens, split_sentences
 from askdesk.ingest import article_from_text, read_article
-from conftest import SEED
 
 
 def sentences(text):

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, write
 
 from askdesk.cli import build_parser
-from conftest import ROOT, write
 
 
 def run(*args, env=None, cwd=None, timeout=300):
@@ -20,7 +20,7 @@ def run(*args, env=None, cwd=None, timeout=300):
 
 
 def one_clear_line(stderr: str) -> str:
-    lines = [l for l in stderr.strip().splitlines() if l.strip()]
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     return lines[0]
 

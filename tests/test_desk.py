@@ -1,11 +1,11 @@
 import json
 
 import pytest
+from conftest import write
 
 from askdesk import AskdeskError, Desk
 from askdesk.answer import REFUSAL
 from askdesk.errors import BadInputError, BadQuestionError, EmptyCorpusError
-from conftest import write
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_sync_reports_changes_and_embeds_only_new_text(desk, corpus, fake):
     assert (stats["added"], stats["updated"], stats["removed"], stats["unchanged"]) == (1, 0, 0, 1)
     assert fake.embedded - before == stats["embedded"] <= 3  # one chunk and its one sentence
     again = desk.sync(corpus)
-    assert (again["added"], again["unchanged"]) == (0, 2) and "embedded" not in again
+    assert (again["added"], again["unchanged"]) == (0, 2) and again["embedded"] == 0
     (corpus / "b.txt").unlink()
     assert desk.sync(corpus)["removed"] == 1 and desk.info()["n_articles"] == 1
 
@@ -81,7 +81,7 @@ def test_new_chunk_settings_rebuild_an_unchanged_corpus(desk, corpus, fake, fake
     assert stats["added"] == stats["updated"] == stats["removed"] == 0 and stats["embedded"] > 0
     assert fake.embedded > before and smaller.info()["chunk_tokens"] == 40
     assert smaller.info()["n_chunks"] > n_chunks
-    assert "embedded" not in smaller.sync(corpus)  # and then it is up to date
+    assert smaller.sync(corpus)["embedded"] == 0  # and then it is up to date
 
 
 def test_add_update_remove(desk, tmp_path, fake):
@@ -152,3 +152,29 @@ def test_date_range_and_as_of_restrict_the_articles_used(tmp_path, fake, fake_co
         desk.ask(q, since="last Tuesday-ish")
     with pytest.raises(BadInputError, match="swap them"):
         desk.ask(q, since="2024-06-01", until="2024-01-01")
+
+
+def test_readme_json_schema_lists_exactly_the_keys_to_dict_emits():
+    """README's `askdesk ask --json` block and `Answer.to_dict()` name the same keys, at every level."""
+    import re
+
+    from conftest import ROOT
+
+    from askdesk.types import Answer, Citation, Claim, Conflict, Period
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("`Answer.to_dict()` / `askdesk ask --json`:", 1)[1].split("```")[1]
+    documented = set(re.findall(r'"(\w+)":', block))
+    c = Citation(1, "a", "t", None, None, None, None, "s.", "s.", 0, 2, 1.0, quote="q", speaker="x")
+    a = Answer("q", "s. [1]", False, (c,), (c,), 0.5, {"retrieve": 1.0, "answer": 1.0}, "extractive",
+               (Claim("s.", (1,), True, "s."),), None, (Conflict("it", (("1", 1), ("2", 1))),), None,
+               Period("last week", "2025-01-01", "2025-01-07", True), None)
+
+    def keys(x) -> set[str]:
+        if isinstance(x, dict):
+            return set(x) | {k for v in x.values() for k in keys(v)}
+        if isinstance(x, list):
+            return {k for v in x for k in keys(v)}
+        return set()
+
+    assert documented == keys(a.to_dict()), documented ^ keys(a.to_dict())

@@ -8,10 +8,10 @@ import sys
 import textwrap
 import time
 
+from conftest import ROOT, FakeEmbedder, write
 
 from askdesk import Config, Desk
 from askdesk import index as index_mod
-from conftest import ROOT, FakeEmbedder, write
 
 WRITER = textwrap.dedent("""
     import os, sys, time

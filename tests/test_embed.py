@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -96,9 +98,9 @@ def test_late_pooling_matches_token_means_of_one_pass():
 
 
 def test_int8_document_vectors_stay_close_to_fp32():
-    from askdesk.embed import SentenceTransformerEmbedder
-
     from pathlib import Path
+
+    from askdesk.embed import SentenceTransformerEmbedder
 
     # Article paragraphs, what the int8 model embeds (measured on squad passages: mean cosine 0.983).
     seed = next((Path(__file__).parents[1] / "corpus").glob("*.txt")).read_text().split("---")[-1]
@@ -107,3 +109,49 @@ def test_int8_document_vectors_stay_close_to_fp32():
     int8 = SentenceTransformerEmbedder(quantize=True).embed_documents(paras)
     cos = (fp32 * int8).sum(1)
     assert len(paras) >= 3 and cos.min() > 0.95 and cos.mean() > 0.97, cos
+
+
+def test_int8_runs_quantized_layers_and_the_manifest_says_what_ran(tmp_path, monkeypatch, caplog):
+    """int8 asked for and int8 running are checked apart: if torch stops quantizing, askdesk says
+    so and the index records fp32, instead of a manifest that claims int8."""
+    from conftest import CORPUS
+
+    from askdesk import Config, Desk, embed
+    from askdesk.embed import SentenceTransformerEmbedder, int8_layers
+
+    emb = SentenceTransformerEmbedder(quantize=True)
+    assert int8_layers(emb.model) >= 36 and emb.int8_active is True  # 6 layers x 6 Linear: all quantized
+    desk = Desk.build(CORPUS, tmp_path / "ix", config=Config(index=tmp_path / "ix", int8=True), embedder=emb)
+    assert desk.info()["embedder"] == {"int8": True}
+
+    monkeypatch.setattr(embed, "_int8", lambda model: model)  # a torch whose quantization does nothing
+    silent = SentenceTransformerEmbedder(quantize=True)
+    with caplog.at_level("WARNING"):
+        assert int8_layers(silent.model) == 0 and silent.int8_active is False
+    assert "no quantized layer runs" in caplog.text
+    again = Desk.build(CORPUS, tmp_path / "ix2", config=Config(index=tmp_path / "ix2", int8=True), embedder=silent)
+    assert again.info()["embedder"] == {"int8": False}
+
+
+def test_the_models_own_window_bounds_chunks_and_questions(tmp_path):
+    """A model whose sentence_bert_config.json says 128: a 170-wordpiece chunk does not fit (it
+    would be truncated), and a question and a document of the same long text get the same vector."""
+    import json
+
+    from askdesk.embed import SentenceTransformerEmbedder, resolve_model_path
+
+    src = Path(resolve_model_path(SentenceTransformerEmbedder().name))
+    copy = tmp_path / "minilm-128"
+    copy.mkdir()
+    for f in src.rglob("*"):
+        if f.is_file():
+            (copy / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            (copy / f.relative_to(src)).symlink_to(f)
+    (copy / "sentence_bert_config.json").unlink()
+    (copy / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
+    emb = SentenceTransformerEmbedder(str(copy))
+    assert emb.max_wordpieces == 128
+    text = " ".join(f"Harbour report number {i} says the fleet grew." for i in range(17))
+    n = emb.fast.n_tokens(text)
+    assert 128 < n <= 256 and not emb.fits(text)
+    assert float(emb.embed_query(text) @ emb.embed_documents([text])[0]) > 0.9999

@@ -125,12 +125,12 @@ def test_qrels_header_tsv_and_trec_columns(tmp_path):
     (tmp_path / "qrels").mkdir()
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\n\nq2\td3\t2\n")
     (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq9\td9\t1\n")
-    assert ev._read_qrels(tmp_path) == {"q1": {"d1": 1, "d2": 0}, "q2": {"d3": 2}}  # qrels/test.tsv wins
+    assert ev.read_qrels(tmp_path) == {"q1": {"d1": 1, "d2": 0}, "q2": {"d3": 2}}  # qrels/test.tsv wins
     (tmp_path / "qrels" / "test.tsv").write_text("q1 Q0 d1 1\n")
-    assert ev._read_qrels(tmp_path) == {"q1": {"d1": 1}}
+    assert ev.read_qrels(tmp_path) == {"q1": {"d1": 1}}
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\tyes\n")
     with pytest.raises(BadInputError, match="line 2"):
-        ev._read_qrels(tmp_path)
+        ev.read_qrels(tmp_path)
 
 
 def test_missing_files_and_bad_lines_name_the_fix(tmp_path, cfg):
@@ -145,7 +145,7 @@ def test_missing_files_and_bad_lines_name_the_fix(tmp_path, cfg):
     with open(root / "corpus.jsonl", "a") as f:
         f.write("{not json\n")
     with pytest.raises(BadInputError, match="line 5"):
-        ev._read_corpus(root)
+        ev.read_corpus(root)
     with pytest.raises(BadInputError, match="qa.jsonl"):
         ev.eval_qa(beir_set(tmp_path / "set2"), config=cfg, embedder=FakeEmbedder())
     bad = tmp_path / "bad.json"
@@ -172,7 +172,7 @@ def test_a_doc_scores_as_its_best_chunk(tmp_path, cfg, monkeypatch):
 
     def fake_retrieve(self, question, *, k=None):
         seen["k"] = k
-        by_doc = {a.path: a.id for a in self._current().snap.articles.values()}
+        by_doc = {a.path: a.id for a in self.snapshot.articles.values()}
         order = ["bank", "bank", "volcano", "volcano", "football"]
         return [Hit(Chunk(f"c{i}", by_doc[d], 0, 1, "x"), 1.0 - i / 10) for i, d in enumerate(order)]
 
@@ -200,7 +200,7 @@ def squad_file(path: Path) -> Path:
 
 
 def test_read_squad_titles_and_gold_paragraphs(tmp_path):
-    articles, doc_of, questions = ev._read_squad(squad_file(tmp_path / "s.json"))
+    articles, doc_of, questions = ev.read_squad(squad_file(tmp_path / "s.json"))
     assert [a.title for a in articles] == ["Mount Etna", "Football", "Football"]
     assert sorted(doc_of.values()) == ["Football_0", "Football_1", "Mount_Etna_0"]
     assert questions[0]["answers"] == ["Tuesday", "on Tuesday"] and questions[0]["gold_docs"] == {"Mount_Etna_0"}
@@ -211,8 +211,8 @@ def test_eval_qa_squad_json_end_to_end(tmp_path, cfg, monkeypatch):
     import askdesk.answer as answer_mod
 
     # The fitted refusal model expects MiniLM's cosines; the fake embedder's are not comparable.
-    monkeypatch.setattr(answer_mod, "REFUSAL_MODEL", 
-                        {"bias": 0.0, "weights": dict.fromkeys(answer_mod.feature_names(), 0.0), "threshold": 0.0})
+    monkeypatch.setattr(answer_mod, "REFUSAL_MODEL",
+                        {"bias": 0.0, "weights": dict.fromkeys(answer_mod.FEATURES, 0.0), "threshold": 0.0})
     r = ev.eval_qa(squad_file(tmp_path / "s.json"), config=cfg, embedder=FakeEmbedder())
     assert r["n"] == 3 and r["n_answerable"] == 3 and r["n_unanswerable"] == 0 and r["n_docs"] == 3
     assert r["answer_hit"] == r["first_sentence_hit"] == r["citation_hit"] == 1.0
@@ -240,7 +240,7 @@ def test_eval_qa_folder_counts_refusals_and_hits(tmp_path, cfg, monkeypatch):
     (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\na\tfootball\t1\nb\tvolcano\t1\nc\tbank\t1\n")
 
     def fake_ask(self, question, *, history=None, as_of=None):
-        ids = {a.path: a.id for a in self._current().snap.articles.values()}
+        ids = {a.path: a.id for a in self.snapshot.articles.values()}
         s1, s2 = "Arsenal beat Chelsea two goals to one.", "Etna erupted on Tuesday."
         canned = {
             "Who lost": Answer(question, f"{s1} [1]", False, (cite(1, ids["football"], s1),)),
@@ -277,7 +277,7 @@ def test_eval_qa_short_span_metrics(tmp_path, cfg, monkeypatch):
     s = "Arsenal beat Chelsea."
 
     def fake_ask(self, question, *, history=None, as_of=None):
-        aid = next(iter(self._current().snap.articles))
+        aid = next(iter(self.snapshot.articles))
         c = (cite(1, aid, s),)
         canned = {
             "Who lost": Answer(question, f"{s} [1]", False, c, short="the Chelsea!"),
@@ -304,7 +304,7 @@ def test_eval_qa_without_short_spans_reports_none(tmp_path, cfg, monkeypatch):
     write_jsonl(root / "corpus.jsonl", [{"_id": k, "title": t, "text": x} for k, (t, x) in DOCS.items()])
     write_jsonl(root / "qa.jsonl", [{"id": "a", "question": "Why did it rain?", "answers": ["clouds"]}])
     monkeypatch.setattr(Desk, "ask", lambda self, q, **kw: Answer(
-        q, "Clouds. [1]", False, (cite(1, next(iter(self._current().snap.articles)), "Clouds."),)))
+        q, "Clouds. [1]", False, (cite(1, next(iter(self.snapshot.articles)), "Clouds."),)))
     r = ev.eval_qa(root, config=cfg, embedder=FakeEmbedder())
     assert r["short_em"] is None and r["short_f1"] is None and r["short_coverage"] == 0.0
 
@@ -313,7 +313,7 @@ def test_question_date_hides_later_articles(tmp_path, cfg, monkeypatch):
     import askdesk.answer as answer_mod
 
     monkeypatch.setattr(answer_mod, "REFUSAL_MODEL",
-                        {"bias": 0.0, "weights": dict.fromkeys(answer_mod.feature_names(), 0.0), "threshold": 0.0})
+                        {"bias": 0.0, "weights": dict.fromkeys(answer_mod.FEATURES, 0.0), "threshold": 0.0})
     root = tmp_path / "dated"
     root.mkdir()
     write_jsonl(root / "corpus.jsonl", [

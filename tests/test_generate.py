@@ -12,12 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from conftest import FakeEmbedder, write
 
 from askdesk import Config, Desk, generate
 from askdesk.answer import REFUSAL
 from askdesk.errors import BadInputError
-from askdesk.types import Article
-from conftest import FakeEmbedder, write
+from askdesk.types import Article, Claim
 
 BID = "Trump announced progress on Nippon Steel's blocked $14.9 billion attempt to take over US Steel"
 QUESTION = "How big was Nippon Steel's bid for US Steel?"
@@ -121,7 +121,7 @@ def test_streamed_answer_is_verified_renumbered_and_cited(built, fake, llm):
     assert a.text == f"{BID} [1]." and [c.n for c in a.citations] == [1]
     c = a.citations[0]
     assert "$14.9 billion" in c.sentence and c.date == "2025-02-07"
-    assert a.sentences == ({"text": f"{BID}.", "cites": [1], "supported": True, "evidence": c.sentence},)
+    assert a.sentences == (Claim(f"{BID}.", (1,), True, c.sentence),)
     body = llm.requests[0]["body"]
     assert body["stream"] is True and body["model"] == "scripted" and llm.requests[0]["path"] == "/v1/chat/completions"
     assert body["messages"][0] == {"role": "system", "content": generate.SYSTEM_PROMPT}
@@ -135,7 +135,7 @@ def test_non_streamed_answer(built, fake, llm):
     llm.reply = lambda b: {"text": f"{BID} [{llm.passage_with(b, '14.9 billion')}]."}
     a = desk_for(built, fake, llm).ask(QUESTION)
     assert llm.requests[0]["body"]["stream"] is False
-    assert a.generator == "scripted" and a.text == f"{BID} [1]." and a.sentences[0]["supported"]
+    assert a.generator == "scripted" and a.text == f"{BID} [1]." and a.sentences[0].supported
 
 
 def test_citations_are_renumbered_in_order_of_first_use():
@@ -147,8 +147,8 @@ def test_citations_are_renumbered_in_order_of_first_use():
     text, sentences, cites = generate.compose(
         "The harbour reopened after repairs costing $3 million [2]. The mayor opened the bridge on Monday [1][2].", ps, fake)
     assert text == "The harbour reopened after repairs costing $3 million [1]. The mayor opened the bridge on Monday [2][1]."
-    assert [c.article_id for c in cites] == ["a1", "a0"] and [s["cites"] for s in sentences] == [[1], [2, 1]]
-    assert all(s["supported"] for s in sentences)
+    assert [c.article_id for c in cites] == ["a1", "a0"] and [s.cites for s in sentences] == [(1,), (2, 1)]
+    assert all(s.supported for s in sentences)
 
 
 def test_a_citation_quotes_evidence_for_a_supported_sentence():
@@ -156,8 +156,8 @@ def test_a_citation_quotes_evidence_for_a_supported_sentence():
     p = generate.Passage(1, art, 0, len(art.text), ((0, 54), (55, len(art.text))))
     text, sentences, cites = generate.compose(
         "The harbour reopened after the repairs [1]. The mayor opened the bridge on Monday, 9 May [1].", [p], FakeEmbedder())
-    assert [s["supported"] for s in sentences] == [True, False]
-    assert sentences[1]["evidence"] == "The mayor opened the bridge on Monday."  # its closest sentence, shown
+    assert [s.supported for s in sentences] == [True, False]
+    assert sentences[1].evidence == "The mayor opened the bridge on Monday."  # its closest sentence, shown
     assert cites[0].sentence == "The harbour reopened after repairs costing $3 million."  # but the source card backs a claim
 
 
@@ -166,8 +166,8 @@ def test_wrong_citation_number_is_dropped(built, fake, llm):
     a = desk_for(built, fake, llm).ask(QUESTION)
     assert "[7]" not in a.text and a.text.startswith(f"{BID} [1].")
     first, second = a.sentences
-    assert first["cites"] == [1] and first["supported"]
-    assert second == {"text": "The deal was approved.", "cites": [], "supported": False, "evidence": None}
+    assert first.cites == (1,) and first.supported
+    assert second == Claim("The deal was approved.", (), False, None)
 
 
 def test_unsupported_number_is_marked(built, fake, llm):
@@ -175,7 +175,7 @@ def test_unsupported_number_is_marked(built, fake, llm):
     llm.reply = lambda b: {"text": f"{wrong} [{llm.passage_with(b, '14.9 billion')}]."}
     a = desk_for(built, fake, llm).ask(QUESTION)
     s = a.sentences[0]
-    assert not s["supported"] and s["cites"] == [1] and "$14.9 billion" in s["evidence"]
+    assert not s.supported and s.cites == (1,) and "$14.9 billion" in s.evidence
     assert a.generator == "scripted" and "19.4" in a.text  # shown, but marked
 
 
@@ -196,7 +196,7 @@ def test_numbers_dates_and_names_must_be_in_the_cited_passage(sentence, ok):
 
     art = Article("a", "Nippon Steel bid", "Nippon Steel made a bid of $14.9 billion for US Steel.", "2025-02-07")
     p = generate.Passage(1, art, 0, len(art.text), ((0, len(art.text)),), np.ones((1, 1), np.float32))
-    assert generate.verify(sentence, [p], Close())[0]["supported"] is ok
+    assert generate.verify(sentence, [p], Close())[0].supported is ok
 
 
 # ---- the LLM down: the extractive answer, with a note ----
@@ -208,7 +208,7 @@ def test_timeout_falls_back_to_the_extractive_answer(built, fake, llm, stream):
     a = drain(desk)[1] if stream else desk.ask(QUESTION)  # returns: the timeout, not the server, ended the wait
     assert a.generator == "extractive" and not a.refused and "$14.9 billion" in a.citations[0].sentence
     assert "no reply" in a.note and "0.3 s" in a.note and a.to_dict()["note"] == a.note
-    assert a.sentences and all(s["supported"] for s in a.sentences)
+    assert a.sentences and all(s.supported for s in a.sentences)
 
 
 def test_server_error_falls_back(built, fake, llm):
@@ -252,7 +252,7 @@ def test_without_llm_settings_no_socket_is_opened(built, fake, monkeypatch):
     _, b = drain(desk)
     assert desk.generator is None and a.generator == b.generator == "extractive" and a.note is None
     c = a.citations[0]
-    assert a.sentences[0] == {"text": c.sentence, "cites": [1], "supported": True, "evidence": c.sentence}
+    assert a.sentences[0] == Claim(c.sentence, (1,), True, c.sentence)
 
 
 # ---- injection: article text is data ----
@@ -273,9 +273,8 @@ def test_injected_article_is_quoted_and_cannot_strip_the_checks(built, fake, llm
     assert len(evil) == 1 and "‹/passage>" in evil[0] and '‹passage n="9">' in evil[0]
     assert user.count("</passage>") == user.count("<passage ") == len(blocks) and "9" not in [n for n, _ in blocks]
     assert user.index("Ignore previous instructions") < user.index(f"<question>{QUESTION}</question>")
-    assert a.generator == "scripted" and len(a.sentences) > 3 and not any(s["supported"] for s in a.sentences)
-    assert dropped.sentences == ({"text": "Nippon Steel bid one dollar for US Steel.", "cites": [], "supported": False,
-                                  "evidence": None},)
+    assert a.generator == "scripted" and len(a.sentences) > 3 and not any(s.supported for s in a.sentences)
+    assert dropped.sentences == (Claim("Nippon Steel bid one dollar for US Steel.", (), False, None),)
     assert dropped.citations == () and dropped.related  # the passages it was given are still listed
 
 
@@ -312,7 +311,8 @@ def test_sse_events_parsing():
 
 
 def test_cli_flags_reach_the_desk(built, fake, llm, monkeypatch, capsys):
-    from askdesk import cli, desk as desk_mod
+    from askdesk import cli
+    from askdesk import desk as desk_mod
 
     monkeypatch.setattr(desk_mod, "SentenceTransformerEmbedder", lambda *a, **k: fake)
     monkeypatch.setenv("ASKDESK_REFUSE_BELOW", "0")  # as fake_config: the fake embedder's scores are not MiniLM's
@@ -375,7 +375,7 @@ def test_real_local_model_end_to_end(built, fake):
     pieces, a = drain(desk)
     assert not a.refused and a.text
     if a.generator != "extractive":  # a 135M model may decline; then the note says so
-        assert pieces and a.sentences and all(set(s) == {"text", "cites", "supported", "evidence"} for s in a.sentences)
-        assert all(1 <= n <= len(a.citations) for s in a.sentences for n in s["cites"])
+        assert pieces and a.sentences and all(isinstance(s, Claim) for s in a.sentences)
+        assert all(1 <= n <= len(a.citations) for s in a.sentences for n in s.cites)
     else:
         assert a.note

@@ -5,13 +5,14 @@ import os
 
 import numpy as np
 import pytest
+from conftest import write
 
 from askdesk import Desk
 from askdesk import answer as answer_mod
 from askdesk import index as index_mod
 from askdesk.chunk import chunk_article, split_sentences
 from askdesk.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError, IndexWriteError
-from conftest import write
+from askdesk.vectors import chunk_key
 
 
 def build(corpus, fake, fake_config):
@@ -20,33 +21,19 @@ def build(corpus, fake, fake_config):
 
 def test_round_trip_keeps_every_record(corpus, fake, fake_config):
     desk = build(corpus, fake, fake_config)
-    before = desk._current().snap
-    again = Desk.open(fake_config.index, config=fake_config, embedder=fake)._current().snap
+    before = desk.snapshot
+    again = Desk.open(fake_config.index, config=fake_config, embedder=fake).snapshot
     assert again.articles == before.articles
     assert again.chunks == before.chunks
     assert again.sentences == before.sentences
     np.testing.assert_allclose(again.sentence_vectors, before.sentence_vectors)
     q = fake.embed_query("Nippon Steel bid")
-    assert again.search(q, 3) == before.search(q, 3)
+    assert again.vectors.search(q, 3) == before.vectors.search(q, 3)
+    assert again.lexical.search(["nippon"], 3) == before.lexical.search(["nippon"], 3)
     m = again.manifest
     assert m["model"] == "fake" and m["dim"] == fake.dim and m["tokenizer"] == "cl100k_base"
-    assert m["n_articles"] == 1 and m["n_chunks"] == len(before.chunks) and m["format_version"] == 1
+    assert m["n_articles"] == 1 and m["n_chunks"] == len(before.chunks) and m["format_version"] == index_mod.FORMAT_VERSION == 2
     assert m["faiss"] == {"kind": "flat"}  # one article is far below Config.ann_above
-
-
-def test_faiss_search_matches_numpy_oracle(tmp_path, fake, fake_config):
-    rng = np.random.default_rng(0)
-    words = [f"w{i}" for i in range(300)]
-    for i in range(30):
-        write(tmp_path / "corpus" / f"{i:02}.txt", f"Doc {i}\n\n" + " ".join(rng.choice(words, 80)) + ".")
-    snap = build(tmp_path / "corpus", fake, fake_config)._current().snap
-    vecs = np.stack([fake.embed_documents([snap.articles[c.article_id].title + "\n" + c.text])[0] for c in snap.chunks])
-    for _ in range(10):
-        q = fake.embed_query(" ".join(rng.choice(words, 5)))
-        oracle = np.argsort(-(vecs @ q), kind="stable")[:10]
-        got = snap.search(q, 10)
-        np.testing.assert_allclose([s for _, s in got], (vecs @ q)[oracle], rtol=1e-5, atol=1e-6)
-        assert set(r for r, _ in got) == set(oracle.tolist()) or np.isclose(got[-1][1], (vecs @ q)[oracle[-1]])
 
 
 def test_missing_index_names_the_command(tmp_path, fake, fake_config):
@@ -63,7 +50,7 @@ def test_index_from_another_model_is_refused(corpus, fake, fake_config):
 
 def test_newer_format_is_refused(corpus, fake, fake_config):
     desk = build(corpus, fake, fake_config)
-    mf = desk._current().snap.path / "manifest.json"
+    mf = desk.snapshot.path / "manifest.json"
     m = json.loads(mf.read_text())
     m["format_version"] = 99
     mf.write_text(json.dumps(m))
@@ -71,19 +58,21 @@ def test_newer_format_is_refused(corpus, fake, fake_config):
         Desk.open(fake_config.index, config=fake_config, embedder=fake)
 
 
-@pytest.mark.parametrize("name", ["vectors.faiss", "chunks.jsonl", "articles.jsonl", "sentences.npy", "lexical.npz"])
+@pytest.mark.parametrize("name", ["vectors.faiss", "chunks.jsonl", "articles.jsonl", "sentences.npy",
+                                  "lexical.docs.npy", "lexical.vocab.npy"])
 def test_truncated_file_is_refused(corpus, fake, fake_config, name):
     desk = build(corpus, fake, fake_config)
-    f = desk._current().snap.path / name
+    f = desk.snapshot.path / name
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     with pytest.raises(IndexCorruptError, match="askdesk index"):
         Desk.open(fake_config.index, config=fake_config, embedder=fake)
 
 
-@pytest.mark.parametrize("name", ["chunks.jsonl", "articles.jsonl", "lexical.npz", "sentences.npy"])
+@pytest.mark.parametrize("name", ["chunks.jsonl", "articles.jsonl", "lexical.indptr.npy", "lexical.vocab.npy",
+                                  "sentences.npy"])
 def test_corrupt_same_size_file_is_refused(corpus, fake, fake_config, name):
     desk = build(corpus, fake, fake_config)
-    f = desk._current().snap.path / name
+    f = desk.snapshot.path / name
     f.write_bytes(b"{" * f.stat().st_size)
     with pytest.raises(IndexCorruptError, match="unreadable"):
         Desk.open(fake_config.index, config=fake_config, embedder=fake)
@@ -94,9 +83,9 @@ def test_vectors_out_of_chunk_order_are_refused(tmp_path, fake, fake_config):
 
     for i in range(3):
         write(tmp_path / "corpus" / f"{i}.txt", f"Story {i}\n\nThe council approved plan {i} for the harbor.")
-    snap = build(tmp_path / "corpus", fake, fake_config)._current().snap
-    ids = faiss.vector_to_array(snap.faiss_index.id_map)
-    vecs = np.stack([snap.vector(r) for r in range(len(ids))])
+    snap = build(tmp_path / "corpus", fake, fake_config).snapshot
+    ids = faiss.vector_to_array(snap.vectors.index.id_map)
+    vecs = snap.vectors.all_vectors()
     swapped = faiss.IndexIDMap2(faiss.IndexFlatIP(vecs.shape[1]))
     swapped.add_with_ids(vecs[::-1].copy(), ids[::-1].copy())  # same size, rows no longer in chunk order
     faiss.write_index(swapped, str(snap.path / "vectors.faiss"))
@@ -135,19 +124,20 @@ def test_second_writer_is_refused_with_a_clear_message(tmp_path):
 
 
 def test_no_pickle_anywhere_in_the_index(corpus, fake, fake_config):
-    path = build(corpus, fake, fake_config)._current().snap.path
+    path = build(corpus, fake, fake_config).snapshot.path
     for f in path.iterdir():
         assert b"\x80\x04\x95" not in f.read_bytes()[:64], f"{f.name} looks pickled"
-    with np.load(path / "lexical.npz", allow_pickle=False) as z:
-        assert set(z.files) == {"vocab", "indptr", "docs", "tfs", "doc_len"}
+    lexical = sorted(f.name for f in path.glob("lexical.*"))
+    assert lexical == [f"lexical.{n}.npy" for n in sorted(("docs", "doc_len", "indptr", "keys", "tfs", "vocab"))]
+    for f in lexical:
+        np.load(path / f, allow_pickle=False)  # plain arrays: loading without pickle works
     assert os.path.exists(path / "manifest.json")
 
 
 def test_old_snapshot_answers_after_its_generation_is_deleted(corpus, fake, fake_config, monkeypatch):
     monkeypatch.setattr(index_mod, "SENTENCES_IN_MEMORY", 0)  # rows read from the file, as in a big index
     reader = build(corpus, fake, fake_config)
-    state = reader._current()  # a reader in the middle of a question holds this
-    old = state.snap
+    old, retriever = reader.snapshot, reader.retriever  # what a reader in the middle of a question holds
     # Read from an open descriptor (records.SentenceVectors), which outlives the unlink below.
     before = np.array(old.sentence_vectors)
     write(corpus / "new.txt", "New\n\nA brand new article about shipbuilding in Korea.")
@@ -159,15 +149,15 @@ def test_old_snapshot_answers_after_its_generation_is_deleted(corpus, fake, fake
     np.testing.assert_array_equal(np.asarray(old.sentence_vectors), before)
     q = "How big was Nippon Steel's bid?"
     qvec = fake.embed_query(q)
-    hits = reader._retrieve(state, q, qvec, 3)
-    text, refused, cites, _, _ = answer_mod.answer(q, hits, old, qvec, state.bm25, refuse_below=0.0)
-    assert not refused and cites and "Nippon Steel" in text
+    hits = retriever.search(q, qvec, 3)
+    x = answer_mod.answer(q, hits, old, qvec, old.lexical, refuse_below=0.0)
+    assert not x.refused and x.citations and "Nippon Steel" in x.text
     assert reader.ask(q).citations  # and the reader moves on to the new generation
-    assert reader._current().snap.path != old.path
+    assert reader.snapshot.path != old.path
 
 
 def test_loaded_records_read_like_the_ones_written(corpus, fake, fake_config):
-    snap = Desk.open(build(corpus, fake, fake_config).index_dir, config=fake_config, embedder=fake)._current().snap
+    snap = Desk.open(build(corpus, fake, fake_config).index_dir, config=fake_config, embedder=fake).snapshot
     row = 0
     for a in snap.articles.values():
         assert snap.sentences[a.id] == split_sentences(a.text)
@@ -183,23 +173,22 @@ def test_loaded_records_read_like_the_ones_written(corpus, fake, fake_config):
     assert row == len(snap.sentence_vectors) and set(snap.sentences) == set(snap.articles)
     for r, c in enumerate(snap.chunks):  # the stored vector is the one embedded for the chunk
         want = fake.embed_documents([snap.articles[c.article_id].title + "\n" + c.text])[0]
-        np.testing.assert_allclose(snap.vector(r), want, rtol=1e-6, atol=1e-6)
-    with np.load(snap.path / "lexical.npz", allow_pickle=False) as z:  # mapped in place, same arrays
-        assert set(snap.lexical) == set(z.files)
-        for k in z.files:
-            np.testing.assert_array_equal(snap.lexical[k], z[k])
-            assert snap.lexical[k].dtype == z[k].dtype
+        np.testing.assert_allclose(snap.vectors.vector(r), want, rtol=1e-6, atol=1e-6)
+    # row i of the vectors, the chunk records and the BM25 documents is one chunk
+    keys = [chunk_key(c.id) for c in snap.chunks]
+    assert snap.vectors.keys.tolist() == keys and snap.lexical.keys.tolist() == keys
+    assert snap.chunks_of(keys[::-1]) == snap.chunks[::-1]
 
 
 def test_small_indexes_hold_their_sentence_vectors(corpus, fake, fake_config):
-    snap = build(corpus, fake, fake_config)._current().snap
+    snap = build(corpus, fake, fake_config).snapshot
     assert isinstance(snap.sentence_vectors, np.ndarray)  # under SENTENCES_IN_MEMORY: one read at load
     np.testing.assert_array_equal(snap.sentence_vectors, np.load(snap.path / "sentences.npy"))
 
 
 def test_sentence_vectors_are_float16_read_on_demand_not_mapped(corpus, fake, fake_config, monkeypatch):
     monkeypatch.setattr(index_mod, "SENTENCES_IN_MEMORY", 0)  # as a big index reads them
-    snap = build(corpus, fake, fake_config)._current().snap
+    snap = build(corpus, fake, fake_config).snapshot
     f = snap.path / "sentences.npy"
     whole = np.load(f, allow_pickle=False)
     assert whole.dtype == np.float16 and snap.sentence_vectors.dtype == np.float16
@@ -228,13 +217,43 @@ def test_old_float32_sentence_vectors_still_open_and_answer_the_same(corpus, fak
     desk = build(corpus, fake, fake_config)
     q = "How big was Nippon Steel's bid?"
     before = desk.ask(q)
-    path = desk._current().snap.path
+    path = desk.snapshot.path
     f = path / "sentences.npy"
     np.save(f, np.load(f).astype(np.float32), allow_pickle=False)  # as a float32 writer would have
     m = json.loads((path / "manifest.json").read_text())
     m["files"]["sentences.npy"] = f.stat().st_size
     (path / "manifest.json").write_text(json.dumps(m))
     again = Desk.open(fake_config.index, config=fake_config, embedder=fake)
-    assert again._current().snap.sentence_vectors.dtype == np.float32
+    assert again.snapshot.sentence_vectors.dtype == np.float32
     after = again.ask(q)
     assert after.text == before.text and after.citations == before.citations
+
+
+def test_an_older_format_is_upgraded_by_a_sync_that_keeps_every_article(corpus, tmp_path, fake, fake_config):
+    """Format 1 (before Snowball stems and the .npy postings): reading it says what to run, and that
+    command re-embeds the index and keeps all its articles, the ones from outside its folder too."""
+    desk = build(corpus, fake, fake_config)
+    outside = write(tmp_path / "elsewhere" / "ferry.txt", "Ferry news\n\nThe ferry to Brask runs again from May.")
+    desk.add([outside])
+    mf = desk.snapshot.path / "manifest.json"
+    m = json.loads(mf.read_text())
+    m["format_version"] = 1
+    mf.write_text(json.dumps(m))
+    with pytest.raises(IndexMismatchError, match=r"older than this askdesk's \(2\); upgrade it with: askdesk index "
+                                                 r"--index .* \(embeds its 2 articles again and keeps them all\)"):
+        Desk.open(fake_config.index, config=fake_config, embedder=fake)
+    fresh = Desk(fake_config.index, config=fake_config, embedder=fake)
+    stats = fresh.sync()  # the folder it records
+    assert stats["reembedded"] and stats["n_articles"] == 2 and stats["removed"] == 0
+    assert fresh.snapshot.manifest["format_version"] == index_mod.FORMAT_VERSION
+    assert "ferry" in fresh.ask("When does the ferry to Brask run again?").citations[0].sentence
+
+
+def test_another_model_is_embedded_again_on_request(corpus, fake, fake_config):
+    build(corpus, fake, fake_config)
+    other = fake_config.replace(model="fake-2")
+    with pytest.raises(IndexMismatchError, match="askdesk index --index .* --model fake-2"):
+        Desk.open(fake_config.index, config=other, embedder=fake)
+    stats = Desk(fake_config.index, config=other, embedder=fake).sync(corpus)
+    assert stats["reembedded"] and stats["n_articles"] == 1
+    assert Desk.open(fake_config.index, config=other, embedder=fake).info()["model"] == "fake-2"

@@ -1,9 +1,9 @@
 
 import pytest
+from conftest import SEED, write
 
 from askdesk.errors import BadInputError
 from askdesk.ingest import read_article, read_articles, strip_boilerplate
-from conftest import SEED, write
 
 
 def test_bundled_article_title_date_and_tail_stripped():

@@ -20,9 +20,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, FakeEmbedder, write
 
 from askdesk import Config, Desk
-from conftest import ROOT, FakeEmbedder, write
 
 BOOT = textwrap.dedent("""
     import sys

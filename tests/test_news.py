@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import write
 
 from askdesk import Config, Desk, news
-from askdesk.news import disagree, find_figures, resolve_period
+from askdesk.news import disagree, find_figures
 from askdesk.quotes import asked_speaker, find_quotes, same_person
-from conftest import write
+from askdesk.retrieve import PERIOD_FALLBACK_NOTE
+from askdesk.text import pretty_date, resolve_period, without_period
+from askdesk.types import Period
 
 # ---- relative dates ---------------------------------------------------------------------------------
 
@@ -50,9 +53,9 @@ def test_no_date_phrase_no_period(question):
 
 def test_relative_phrases_leave_the_retrieval_text_but_years_stay():
     q = "What did the mayor announce last week about the bridge?"
-    assert news.without_period(q, resolve_period(q, AS_OF)) == "What did the mayor announce about the bridge?"
+    assert without_period(q, resolve_period(q, AS_OF)) == "What did the mayor announce about the bridge?"
     q = "Who won Wimbledon in 2019?"
-    assert news.without_period(q, resolve_period(q, AS_OF)) == q
+    assert without_period(q, resolve_period(q, AS_OF)) == q
 
 
 # ---- quotations -------------------------------------------------------------------------------------
@@ -203,7 +206,7 @@ def test_quote_question_about_someone_never_quoted_says_so(news_desk):
 def test_time_dependent_answer_says_as_of_the_cited_date(news_desk):
     a = news_desk.ask("How much cargo does the port of Varsk handle so far?")
     assert a.as_of == a.citations[0].date
-    assert a.text.startswith(f"As of {news.pretty_date(a.as_of)}: ")
+    assert a.text.startswith(f"As of {pretty_date(a.as_of)}: ")
     b = news_desk.ask("Why did the Varsk bridge close?")
     assert not b.text.startswith("As of")
 
@@ -216,11 +219,12 @@ def test_dateline_dates_an_article_without_front_matter(news_desk):
 def test_relative_period_is_preferred_then_falls_back(news_desk):
     q = "How much cargo did the port of Varsk handle last week?"
     a = news_desk.ask(q, as_of="2024-03-08")  # last week = 26 Feb - 3 Mar: the Harbor Times piece
-    assert {c.date for c in a.citations} >= {"2024-03-01"} and a.period["used"] is True
-    assert a.period == {"phrase": "last week", "since": "2024-02-26", "until": "2024-03-03", "used": True}
+    assert {c.date for c in a.citations} >= {"2024-03-01"} and a.period.used is True
+    assert a.period == Period("last week", "2024-02-26", "2024-03-03", True)
+    assert a.to_dict()["period"] == {"phrase": "last week", "since": "2024-02-26", "until": "2024-03-03", "used": True}
     b = news_desk.ask("How much cargo did the port of Varsk handle yesterday?", as_of="2024-08-01")
-    assert not b.refused and b.period["used"] is False  # nothing published on 31 July: all dates, with a note
-    assert b.note == news.PERIOD_FALLBACK_NOTE.format(phrase="yesterday", since="31 July 2024", until="31 July 2024")
+    assert not b.refused and b.period.used is False  # nothing published on 31 July: all dates, with a note
+    assert b.note == PERIOD_FALLBACK_NOTE.format(phrase="yesterday", since="31 July 2024", until="31 July 2024")
 
 
 def test_period_and_as_of_work_together(news_desk):
@@ -234,7 +238,7 @@ def test_news_enrich_leaves_refusals_alone():
     from askdesk.types import Answer
 
     a = Answer("q?", "no", True)
-    assert news.enrich(a, []) is a
+    assert news.enrich(a, None, []) is a
 
 
 # ---- the real model, end to end ---------------------------------------------------------------------
@@ -253,7 +257,7 @@ def test_real_model_quote_and_conflict(tmp_path):
     desk = Desk.build(c, cfg.index, config=cfg)
     a = desk.ask("How much cargo did the port of Varsk handle?")
     assert not a.refused and len(a.conflicts) == 1
-    assert {v["value"] for v in a.conflicts[0]["values"]} == {"12.1 million tonnes", "12.4 million tonnes"}
+    assert {v for v, _ in a.conflicts[0].values} == {"12.1 million tonnes", "12.4 million tonnes"}
     q = desk.ask("What did Brandt say about the breakwater?")
     assert not q.refused and q.citations[0].speaker == "Ilse Brandt"
     assert "The new breakwater made all the difference for our fishing fleet" in q.text

@@ -13,7 +13,7 @@ import pytest
 
 from askdesk import render, ui
 from askdesk.errors import AskdeskError, BadInputError, BadQuestionError
-from askdesk.types import Answer, Article, Citation
+from askdesk.types import Answer, Article, Citation, Claim, Conflict, Period
 
 PAYLOAD = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
@@ -322,20 +322,19 @@ def test_quote_is_marked_with_its_speaker_and_escaped():
 def test_conflicts_show_each_value_with_source_and_date_escaped():
     a = Answer("q", "x", False, (cite(1, source="Harbor Times", date="2024-03-01"),
                                  cite(2, source=PAYLOAD, date="2024-03-05")),
-               conflicts=({"about": f"the port handled … {PAYLOAD}", "values": [
-                   {"value": "12.1 million tonnes", "citation": 1}, {"value": f"12.4 {PAYLOAD}", "citation": 2}]},))
+               conflicts=(Conflict(f"the port handled … {PAYLOAD}", (("12.1 million tonnes", 1), (f"12.4 {PAYLOAD}", 2))),))
     out = render.sources_html(a)
     assert "Reports differ" in out
     assert "<b>12.1 million tonnes</b> [1] (Harbor Times, 1 March 2024) vs <b>12.4 &lt;script&gt;" in out
     assert "<script" not in out and "<img" not in out
     written = render.answer_markdown(dataclasses.replace(a, generator="llm", sentences=(
-        {"text": "Figures differ.", "cites": [1, 2], "supported": True, "evidence": None},)))
+        Claim("Figures differ.", (1, 2), True, None),)))
     assert "**Reports differ** on" in written and "<script" not in written
 
 
 def test_period_used_is_said_in_the_sources_panel():
     a = Answer("What happened last week?", "x [1]", False, (cite(1),),
-               period={"phrase": "last week", "since": "2025-03-03", "until": "2025-03-09", "used": True})
+               period=Period("last week", "2025-03-03", "2025-03-09", True))
     assert "Preferring articles published last week: 3 March 2025 to 9 March 2025." in render.sources_html(a)
 
 

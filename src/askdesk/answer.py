@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .index import Snapshot
-from .retrieve import BM25, terms
+from .lexical import LexicalIndex
+from .records import Snapshot
+from .text import MONTH, question_kind, terms
 from .types import Article, Citation, Hit
 
 REFUSAL = "The articles I have do not answer that question."
@@ -32,102 +33,129 @@ REFUSAL_MODEL = {
                 "type": 0.116},
     "threshold": 0.288,  # leaves 3% of the fit half's answerable questions refused
 }
+FEATURES = ("dense", "coverage", "sentence_cos", "sentence_lex", "specifics", "type")
 # Sentence score weights (chosen on squad-dev with `askdesk eval qa`).
 SENTENCE_WEIGHTS = {"cos": 1.0, "lex": 0.9, "type": 0.15, "rank": 0.1}
 
-_MONTHS = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 _TYPE_PATTERNS = {
-    "date": re.compile(rf"\b(?:{_MONTHS}\b|\d{{3,4}}s?\b|(?:mon|tues|wednes|thurs|fri|satur|sun)day\b|century\b|yesterday\b)", re.I),
-    "number": re.compile(r"(?:[$€£¥]\s?\d|\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred|thousand|million|billion|trillion|dozen|half|percent)\b)", re.I),
+    "date": re.compile(rf"\b(?:{MONTH}\b|\d{{3,4}}s?\b|(?:mon|tues|wednes|thurs|fri|satur|sun)day\b"
+                       r"|century\b|yesterday\b)", re.I),
+    "number": re.compile(r"(?:[$€£¥]\s?\d|\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
+                         r"|twenty|thirty|forty|fifty|hundred|thousand|million|billion|trillion|dozen|half|percent)\b)",
+                         re.I),
     "person": re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)+"),
     "place": re.compile(r"\b(?:in|at|from|to|near)\s+(?:the\s+)?[A-Z][a-z]+"),
     "quote": re.compile(r"[\"“”][^\"“”]{12,}[\"“”]"),
 }
 
 
-def question_type(question: str) -> str | None:
-    """The kind of answer asked for: date, number, person, place, quote, or None."""
-    q = question.lower().strip()
-    # "What did Ishiba say about Trump?": the answer is a quotation.
-    if re.search(r"\b(say|said|says|tell|told|remark|remarked|state|stated|quote|quoted|comment|comments|describe|described)\b", q) \
-            and re.search(r"^(what|how)\b", q):
-        return "quote"
-    if re.search(r"\b(when|what (year|date|day|month|time|century|decade)|which (year|date|day|month|century))\b", q):
-        return "date"
-    if re.search(r"\b(how (much|many|big|large|long|far|old|often|high|tall|fast|deep)|what (percentage|percent|amount|number|size|share|price|cost|value)|what was the (deficit|surplus|total|figure))\b", q):
-        return "number"
-    if re.search(r"^(who|whom|whose)\b|\bwho (is|was|were|are|did)\b", q):
-        return "person"
-    if re.search(r"^where\b|\bwhere (is|was|did|does|do|are|were)\b|\bin which (country|city|state|region)\b", q):
-        return "place"
-    return None
+@dataclass(frozen=True)
+class Extract:
+    """What the extractive answerer decided: the text and its citations, or a refusal."""
+
+    text: str
+    refused: bool
+    citations: tuple[Citation, ...]
+    related: tuple[Citation, ...]  # the closest passages, when refused
+    confidence: float
+    features: dict[str, float] = field(default_factory=dict)  # FEATURES, as `confidence` weighed them
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class _Sentence:
     article: Article
     span: tuple[int, int]
-    vector_row: int
     hit_rank: int
 
 
-def answer(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray, bm25: BM25, *,
-           max_citations: int = 2, refuse_below: float | None = None, refusal_model: dict | None = None):
-    """Choose the answering sentences and decide whether to refuse.
+def features(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray, lexical: LexicalIndex
+             ) -> dict[str, float]:
+    """The evidence the refusal model weighs, by name (`FEATURES`); {} when nothing was retrieved.
 
-    Returns:
-        (text, refused, citations, related, confidence)
-    """
-    model = refusal_model or REFUSAL_MODEL
+    dense: the best chunk cosine; coverage: the IDF share of the question's words in the best
+    chunk; sentence_cos, sentence_lex: the best sentence's cosine and IDF share; specifics: the
+    share of the question's names and numbers in its passage; type: whether it holds the kind
+    of thing asked for (1 when the question asks for no particular kind)."""
+    return _evidence(question, hits, snap, qvec, lexical)[1]
+
+
+def confidence(feats: dict[str, float], model: dict | None = None) -> float:
+    """The refusal model's probability that the passages hold the answer (0 for no evidence)."""
+    if not feats:
+        return 0.0
+    model = model or REFUSAL_MODEL
+    return _sigmoid(model["bias"] + sum(model["weights"].get(k, 0.0) * v for k, v in feats.items()))
+
+
+def _evidence(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray, lexical: LexicalIndex):
+    """(scored sentences, best first, as (score, cosine, lexical share, sentence); the features)."""
     if not hits:
-        return REFUSAL, True, (), (), 0.0
+        return [], {}
     qterms = terms(question)
-    weights = {t: bm25.idf_of(t) for t in set(qterms)}
+    weights = {t: lexical.idf_of(t) for t in set(qterms)}
     total = sum(weights.values()) or 1.0
-    qtype = question_type(question)
+    qkind = question_kind(question)
+    qtype = None if qkind == "name" else qkind  # no pattern finds "a name of any sort"
     qtext_lower = question.lower()
 
-    cands: list[_Candidate] = []
-    seen = set()
-    for rank, h in enumerate(hits):
-        a = snap.articles[h.chunk.article_id]
-        base = snap.sentence_row[a.id]
-        for k, (s, e) in enumerate(snap.sentences[a.id]):
-            # Keyed on the folded text: two copies of a wire story never yield the same quote twice.
-            key = " ".join(a.text[s:e].lower().split())
-            if s >= h.chunk.start and e <= h.chunk.end and key not in seen:
-                seen.add(key)
-                cands.append(_Candidate(a, (s, e), base + k, rank))
-    if not cands:
-        return REFUSAL, True, (), (), 0.0
-
-    vecs = snap.sentence_vectors[[c.vector_row for c in cands]].astype(np.float32)
-    cos = vecs @ qvec
+    block = snap.sentences_in([h.chunk for h in hits])
+    keep, seen = [], set()
+    for i in range(len(block)):
+        # Keyed on the folded text: two copies of a wire story never yield the same quote twice.
+        folded = " ".join(block.text(i).lower().split())
+        if folded not in seen:
+            seen.add(folded)
+            keep.append(i)
+    if not keep:
+        return [], {}
+    cos = block.vectors[keep] @ qvec
     scored = []
-    for c, cs in zip(cands, cos):
-        sent = c.article.text[c.span[0]:c.span[1]]
-        sterms = set(terms(sent + " " + c.article.title))
+    for i, cs in zip(keep, cos):
+        a, (s, e), rank = block.articles[i], block.spans[i], int(block.chunk[i])
+        sent = a.text[s:e]
+        sterms = set(terms(sent + " " + a.title))
         lex = sum(w for t, w in weights.items() if t in sterms) / total
         typ = _type_match(qtype, sent, qtext_lower)
         score = (SENTENCE_WEIGHTS["cos"] * float(cs) + SENTENCE_WEIGHTS["lex"] * lex
-                 + SENTENCE_WEIGHTS["type"] * typ + SENTENCE_WEIGHTS["rank"] / (1 + c.hit_rank))
-        scored.append((score, float(cs), lex, c))
+                 + SENTENCE_WEIGHTS["type"] * typ + SENTENCE_WEIGHTS["rank"] / (1 + rank))
+        scored.append((score, float(cs), lex, _Sentence(a, (s, e), rank)))
     scored.sort(key=lambda x: -x[0])
 
     best_chunk = hits[0].chunk
-    chunk_terms = set(terms(best_chunk.text + " " + snap.articles[best_chunk.article_id].title))
-    coverage = sum(w for t, w in weights.items() if t in chunk_terms) / total
+    chunk_terms = set(terms(best_chunk.text + " " + snap.article(best_chunk.article_id).title))
     top = scored[0][3]
     top_chunk = hits[top.hit_rank].chunk
-    features = {"dense": max(h.dense for h in hits), "coverage": coverage,
-                "sentence_cos": scored[0][1], "sentence_lex": scored[0][2],
-                "specifics": _specifics_found(question, f"{top.article.title} {top.article.date or ''} {top_chunk.text}"),
-                "type": 1.0 if qtype is None else _type_match(qtype, top.article.text[top.span[0]:top.span[1]], qtext_lower)}
-    confidence = _sigmoid(model["bias"] + sum(model["weights"].get(k, 0.0) * v for k, v in features.items()))
+    feats = {"dense": max(h.dense for h in hits),
+             "coverage": sum(w for t, w in weights.items() if t in chunk_terms) / total,
+             "sentence_cos": scored[0][1], "sentence_lex": scored[0][2],
+             "specifics": _specifics_found(question, f"{top.article.title} {top.article.date or ''} {top_chunk.text}"),
+             "type": 1.0 if qtype is None else _type_match(qtype, top.article.text[top.span[0]:top.span[1]],
+                                                           qtext_lower)}
+    return scored, feats
 
-    if confidence < (model["threshold"] if refuse_below is None else refuse_below):
+
+def answer(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray, lexical: LexicalIndex, *,
+           max_citations: int = 2, refuse_below: float | None = None, refusal_model: dict | None = None) -> Extract:
+    """Choose the answering sentences and decide whether to refuse.
+
+    Args:
+        question: the question as retrieval saw it.
+        hits: the retrieved chunks, best first.
+        snap: the index they come from (records and sentence vectors).
+        qvec: the question's vector.
+        lexical: the index's lexical side (for how rare each question word is).
+        max_citations: sentences quoted at most.
+        refuse_below: the confidence under which it refuses; None: the refusal model's threshold.
+        refusal_model: another model than `REFUSAL_MODEL` (bench/calibrate.py).
+    """
+    model = refusal_model or REFUSAL_MODEL
+    scored, feats = _evidence(question, hits, snap, qvec, lexical)
+    if not scored:
+        return Extract(REFUSAL, True, (), (), 0.0, feats)
+    conf = confidence(feats, model)
+    if conf < (model["threshold"] if refuse_below is None else refuse_below):
         related = _citations([(s, c) for s, _, _, c in _diverse(scored, 3)])
-        return REFUSAL, True, (), related, confidence
+        return Extract(REFUSAL, True, (), related, conf, feats)
 
     chosen = [scored[0]]
     for item in scored[1:]:
@@ -140,12 +168,7 @@ def answer(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray,
             chosen.append(item)
     cites = _citations([(s, c) for s, _, _, c in chosen])
     text = " ".join(f"{c.sentence} [{c.n}]" for c in cites)
-    return text, False, cites, (), confidence
-
-
-def feature_names() -> list[str]:
-    """The refusal features `answer` computes, in the order bench/calibrate.py fits them."""
-    return ["dense", "coverage", "sentence_cos", "sentence_lex", "specifics", "type"]
+    return Extract(text, False, cites, (), conf, feats)
 
 
 _SPECIFIC = re.compile(r"\d[\d.,]*|(?<=\s)[A-Z][\w'’.-]*")
@@ -193,16 +216,16 @@ def _diverse(scored: list, n: int) -> list:
     return out
 
 
-def _citations(items: list[tuple[float, _Candidate]]) -> tuple[Citation, ...]:
-    out = []
-    for n, (score, c) in enumerate(items, start=1):
-        a = c.article
-        s, e = c.span
-        snip_s, snip_e = snippet_span(a.text, s, e)
-        out.append(Citation(n=n, article_id=a.id, title=a.title, date=a.date, source=a.source, url=a.url,
-                            path=a.path, sentence=a.text[s:e], snippet=a.text[snip_s:snip_e], start=s, end=e,
-                            score=round(float(score), 4), snippet_start=snip_s))
-    return tuple(out)
+def _citations(items: list[tuple[float, _Sentence]]) -> tuple[Citation, ...]:
+    return tuple(citation(n, c.article, *c.span, score) for n, (score, c) in enumerate(items, start=1))
+
+
+def citation(n: int, a: Article, s: int, e: int, score: float, **extra) -> Citation:
+    """Citation [n] of sentence [s, e) of ``a``, with its snippet (`snippet_span`)."""
+    lo, hi = snippet_span(a.text, s, e)
+    return Citation(n=n, article_id=a.id, title=a.title, date=a.date, source=a.source, url=a.url, path=a.path,
+                    sentence=a.text[s:e], snippet=a.text[lo:hi], start=s, end=e, score=round(float(score), 4),
+                    snippet_start=lo, **extra)
 
 
 def snippet_span(text: str, s: int, e: int, reach: int = 240) -> tuple[int, int]:
@@ -223,5 +246,3 @@ def snippet_span(text: str, s: int, e: int, reach: int = 240) -> tuple[int, int]
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
-
-# -- short answers ----------------------------------------------------------------------------

@@ -142,8 +142,8 @@ def _onnx_session(w: dict[str, np.ndarray], heads: int, layers: int, eps: float)
         return op("Add", op("MatMul", x, wt), const(pre + ".b", w[pre + ".bias"] if bias is None else bias))
 
     def norm(x: str, pre: str) -> str:
-        return op("LayerNormalization", x, const(pre + ".g", w[pre + ".weight"]), const(pre + ".beta", w[pre + ".bias"]),
-                  axis=-1, epsilon=eps)
+        return op("LayerNormalization", x, const(pre + ".g", w[pre + ".weight"]),
+                  const(pre + ".beta", w[pre + ".bias"]), axis=-1, epsilon=eps)
 
     e = "embeddings."
     dim = w[e + "word_embeddings.weight"].shape[1]

@@ -11,7 +11,7 @@ import gzip
 import hashlib
 import logging
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import AskdeskError
 from .types import Article, Chunk

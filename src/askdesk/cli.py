@@ -20,7 +20,8 @@ EXAMPLE_QUESTION = "How big was Nippon Steel's bid for US Steel?"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="askdesk", description="Ask questions of your news articles; answers cite their sentences.")
+    p = argparse.ArgumentParser(prog="askdesk",
+                                description="Ask questions of your news articles; answers cite their sentences.")
     _common(p)
     p.add_argument("--version", action="store_true", help="print the version and exit")
     # The same options after the command ("askdesk index corpus/ --index DIR", as error messages
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--as-of", metavar="DATE", dest="as_of", help="answer as of DATE: nothing published later is used")
     s.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible /v1 base URL of an LLM that writes the answer, "
                                                      "e.g. http://localhost:11434/v1 (default: $ASKDESK_LLM_URL)")
-    s.add_argument("--llm-model", metavar="NAME", help="the LLM's model name, e.g. llama3.2 (default: $ASKDESK_LLM_MODEL)")
+    s.add_argument("--llm-model", metavar="NAME", help="the LLM's model name, e.g. llama3.2 "
+                                                       "(default: $ASKDESK_LLM_MODEL)")
 
     s = sub.add_parser("info", help="what the index holds: model, articles, chunks, built when")
     s.add_argument("--json", action="store_true", help="print as JSON")
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(s)
 
     s = sub.add_parser("eval", help="measure retrieval or answer quality on a third-party data set")
-    s.add_argument("kind", choices=["retrieval", "qa"], help="retrieval: BEIR-style folder; qa: SQuAD JSON or qa.jsonl folder")
+    s.add_argument("kind", choices=["retrieval", "qa"],
+                   help="retrieval: BEIR-style folder; qa: SQuAD JSON or qa.jsonl folder")
     s.add_argument("path", help="the data set (file or folder)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     s.add_argument("--limit", type=int, help="only the first N queries, in file order")
@@ -128,46 +131,39 @@ def _desk(args):
     return Desk.open(cfg.index, config=cfg)
 
 
-def _progress_bar():
-    """A tqdm bar on stderr, fed by the API's progress(done, total, desc) callback."""
+def progress_bar():
+    """A tqdm bar on stderr fed by the API's progress(done, total, desc) callback; a new bar for
+    each new stage ("embedding", then "writing"; "retrieval" questions ...), drawn only on a terminal."""
     from tqdm import tqdm
 
-    bar = None
+    bar, stage = None, None
 
     def update(done: int, total: int, desc: str) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="text", desc=desc, file=sys.stderr, disable=None)
-        bar.set_description(desc)
+        nonlocal bar, stage
+        if desc != stage:
+            if bar is not None:
+                bar.close()
+            bar, stage = tqdm(total=total, unit="text", desc=desc, file=sys.stderr, disable=None), desc
         bar.total = total
         bar.n = done
         bar.refresh()
-        if desc == "writing":
+        if done >= total and desc in ("writing", "qa", "retrieval"):
             bar.close()
 
     return update
 
 
-def _print_changes(stats: dict, as_json: bool = False, *, corpus: Path | None = None, file=None) -> None:
-    """What a write did, as `askdesk index` prints it (also used by `serve` at start)."""
-    file = file or sys.stdout
+def _print_changes(stats: dict, as_json: bool = False, *, corpus: Path | None = None) -> None:
+    """What a write did: one line per skipped or re-encoded file on stderr, the counts on stdout."""
+    from .render import changes_lines
+
     if as_json:
-        print(json.dumps(stats, indent=2), file=file)
+        print(json.dumps(stats, indent=2))
         return
-    for path, reason in stats.get("skipped", []):
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    for path, encoding in stats.get("decoded", []):
-        print(f"read {path} as {encoding} (it is not UTF-8)", file=sys.stderr)
-    print(f"{stats['added']:,} added, {stats['updated']:,} updated, {stats['removed']:,} removed, "
-          f"{stats['unchanged']:,} unchanged; index holds {stats['n_articles']:,} articles, "
-          f"{stats['n_chunks']:,} chunks", file=file)
-    if stats.get("kept"):
-        n, where = stats["kept"], f" {corpus}" if corpus else ""
-        print(f"kept {n:,} article{'s' * (n != 1)} that {'is' if n == 1 else 'are'} not in{where or ' the folder'}; "
-              f"`askdesk index{where} --prune` removes {'it' if n == 1 else 'them'}", file=file)
-    if stats.get("embedded") and not (stats["added"] or stats["updated"]):
-        print("the index was built with other settings (askdesk version, chunking or ASKDESK_INT8): "
-              f"all {stats['n_chunks']} chunks embedded again", file=file)
+    notes, lines = changes_lines(stats, corpus)
+    for line in notes:
+        print(line, file=sys.stderr)
+    print("\n".join(lines))
 
 
 def cmd_index(args) -> int:
@@ -178,7 +174,7 @@ def cmd_index(args) -> int:
         cfg = cfg.replace(corpus=Path(args.corpus))
     desk = Desk(cfg.index, config=cfg)
     corpus = desk.corpus or Path("corpus")
-    _print_changes(desk.sync(corpus, prune=args.prune, progress=_progress_bar()), args.json, corpus=corpus)
+    _print_changes(desk.sync(corpus, prune=args.prune, progress=progress_bar()), args.json, corpus=corpus)
     return 0
 
 
@@ -187,7 +183,7 @@ def cmd_add(args) -> int:
 
     cfg = _config(args)
     desk = Desk(cfg.index, config=cfg)
-    _print_changes(desk.add(args.paths, progress=_progress_bar()), args.json)
+    _print_changes(desk.add(args.paths, progress=progress_bar()), args.json)
     return 0
 
 
@@ -210,7 +206,7 @@ def cmd_ask(args) -> int:
     print(answer.text)
     if answer.short and answer.generator == "extractive":  # a span of citation [1]; an LLM's text may not hold it
         print(f"Short answer: {answer.short}")
-    unsupported = [s["text"] for s in answer.sentences if not s["supported"]]
+    unsupported = [s.text for s in answer.sentences if not s.supported]
     if unsupported:
         print("\n⚠ Not backed by the cited passages:")
         print("\n".join(f"  - {s}" for s in unsupported))
@@ -226,13 +222,13 @@ def cmd_ask(args) -> int:
             print(f"    quote: “{c.quote.rstrip(', ')}” — {c.speaker}")
     by_n = {c.n: c for c in answer.citations}
     for x in answer.conflicts:  # the answer's text says it too; here each value with its source
-        print(f"\nReports differ on {x['about']}:")
-        for v in x["values"]:
-            c = by_n.get(v["citation"])
-            print(f"  {v['value']} [{v['citation']}]" + (f" ({c.source or c.title}, {c.date})" if c else ""))
-    if answer.period and answer.period["used"]:
+        print(f"\nReports differ on {x.about}:")
+        for value, n in x.values:
+            c = by_n.get(n)
+            print(f"  {value} [{n}]" + (f" ({c.source or c.title}, {c.date})" if c else ""))
+    if answer.period and answer.period.used:
         p = answer.period
-        print(f"\nDates: preferred articles published {p['phrase']} ({p['since']} to {p['until']})")
+        print(f"\nDates: preferred articles published {p.phrase} ({p.since} to {p.until})")
     if answer.note:  # e.g. the LLM timed out and this is the extractive answer
         print(f"\nNote: {answer.note}")
     return 0
@@ -279,7 +275,7 @@ def cmd_eval(args) -> int:
 
     cfg = _config(args)
     run = eval_mod.eval_retrieval if args.kind == "retrieval" else eval_mod.eval_qa
-    result = run(args.path, config=cfg, limit=args.limit, index_dir=args.keep_index)
+    result = run(args.path, config=cfg, limit=args.limit, index_dir=args.keep_index, progress=progress_bar())
     print(json.dumps(result, indent=2) if args.json else eval_mod.format_table(result))
     return 0
 

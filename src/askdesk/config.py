@@ -45,7 +45,7 @@ class Config:
     llm_timeout: float = 30.0  # seconds to wait for a reply (and between streamed pieces), then fall back
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Config":
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Config:
         """Defaults overlaid with ``ASKDESK_<FIELD>`` variables, then ``overrides``."""
         env = os.environ if environ is None else environ
         values: dict = {}
@@ -57,7 +57,7 @@ class Config:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def replace(self, **changes) -> "Config":
+    def replace(self, **changes) -> Config:
         """A copy with ``changes`` applied; ``None`` values are ignored."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 

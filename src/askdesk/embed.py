@@ -6,10 +6,13 @@ window, and normalized float32 vectors. Tests plug in a deterministic fake throu
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -61,6 +64,16 @@ def embed_with_spans(embedder: Embedder, texts: Sequence[str], spans: Sequence[S
     return vecs[:len(texts)], out, len(texts) + len(flat)
 
 
+def model_window(path: str, default: int) -> int:
+    """The wordpieces the model reads (its sentence_bert_config.json's max_seq_length), capped at
+    ``default``; ``default`` when the folder does not say (a hub name, another layout)."""
+    try:
+        seq = json.loads((Path(path) / "sentence_bert_config.json").read_text()).get("max_seq_length")
+    except (OSError, ValueError):
+        return default
+    return min(int(seq), default) if seq else default
+
+
 def resolve_model_path(model: str) -> str:
     """A model setting -> what SentenceTransformer loads: the bundled package, a path or a name."""
     if model == DEFAULT_MODEL:
@@ -76,15 +89,28 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded once on first use (imports torch lazily)."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *, batch_size: int = 32, max_wordpieces: int = 256,
-                 quantize: bool = False):
+                 quantize: bool = False, question_backend: str = "auto"):
         self.name = model
+        self.question_backend = question_backend  # bert.BertEncoder's: "auto" (onnxruntime if installed), "numpy"
         self.batch_size = batch_size
-        self.max_wordpieces = max_wordpieces
+        self._max_wordpieces = max_wordpieces  # the setting; the model's own window may be smaller
+        self._window: int | None = None
         self.quantize = quantize
+        self.int8_active: bool | None = None  # whether int8 layers really run (known once the model loads)
         self._model = None
         self._fast: BertEncoder | None | bool = None  # None: not tried yet; False: not supported
         self._lock = threading.Lock()
         self._dim: int | None = None
+
+    @property
+    def max_wordpieces(self) -> int:
+        """The window this embedder fills: the setting, or the model's max_seq_length if smaller.
+
+        Questions and documents both stop there, so a chunk `fits` exactly when the model reads
+        all of it, and a question and a chunk of the same text get the same vector."""
+        if self._window is None:
+            self._window = model_window(resolve_model_path(self.name), self._max_wordpieces)
+        return self._window
 
     @property
     def model(self):
@@ -113,19 +139,25 @@ class SentenceTransformerEmbedder:
                 f"use the default {DEFAULT_MODEL!r} or a local model folder"
             ) from None
         model.max_seq_length = min(model.max_seq_length or self.max_wordpieces, self.max_wordpieces)
+        self._window = model.max_seq_length
         if self.quantize:
             model = _int8(model)
-        logger.info("loaded %s (max_seq_length %d, int8 %s)", path, model.max_seq_length, self.quantize)
+        self.int8_active = int8_layers(model) > 0
+        if self.quantize and not self.int8_active:
+            logger.warning("int8 was asked for but no quantized layer runs; "
+                           "embedding in fp32 (recorded in the manifest)")
+        logger.info("loaded %s (max_seq_length %d, int8 %s)", path, model.max_seq_length, self.int8_active)
         return model
 
     @property
-    def fast(self) -> "BertEncoder | None":
+    def fast(self) -> BertEncoder | None:
         """The torch-free question encoder (bert.py), when the model's architecture allows it."""
         if self._fast is None:
             with self._lock:
                 if self._fast is None:
                     path = resolve_model_path(self.name)
-                    self._fast = BertEncoder(path, self.max_wordpieces) if BertEncoder.supports(path) else False
+                    self._fast = (BertEncoder(path, self.max_wordpieces, backend=self.question_backend)
+                                  if BertEncoder.supports(path) else False)
         return self._fast or None
 
     @property
@@ -208,6 +240,15 @@ class SentenceTransformerEmbedder:
             for (i, j), v in zip(missing, alone):
                 span_vecs[i][j] = v
         return vecs, span_vecs, len(texts) + len(missing)
+
+
+def int8_layers(model) -> int:
+    """How many dynamically quantized int8 Linear layers ``model`` runs (0: it runs fp32)."""
+    try:
+        from torch.ao.nn.quantized.dynamic import Linear as QLinear
+    except ImportError:
+        return 0
+    return sum(isinstance(m, QLinear) for m in model.modules())
 
 
 def _int8(model):

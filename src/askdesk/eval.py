@@ -13,17 +13,16 @@ import logging
 import math
 import re
 import string
-import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from .config import Config
-from .desk import Desk
+from .desk import Desk, Progress
 from .embed import Embedder
 from .errors import BadInputError, BadQuestionError
 from .ingest import article_from_text
@@ -37,7 +36,8 @@ _MARKER = re.compile(r"\s*\[\d+\]")
 
 # -- the two measurements ---------------------------------------------------------------------
 def eval_retrieval(path: str | Path, *, config: Config | None = None, limit: int | None = None,
-                   embedder: Embedder | None = None, index_dir: str | Path | None = None) -> dict:
+                   embedder: Embedder | None = None, index_dir: str | Path | None = None,
+                   progress: Progress | None = None) -> dict:
     """Retrieval quality on a BEIR-style folder.
 
     Args:
@@ -59,20 +59,20 @@ def eval_retrieval(path: str | Path, *, config: Config | None = None, limit: int
         BadInputError: a file is missing or malformed, or no query has a judgement.
     """
     root = _folder(path, "eval retrieval")
-    articles, doc_of = _read_corpus(root)
-    qrels = _read_qrels(root)
+    articles, doc_of = read_corpus(root)
+    qrels = read_qrels(root)
     if qrels is None:
         raise BadInputError(f"no qrels/test.tsv or qrels.tsv in {str(root)!r}; add the relevance judgements "
                             "(query-id, corpus-id, score, with a header line)")
-    queries = _read_jsonl(root / "queries.jsonl", "queries.jsonl (one {\"_id\", \"text\"} per line)")[:limit]
+    queries = read_jsonl(root / "queries.jsonl", "queries.jsonl (one {\"_id\", \"text\"} per line)")[:limit]
     judged = [q for q in queries if any(s > 0 for s in qrels.get(str(q.get("_id")), {}).values())]
     if not judged:
         raise BadInputError(f"none of the {len(queries)} queries in {str(root / 'queries.jsonl')!r} has a positive "
                             "judgement in the qrels; check that the query ids match")
     per_query: dict[str, list[float]] = {m: [] for m in ("ndcg@10", "recall@1", "recall@5", "recall@10", "mrr@10")}
     times = []
-    with _desk(articles, config, embedder, index_dir) as (desk, index_s):
-        for q in _progress(judged, "retrieval"):
+    with _desk(articles, config, embedder, index_dir, progress) as (desk, index_s):
+        for q in _counted(judged, "retrieval", progress):
             t0 = time.perf_counter()
             try:
                 hits = desk.retrieve(str(q["text"]), k=RETRIEVE_CHUNKS)
@@ -92,7 +92,8 @@ def eval_retrieval(path: str | Path, *, config: Config | None = None, limit: int
 
 
 def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None = None,
-            embedder: Embedder | None = None, index_dir: str | Path | None = None) -> dict:
+            embedder: Embedder | None = None, index_dir: str | Path | None = None,
+            progress: Progress | None = None) -> dict:
     """Answer quality: every question goes through `Desk.ask` exactly as a user's would.
 
     Args:
@@ -125,16 +126,16 @@ def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None
     """
     p = Path(path)
     if p.is_file():
-        articles, doc_of, questions = _read_squad(p)
+        articles, doc_of, questions = read_squad(p)
     else:
-        articles, doc_of, questions = _read_qa_folder(_folder(p, "eval qa"))
+        articles, doc_of, questions = read_qa_folder(_folder(p, "eval qa"))
     questions = questions[:limit]
     if not questions:
         raise BadInputError(f"no questions in {str(p)!r}; give a SQuAD JSON file or a folder with qa.jsonl")
     rows, times, words = [], [], []
     dated = any(a.date for a in articles)  # as_of drops undated articles: only use it where dates exist
-    with _desk(articles, config, embedder, index_dir) as (desk, index_s):
-        for q in _progress(questions, "qa"):
+    with _desk(articles, config, embedder, index_dir, progress) as (desk, index_s):
+        for q in _counted(questions, "qa", progress):
             t0 = time.perf_counter()
             try:
                 ans = desk.ask(q["question"], as_of=q.get("date") if dated else None)  # asked on question_date
@@ -247,7 +248,7 @@ def _folder(path: str | Path, command: str) -> Path:
     return root
 
 
-def _read_jsonl(path: Path, what: str) -> list[dict]:
+def read_jsonl(path: Path, what: str) -> list[dict]:
     if not path.is_file():
         raise BadInputError(f"{str(path)!r} is missing; add {what}")
     out = []
@@ -265,12 +266,14 @@ def _read_jsonl(path: Path, what: str) -> list[dict]:
     return out
 
 
-def _read_corpus(root: Path) -> tuple[list[Article], dict[str, str]]:
+def read_corpus(root: Path) -> tuple[list[Article], dict[str, str]]:
     """corpus.jsonl -> Articles, and article id -> the doc's ``_id``."""
     articles, doc_of = [], {}
-    for n, rec in enumerate(_read_jsonl(root / "corpus.jsonl", "corpus.jsonl (one {\"_id\", \"title\", \"text\"} per line)"), 1):
+    for n, rec in enumerate(read_jsonl(root / "corpus.jsonl",
+                                       "corpus.jsonl (one {\"_id\", \"title\", \"text\"} per line)"), 1):
         if "_id" not in rec or not str(rec.get("text") or "").strip():
-            raise BadInputError(f"corpus.jsonl record {n} needs an \"_id\" and a non-empty \"text\"; got keys {sorted(rec)!r}")
+            raise BadInputError(f"corpus.jsonl record {n} needs an \"_id\" and a non-empty \"text\"; "
+                                f"got keys {sorted(rec)!r}")
         meta = rec.get("metadata") if isinstance(rec.get("metadata"), dict) else {}
         _add(articles, doc_of, str(rec["_id"]), str(rec.get("title") or ""), str(rec["text"]),
              date=meta.get("date"), source=meta.get("source"), url=meta.get("url"))
@@ -286,7 +289,7 @@ def _add(articles: list[Article], doc_of: dict[str, str], doc_id: str, title: st
         articles.append(a)
 
 
-def _read_qrels(root: Path) -> dict[str, dict[str, int]] | None:
+def read_qrels(root: Path) -> dict[str, dict[str, int]] | None:
     """qrels/test.tsv or qrels.tsv -> {query id: {doc id: score}}; None when neither exists."""
     path = next((p for p in (root / "qrels" / "test.tsv", root / "qrels.tsv") if p.is_file()), None)
     if path is None:
@@ -302,7 +305,7 @@ def _read_qrels(root: Path) -> dict[str, dict[str, int]] | None:
     return qrels
 
 
-def _read_squad(path: Path) -> tuple[list[Article], dict[str, str], list[dict]]:
+def read_squad(path: Path) -> tuple[list[Article], dict[str, str], list[dict]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
@@ -321,11 +324,12 @@ def _read_squad(path: Path) -> tuple[list[Article], dict[str, str], list[dict]]:
     return articles, doc_of, questions
 
 
-def _read_qa_folder(root: Path) -> tuple[list[Article], dict[str, str], list[dict]]:
-    articles, doc_of = _read_corpus(root)
-    qrels = _read_qrels(root) or {}
+def read_qa_folder(root: Path) -> tuple[list[Article], dict[str, str], list[dict]]:
+    articles, doc_of = read_corpus(root)
+    qrels = read_qrels(root) or {}
     questions = []
-    for n, rec in enumerate(_read_jsonl(root / "qa.jsonl", "qa.jsonl (one {\"id\", \"question\", \"answers\"} per line)"), 1):
+    for n, rec in enumerate(read_jsonl(root / "qa.jsonl",
+                                       "qa.jsonl (one {\"id\", \"question\", \"answers\"} per line)"), 1):
         if not str(rec.get("question") or "").strip() or not isinstance(rec.get("answers", []), list):
             raise BadInputError(f"qa.jsonl record {n} needs a \"question\" and an \"answers\" list ([] = unanswerable)")
         answers = [str(a) for a in rec.get("answers", [])]
@@ -339,7 +343,7 @@ def _read_qa_folder(root: Path) -> tuple[list[Article], dict[str, str], list[dic
 # -- running --------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _desk(articles: list[Article], config: Config | None, embedder: Embedder | None,
-          index_dir: str | Path | None) -> Iterator[tuple[Desk, float]]:
+          index_dir: str | Path | None, progress: Progress | None) -> Iterator[tuple[Desk, float]]:
     """A Desk over ``articles`` in ``index_dir`` or a temporary folder, and the seconds it took."""
     cfg = config or Config.from_env()
     with contextlib.ExitStack() as stack:
@@ -348,29 +352,15 @@ def _desk(articles: list[Article], config: Config | None, embedder: Embedder | N
         logger.info("indexing %d documents into %s", len(articles), index_dir)
         t0 = time.perf_counter()
         # prune: a kept index from another data set must hold this set's documents only
-        desk = Desk.build(articles, index_dir, config=cfg, embedder=embedder, progress=_bar("indexing"), prune=True)
+        desk = Desk.build(articles, index_dir, config=cfg, embedder=embedder, progress=progress, prune=True)
         yield desk, time.perf_counter() - t0
 
 
-def _bar(desc: str):
-    """A progress(done, total, desc) callback drawing a tqdm bar on stderr (only on a terminal)."""
-    from tqdm import tqdm
-
-    bar = None
-
-    def update(done: int, total: int, what: str) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=f"{desc}: {what}", file=sys.stderr, disable=None, unit="text")
-        bar.n = done
-        bar.refresh()
-        if what == "writing":
-            bar.close()
-
-    return update
-
-
-def _progress(items: list, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, file=sys.stderr, disable=None, unit="q")
+def _counted(items: list, desc: str, progress: Progress | None) -> Iterator:
+    """``items``, reporting progress(done, total, desc) as they go."""
+    for i, item in enumerate(items):
+        if progress:
+            progress(i, len(items), desc)
+        yield item
+    if progress:
+        progress(len(items), len(items), desc)

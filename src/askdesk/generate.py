@@ -16,12 +16,12 @@ import json
 import logging
 import re
 import time
-from typing import Iterable, Iterator, Protocol, Sequence
-
-import numpy as np
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 from .answer import REFUSAL
 from .errors import BadInputError, GeneratorError
+from .records import Snapshot
 from .types import Answer, Hit
 from .verify import SUPPORT_COSINE, Check, Passage, check, compose, verify  # noqa: F401 - part of this API
 
@@ -180,7 +180,7 @@ def _why(e: Exception, url: str, wait: float) -> str:
 # ---- the prompt: passages as quoted data ----
 
 
-def passages_from_hits(hits: Sequence[Hit], snap) -> list[Passage]:
+def passages_from_hits(hits: Sequence[Hit], snap: Snapshot) -> list[Passage]:
     """The hits' chunks as numbered passages, best first; overlapping chunks of one article merged."""
     merged: list[list] = []  # [article id, start, end]
     for h in hits:
@@ -190,15 +190,19 @@ def passages_from_hits(hits: Sequence[Hit], snap) -> list[Passage]:
             m[1], m[2] = min(m[1], c.start), max(m[2], c.end)
         else:
             merged.append([c.article_id, c.start, c.end])
+    block = snap.sentences_in([h.chunk for h in hits])
     out = []
     for n, (aid, s, e) in enumerate(merged, 1):
-        base = snap.sentence_row[aid]
-        rows = [(base + k, sp) for k, sp in enumerate(snap.sentences[aid]) if sp[0] >= s and sp[1] <= e]
+        inside: dict[tuple[int, int], int] = {}  # a sentence in two overlapping chunks: once
+        for i, (a, span) in enumerate(zip(block.articles, block.spans)):
+            if a.id == aid and s <= span[0] and span[1] <= e:
+                inside.setdefault(span, i)
+        rows = sorted(inside.items())
+        article = snap.article(aid)
         if rows:
-            vecs = np.asarray(snap.sentence_vectors[[r for r, _ in rows]], dtype=np.float32)
-            out.append(Passage(n, snap.articles[aid], s, e, tuple(sp for _, sp in rows), vecs))
+            out.append(Passage(n, article, s, e, tuple(sp for sp, _ in rows), block.vectors[[i for _, i in rows]]))
         else:  # a window of one over-long sentence: checked as a whole
-            out.append(Passage(n, snap.articles[aid], s, e, ((s, e),)))
+            out.append(Passage(n, article, s, e, ((s, e),)))
     return out
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 from .chunk import split_sentences
 from .errors import BadInputError
+from .text import MONTH, month_number
 from .types import Article
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,8 @@ MAX_FILE_BYTES = 5_000_000
 # Page furniture that scrapers leave at the end of an article. A paragraph that is one of
 # these starts the tail; everything from it on is dropped when the tail is all short lines.
 _TAIL_MARKERS = re.compile(
-    r"^(tags?|filed under|categories|leave a (reply|comment)|comments?|\d+ comments?|related( articles| posts| stories)?"
+    r"^(tags?|filed under|categories|leave a (reply|comment)|comments?|\d+ comments?"
+    r"|related( articles| posts| stories)?"
     r"|share( this( article| story)?)?:?|like this:?|you (may|might) also like|read (more|next)|more from .{0,40}"
     r"|advertisement|subscribe.*|sign up for .{0,60}|follow us.{0,40}|click to share.*|posted in .{0,60}"
     r"|your email address will not be published.*|about the author)\W*$",
@@ -117,7 +119,8 @@ def read_article(path: str | Path, *, root: str | Path | None = None, max_bytes:
     title = (meta.get("title") or "").strip() or path.stem
     # Never the file's mtime: a copied or re-saved file would get the wrong day.
     hint = _year_hint(meta.get("url"), rel)  # a dateline may have been taken for the title line
-    date_iso = normalize_date(meta.get("date")) or dateline_date(body, year_hint=hint) or dateline_date(title, year_hint=hint)
+    date_iso = (normalize_date(meta.get("date")) or dateline_date(body, year_hint=hint)
+                or dateline_date(title, year_hint=hint))
     source, url = meta.get("source") or None, meta.get("url") or None
     # The id covers the metadata too: a corrected title or date is an update, not "unchanged".
     return Article(id=article_id(url or rel, "\n".join(map(str, (title, date_iso, source, body)))),
@@ -206,8 +209,7 @@ def normalize_date(value) -> str | None:
         return None
 
 
-_MONTH = (r"(?P<mon>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
-          r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_MONTH = rf"(?P<mon>{MONTH})\.?"
 # "WASHINGTON, March 3, 2025 (Reuters) -", "Feb 7 (Reuters) -", "LONDON, 3 March 2025 —", "Feb 7, 2021 ...":
 # a place in capitals (optional), a date, an agency (optional), then a dash or an ellipsis.
 _DATELINE = re.compile(
@@ -230,7 +232,7 @@ def dateline_date(text: str, *, year_hint: int | None = None) -> str | None:
     if year is None:
         return None
     mon = (m.group("mon") or m.group("mon2")).lower()[:3]
-    month = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"].index(mon) + 1
+    month = month_number(mon)
     try:
         return date(year, month, int(m.group("day") or m.group("day2"))).isoformat()
     except ValueError:  # "Feb 30"

@@ -1,136 +1,32 @@
-"""News-aware reading: relative dates in questions, figures that disagree between reports, and
-quotations with their speakers (found by `askdesk.quotes`). Pure functions over text and the answerer's output: no model,
-no index, so every rule here is tested on small hand-written articles.
+"""News-aware reading: figures that disagree between reports, quotations with their speakers
+(found by `askdesk.quotes`), and answers that hold only "as of" a date. Pure functions over text
+and the answerer's output: no model, no index, so every rule here is tested on small hand-written
+articles. (Date phrases in questions, "last week", are read by `askdesk.text`.)
 
-`Desk` calls `resolve_period` before retrieval and `enrich` after `answer.answer()` returns.
+`Desk` calls `enrich` after `answer.answer()` returns.
 """
 
 from __future__ import annotations
 
-import calendar
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
 from functools import lru_cache
-from typing import Sequence
 
-from .answer import question_type, snippet_span
-from .quotes import MONTHS, WEEKDAYS, Quote, asked_speaker, find_quotes, same_person  # noqa: F401 - re-exported
-from .types import Answer, Article, Citation
+import numpy as np
+
+from .answer import citation
+from .quotes import Quote, asked_speaker, find_quotes, same_person
+from .records import Sentences
+from .text import MONTH_FULL, NUMBER, SCALES, month_number, pretty_date, question_kind, stem
+from .types import Answer, Article, Claim, Conflict
 
 # User-facing sentences (tested by name).
 AS_OF = "As of {date}: {text}"  # an answer about a figure that changes, dated by its cited article
 QUOTE_ANSWER = "{speaker}: “{quote}” [{n}]"  # a quotation, marked as one, with the person the article names
 CONFLICT = "Reports differ on {about}: {values}."
 NO_QUOTE_NOTE = "No quotation from {speaker} on this was found in the articles; this is the closest passage."
-PERIOD_CHUNKS = 3  # of the 5 chunks answered from, this many from the question's period; see docs/news.md
-PERIOD_FALLBACK_NOTE = "Nothing was published {phrase} ({since} to {until}); the answer uses articles from any date."
-
-_MONTH_RE = r"(?:january|february|march|april|may|june|july|august|september|sept|october|november|december)"
-
-
-# ---- relative dates in the question ---------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Period:
-    """A stretch of days a question names ("last week"), resolved against an as-of day."""
-
-    since: str  # ISO, inclusive
-    until: str
-    phrase: str  # as written in the question
-    span: tuple[int, int]  # where the phrase is in the question
-    relative: bool  # "last week" (True) or a named month or year, "in 2023" (False)
-
-
-_PERIOD = re.compile(
-    r"\b(?:(?P<today>today|tonight|this (?:morning|afternoon|evening))|(?P<yesterday>yesterday)"
-    r"|(?P<n_rel>past|last) (?P<n>\d{1,3}) (?P<n_unit>day|week|month)s"
-    r"|(?P<rel>this|last|past|previous) (?P<unit>week|month|year)"
-    rf"|(?:in|during|since|of|early|late|mid(?:-| )?) (?P<month>{_MONTH_RE})(?: (?P<myear>(?:19|20)\d\d))?"
-    rf"|(?P<month2>{_MONTH_RE}) (?P<myear2>(?:19|20)\d\d)"
-    r"|(?:in|during) (?P<year>(?:19|20)\d\d)"
-    r"|(?P<on>on|last) (?P<wday>monday|tuesday|wednesday|thursday|friday|saturday|sunday))\b", re.I)
-
-
-def resolve_period(question: str, as_of: str | date | None = None) -> Period | None:
-    """The first date phrase of ``question`` as a date range, or None.
-
-    "today", "yesterday", "this/last/past week|month|year", "past 3 days", "in February" (the
-    latest February up to ``as_of``), "March 2024", "in 2023", "on Monday". ``as_of`` defaults to
-    today; a range never runs past it.
-    """
-    day = date.fromisoformat(as_of) if isinstance(as_of, str) else (as_of or date.today())
-    m = _PERIOD.search(question)
-    if not m:
-        return None
-    g = {k: (v.lower() if v else v) for k, v in m.groupdict().items()}
-    relative = True
-    if g["today"]:
-        lo = hi = day
-    elif g["yesterday"]:
-        lo = hi = day - timedelta(days=1)
-    elif g["n"]:
-        n, unit = int(g["n"]), g["n_unit"]
-        lo, hi = day - timedelta(days=n * {"day": 1, "week": 7, "month": 30}[unit] - 1), day
-    elif g["unit"]:
-        lo, hi = _relative_range(g["rel"], g["unit"], day)
-    elif g["month"] or g["month2"]:
-        month = _month_number(g["month"] or g["month2"])
-        year = g["myear"] or g["myear2"]
-        year = int(year) if year else (day.year if month <= day.month else day.year - 1)
-        lo, hi = date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
-        relative = False
-    elif g["year"]:
-        lo, hi = date(int(g["year"]), 1, 1), date(int(g["year"]), 12, 31)
-        relative = False
-    else:
-        back = (day.weekday() - WEEKDAYS.index(g["wday"])) % 7
-        if back == 0 and g["on"] == "last":
-            back = 7
-        lo = hi = day - timedelta(days=back)
-    if lo <= day < hi:
-        hi = day
-    return Period(lo.isoformat(), hi.isoformat(), m.group(0), m.span(), relative)
-
-
-def _relative_range(rel: str, unit: str, day: date) -> tuple[date, date]:
-    if rel == "past":  # a rolling window that ends today
-        return day - timedelta(days={"week": 6, "month": 29, "year": 364}[unit]), day
-    if unit == "week":
-        monday = day - timedelta(days=day.weekday())
-        return (monday, day) if rel == "this" else (monday - timedelta(days=7), monday - timedelta(days=1))
-    if unit == "month":
-        first = day.replace(day=1)
-        if rel == "this":
-            return first, day
-        last = first - timedelta(days=1)
-        return last.replace(day=1), last
-    if rel == "this":
-        return day.replace(month=1, day=1), day
-    return date(day.year - 1, 1, 1), date(day.year - 1, 12, 31)
-
-
-def _month_number(name: str) -> int:
-    return next(i for i, m in enumerate(MONTHS, 1) if m.startswith(name.lower()[:3]))
-
-
-def without_period(question: str, period: Period | None) -> str:
-    """The question with a relative date phrase cut out, for retrieval: "last week" matches no
-    article's words. Named months and years stay: "in 2019" is also in the articles' text."""
-    if period is None or not period.relative:
-        return question
-    s, e = period.span
-    return " ".join((question[:s] + question[e:]).split()) or question
-
-
-def pretty_date(iso: str | None) -> str | None:
-    """"2025-02-07" -> "7 February 2025"; other strings unchanged."""
-    try:
-        d = date.fromisoformat(iso or "")
-    except ValueError:
-        return iso
-    return f"{d.day} {MONTHS[d.month - 1].capitalize()} {d.year}"
 
 
 # ---- figures that disagree --------------------------------------------------------------------------
@@ -148,20 +44,16 @@ class Figure:
     span: tuple[int, int]  # in the sentence
 
 
-_SCALE = {"thousand": 1e3, "k": 1e3, "million": 1e6, "mn": 1e6, "m": 1e6, "billion": 1e9, "bn": 1e9, "b": 1e9,
-          "trillion": 1e12, "tn": 1e12}
 _UNITS = {"%": "%", "percent": "%", "per cent": "%", "pc": "%", "tons": "tonnes", "tonne": "tonnes", "ton": "tonnes",
-          "t": "tonnes", "tonnes": "tonnes", "euros": "€", "euro": "€", "eur": "€", "dollars": "$", "dollar": "$", "usd": "$", "us$": "$",
-          "pounds": "£", "yen": "¥", "persons": "people", "person": "people"}
-_NUMBER = re.compile(r"(?P<cur>US\$|[$€£¥])?\s?(?P<num>(?<![\w.,])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])\d+(?:\.\d+)?)"
-                     r"(?:\s?(?P<scale>thousand|million|billion|trillion|bn|mn|tn|[mbk])\b)?"
-                     r"(?:\s?(?P<unit>%|per ?cent\b|[a-zA-Z]+\b))?", re.I)
-_DATE = re.compile(rf"\b(?:(?P<m1>{_MONTH_RE})\.? (?P<d1>\d{{1,2}})(?:st|nd|rd|th)?(?:,? (?P<y1>(?:19|20)\d\d))?"
-                   rf"|(?P<d2>\d{{1,2}})(?:st|nd|rd|th)? (?P<m2>{_MONTH_RE})(?:,? (?P<y2>(?:19|20)\d\d))?)\b", re.I)
-_PERIOD_WORDS = re.compile(rf"\b(?:(?:19|20)\d\d|{_MONTH_RE}|q[1-4]|(?:first|second|third|fourth) quarter|"
+          "t": "tonnes", "tonnes": "tonnes", "euros": "€", "euro": "€", "eur": "€", "dollars": "$", "dollar": "$",
+          "usd": "$", "us$": "$", "pounds": "£", "yen": "¥", "persons": "people", "person": "people"}
+_DATE = re.compile(rf"\b(?:(?P<m1>{MONTH_FULL})\.? (?P<d1>\d{{1,2}})(?:st|nd|rd|th)?(?:,? (?P<y1>(?:19|20)\d\d))?"
+                   rf"|(?P<d2>\d{{1,2}})(?:st|nd|rd|th)? (?P<m2>{MONTH_FULL})(?:,? (?P<y2>(?:19|20)\d\d))?)\b", re.I)
+_PERIOD_WORDS = re.compile(rf"\b(?:(?:19|20)\d\d|{MONTH_FULL}|q[1-4]|(?:first|second|third|fourth) quarter|"
                            r"(?:last|this|next) (?:year|month|week|quarter)|yesterday|today)\b", re.I)
 _HEDGE = re.compile(r"\b(?:about|around|nearly|almost|roughly|approximately|some|over|under|more than|less than|"
-                    r"fewer than|up to|at least|at most|close to|estimated|an estimated|just over|just under)\s*$", re.I)
+                    r"fewer than|up to|at least|at most|close to|estimated|an estimated|just over|just under)\s*$",
+                    re.I)
 _STOP = set("""a an the of in on at to for from by with and or but as is was were are be been being has have had
 this that these those it its their his her they he she we our you than then there here which who whom whose what
 when where how why not no nor so such into onto over under about after before during between up down out more
@@ -181,12 +73,12 @@ def _figures(sentence: str) -> tuple[Figure, ...]:
     out = []
     dates = []
     for m in _DATE.finditer(sentence):
-        month = _month_number(m.group("m1") or m.group("m2"))
+        month = month_number(m.group("m1") or m.group("m2"))
         day, year = int(m.group("d1") or m.group("d2")), m.group("y1") or m.group("y2")
         if 1 <= day <= 31:
             dates.append(m.span())
             out.append((m.span(), m.group(0), f"{year or '?'}-{month:02d}-{day:02d}", "date", False))
-    for m in _NUMBER.finditer(sentence):
+    for m in NUMBER.finditer(sentence):
         if any(s <= m.start("num") < e for s, e in dates):
             continue
         cur, num, scale, unit = m.group("cur"), m.group("num"), (m.group("scale") or "").lower(), m.group("unit")
@@ -194,16 +86,17 @@ def _figures(sentence: str) -> tuple[Figure, ...]:
         if after == "-" or after.isalpha() and not scale and (unit or "").lower() in ("", "st", "nd", "rd", "th"):
             continue  # "90th", "Q1", "18-month"
         unit_l = (unit or "").lower()
-        if unit_l in _STOP or unit_l in _SCALE or cur and unit_l not in ("%", "percent", "per cent"):
+        if unit_l in _STOP or unit_l in SCALES or cur and unit_l not in ("%", "percent", "per cent"):
             unit, unit_l = None, ""  # "$14.9 billion attempt": the dollar sign is the unit
         if not cur and not scale and unit_l != "%" and re.fullmatch(r"(?:19|20)\d\d", num):
             continue  # a year ("2019 US Open")
         norm = _UNITS.get((cur or "").lower()) or cur or _UNITS.get(unit_l) or (unit_l.rstrip("s") if unit_l else "")
         if not norm:
             continue  # a bare number: what it counts is unknown
-        value = float(num.replace(",", "")) * _SCALE.get(scale, 1.0)
+        value = float(num.replace(",", "")) * SCALES.get(scale, 1.0)
         end = m.end("unit") if unit else (m.end("scale") if scale else m.end("num"))
-        out.append(((m.start(), end), sentence[m.start():end].strip(), value, norm, bool(_HEDGE.search(sentence[:m.start()]))))
+        out.append(((m.start(), end), sentence[m.start():end].strip(), value, norm,
+                    bool(_HEDGE.search(sentence[:m.start()]))))
     figures = []
     spans = [span for span, *_ in out]
     for (s, e), text, value, unit, hedged in out:
@@ -223,16 +116,12 @@ def _subject(sentence: str, s: int, e: int, reach: int = 8) -> frozenset:
     before = re.findall(r"[A-Za-z][\w'’-]+", _CLAUSE.split(sentence[:s])[-1])[-reach:]
     after = re.findall(r"[A-Za-z][\w'’-]+", _CLAUSE.split(sentence[e:])[0])[:reach]
     return frozenset(_stem(w) for w in before + after
-                     if w.lower() not in _STOP and w.lower() not in _SCALE and w.lower() not in _UNITS
+                     if w.lower() not in _STOP and w.lower() not in SCALES and w.lower() not in _UNITS
                      and not _PERIOD_WORDS.fullmatch(w))
 
 
 def _stem(word: str) -> str:
-    w = word.lower().replace("’", "'").removesuffix("'s")
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(w) > len(suffix) + 3 and w.endswith(suffix):
-            return w[: -len(suffix)]
-    return w
+    return stem(word.replace("’", "'").removesuffix("'s").removesuffix("'S"))
 
 
 def disagree(a: Figure, b: Figure) -> bool:
@@ -266,13 +155,13 @@ def _about(sentence: str, f: Figure, reach: int = 7) -> str:
 # ---- putting it into the answer ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Passage:
+class _Scored:
     """One sentence of a retrieved chunk, and how close it is to the question (cosine)."""
 
     article: Article
     start: int
     end: int
-    score: float = 0.0
+    score: float
 
 
 QUOTE_MARGIN = 0.15  # a quotation replaces the answerer's sentence when its cosine is within this of it
@@ -288,21 +177,23 @@ def time_dependent(question: str, sentence: str) -> bool:
     return bool(_NOW_S.search(sentence) and any(f.unit != "date" for f in find_figures(sentence)))
 
 
-def enrich(answer: Answer, passages: Sequence[Passage], *, max_quotes: int = 2) -> Answer:
+def enrich(answer: Answer, sentences: Sentences, scores: np.ndarray, *, max_quotes: int = 2) -> Answer:
     """The news layer over an answer: quotations and speakers, disagreeing figures, "as of".
 
     Args:
         answer: what the answerer (or the LLM) returned; refusals come back unchanged.
-        passages: the sentences of the retrieved chunks, scored against the question.
+        sentences: the sentences of the retrieved chunks (`Retriever.sentences`) ...
+        scores: ... and each one's cosine to the question.
         max_quotes: quotations given for a "What did X say" question.
     """
     if answer.refused or not answer.citations:
         return answer
+    passages = [_Scored(a, s, e, float(x)) for a, (s, e), x in zip(sentences.articles, sentences.spans, scores)]
     quotes: dict[str, list[Quote]] = {}
     for p in passages:
         if p.article.id not in quotes:
             quotes[p.article.id] = find_quotes(p.article.text)
-    if answer.generator == "extractive" and question_type(answer.question) == "quote":
+    if answer.generator == "extractive" and question_kind(answer.question) == "quote":
         answer = _answer_with_quotes(answer, passages, quotes, max_quotes)
     cites = []
     for c in answer.citations:  # every cited attributed quotation is marked, whatever was asked
@@ -317,7 +208,7 @@ def enrich(answer: Answer, passages: Sequence[Passage], *, max_quotes: int = 2) 
     return answer
 
 
-def _answer_with_quotes(answer: Answer, passages: Sequence[Passage], quotes: dict[str, list[Quote]],
+def _answer_with_quotes(answer: Answer, passages: Sequence[_Scored], quotes: dict[str, list[Quote]],
                         max_quotes: int) -> Answer:
     asked = asked_speaker(answer.question)
     first = answer.citations[0]
@@ -328,7 +219,8 @@ def _answer_with_quotes(answer: Answer, passages: Sequence[Passage], quotes: dic
         text = " ".join(QUOTE_ANSWER.format(speaker=q.speaker, quote=q.text.rstrip(", "), n=c.n) if c is first
                         else f"{c.sentence} [{c.n}]" for c in answer.citations)
         return dataclasses.replace(answer, text=text)
-    cited_score = max((p.score for p in passages if p.article.id == first.article_id and p.start == first.start), default=0.0)
+    cited_score = max((p.score for p in passages if p.article.id == first.article_id and p.start == first.start),
+                      default=0.0)
     topic = {_stem(w) for w in re.findall(r"\w+", answer.question.split(" about ", 1)[-1]) if w.lower() not in _STOP}
     scored = []
     for p in passages:
@@ -351,13 +243,13 @@ def _answer_with_quotes(answer: Answer, passages: Sequence[Passage], quotes: dic
         spans = [(x.start, x.end) for x in passages if x.article.id == p.article.id
                  and x.start < q.passage[1] and q.passage[0] < x.end]
         s, e = min([q.passage[0]] + [a for a, _ in spans]), max([q.passage[1]] + [b for _, b in spans])
-        cites.append(_citation(n, p.article, s, e, score, quote=q.text, speaker=q.speaker))
+        cites.append(citation(n, p.article, s, e, score, quote=q.text, speaker=q.speaker))
     text = " ".join(QUOTE_ANSWER.format(speaker=c.speaker, quote=c.quote.rstrip(", "), n=c.n) for c in cites)
-    sentences = tuple({"text": c.sentence, "cites": [c.n], "supported": True, "evidence": c.sentence} for c in cites)
+    sentences = tuple(Claim(c.sentence, (c.n,), True, c.sentence) for c in cites)
     return dataclasses.replace(answer, text=text, citations=tuple(cites), sentences=sentences)
 
 
-def _with_conflicts(answer: Answer, passages: Sequence[Passage]) -> Answer:
+def _with_conflicts(answer: Answer, passages: Sequence[_Scored]) -> Answer:
     cites = list(answer.citations)
     found = []
     for c in answer.citations:
@@ -372,24 +264,20 @@ def _with_conflicts(answer: Answer, passages: Sequence[Passage]) -> Answer:
                     continue
                 other = next((x for x in cites if x.article_id == p.article.id and x.start == p.start), None)
                 if other is None:
-                    other = _citation(len(cites) + 1, p.article, p.start, p.end, p.score)
+                    other = citation(len(cites) + 1, p.article, p.start, p.end, p.score)
                     cites.append(other)
                 values.append({"value": g.text, "citation": other.n})
-            if len(values) > 1 and not any(v["citation"] == c.n and v["value"] == f.text
-                                           for x in found for v in x["values"]):
-                found.append({"about": _about(c.sentence, f), "values": values})
+            if len(values) > 1 and not any(n == c.n and v == f.text for x in found for v, n in x.values):
+                found.append(Conflict(_about(c.sentence, f), tuple((v["value"], v["citation"]) for v in values)))
     if not found:
         return answer
     by_n = {c.n: c for c in cites}
-    lines = [CONFLICT.format(about=re.sub(r"^(The|A|An) ", lambda m: m.group(0).lower(), x["about"]), values=" vs ".join(
-        f"{v['value']} ({', '.join(filter(None, (by_n[v['citation']].source or by_n[v['citation']].title, pretty_date(by_n[v['citation']].date))))}) [{v['citation']}]"
-        for v in x["values"])) for x in found]
+
+    def said(value: str, n: int) -> str:
+        where = ", ".join(filter(None, (by_n[n].source or by_n[n].title, pretty_date(by_n[n].date))))
+        return f"{value} ({where}) [{n}]"
+
+    lines = [CONFLICT.format(about=re.sub(r"^(The|A|An) ", lambda m: m.group(0).lower(), x.about),
+                             values=" vs ".join(said(v, n) for v, n in x.values)) for x in found]
     return dataclasses.replace(answer, text=" ".join([answer.text, *lines]), citations=tuple(cites),
                                conflicts=tuple(found))
-
-
-def _citation(n: int, a: Article, s: int, e: int, score: float, **extra) -> Citation:
-    lo, hi = snippet_span(a.text, s, e)
-    return Citation(n=n, article_id=a.id, title=a.title, date=a.date, source=a.source, url=a.url, path=a.path,
-                    sentence=a.text[s:e], snippet=a.text[lo:hi], start=s, end=e, score=round(float(score), 4),
-                    snippet_start=lo, **extra)

@@ -12,10 +12,7 @@ import re
 from dataclasses import dataclass
 
 from .chunk import split_sentences
-
-MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-          "november", "december")
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+from .text import MONTHS, WEEKDAYS
 
 
 @dataclass(frozen=True)
@@ -149,8 +146,8 @@ def _previous_person(text: str, pos: int, sentences: list[tuple[int, int]], *, p
 
 
 def _is_speaker(text: str, name: str) -> bool:
-    return bool(re.search(rf"\b{re.escape(name)}\s+{_VERBS}\b|{_VERBS}\s+{re.escape(name)}\b|[–—]\s*{re.escape(name)}\b",
-                          text))
+    return bool(re.search(rf"\b{re.escape(name)}\s+{_VERBS}\b|{_VERBS}\s+{re.escape(name)}\b"
+                          rf"|[–—]\s*{re.escape(name)}\b", text))
 
 
 def _clean_name(raw: str | None) -> str | None:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .text import pretty_date
 
 if TYPE_CHECKING:
     from .types import Answer, Citation
@@ -115,17 +118,15 @@ def conflicts_html(answer: Answer) -> str:
     items = []
     for x in answer.conflicts:
         values = []
-        for v in x["values"]:
-            c = by_n.get(v["citation"])
+        for value, n in x.values:
+            c = by_n.get(n)
             where = ", ".join(esc(w) for w in ((c.source or c.title), _day(c.date)) if w) if c else ""
-            values.append(f'<b>{esc(v["value"])}</b> [{int(v["citation"])}]' + (f" ({where})" if where else ""))
-        items.append(f"<li>{esc(x['about'])}: {' vs '.join(values)}</li>")
+            values.append(f'<b>{esc(value)}</b> [{int(n)}]' + (f" ({where})" if where else ""))
+        items.append(f"<li>{esc(x.about)}: {' vs '.join(values)}</li>")
     return f'<div class="ad-conflicts"><b>{esc(CONFLICTS_HEAD)}</b><ul>{"".join(items)}</ul></div>'
 
 
 def _day(iso: str | None) -> str | None:
-    from .news import pretty_date
-
     return pretty_date(iso)
 
 
@@ -150,8 +151,8 @@ def sources_html(answer: Answer, article_text: Callable[[str], str | None] | Non
             texts[c.article_id] = article_text(c.article_id)
     cards = "".join(citation_html(c, texts.get(c.article_id)) for c in cites)
     period = answer.period
-    if period and period.get("used"):
-        said = PERIOD_USED.format(phrase=period["phrase"], since=_day(period["since"]), until=_day(period["until"]))
+    if period and period.used:
+        said = PERIOD_USED.format(phrase=period.phrase, since=_day(period.since), until=_day(period.until))
         note += f'<p class="ad-muted ad-period">{esc(said)}</p>'
     conflicts = "" if related else conflicts_html(answer)
     return (f'<div class="ad-sources" data-answer="{int(serial)}"><h3>{head}</h3>'
@@ -171,19 +172,18 @@ def answer_markdown(answer: Answer) -> str:
                      for c in answer.citations)
     body = md_text(answer.text)
     if answer.generator != "extractive" and answer.sentences:  # written by an LLM: each sentence as verified
-        body = " ".join(md_text(s["text"]) + "".join(f" \\[{int(n)}\\]" for n in s["cites"])
-                        + ("" if s["supported"] else f" **{UNSUPPORTED}**") for s in answer.sentences)
-        if not all(s["supported"] for s in answer.sentences):
+        body = " ".join(md_text(s.text) + "".join(f" \\[{int(n)}\\]" for n in s.cites)
+                        + ("" if s.supported else f" **{UNSUPPORTED}**") for s in answer.sentences)
+        if not all(s.supported for s in answer.sentences):
             body += f"\n\n_{md_text(UNSUPPORTED_NOTE)}_"
         # The news layer's additions to a written answer's text are not among its checked sentences.
         if answer.as_of:
             body = f"_As of {md_text(_day(answer.as_of))}:_ {body}"
         by_n = {c.n: c for c in answer.citations}
         for x in answer.conflicts:
-            values = " vs ".join(md_text(v["value"]) + f" \\[{int(v['citation'])}\\]" + (
-                f" ({md_text(by_n[v['citation']].source or by_n[v['citation']].title)})" if v["citation"] in by_n else "")
-                for v in x["values"])
-            body += f"\n\n**{md_text(CONFLICTS_HEAD)}** on {md_text(x['about'])}: {values}"
+            values = " vs ".join(md_text(v) + f" \\[{int(n)}\\]" + (
+                f" ({md_text(by_n[n].source or by_n[n].title)})" if n in by_n else "") for v, n in x.values)
+            body += f"\n\n**{md_text(CONFLICTS_HEAD)}** on {md_text(x.about)}: {values}"
     note = f"\n\n> {md_text(answer.note)}" if answer.note else ""  # e.g. the LLM was down: extractive instead
     return body + (f"\n\n*Sources:* {refs}" if refs else "") + note
 
@@ -225,3 +225,21 @@ def add_html(result: dict | None, *, serial: int = 0, adding: Sequence[str] = ()
         items += [f"<li>not added: {esc(name)}: {esc(reason)}</li>" for name, reason in rejected]
         body = (f"<p>{head}{counts}</p>" if head or not items else "") + (f"<ul>{''.join(items)}</ul>" if items else "")
     return f'<div class="ad-add" data-upload="{int(serial)}" data-state="{state}">{body}</div>'
+
+
+def changes_lines(stats: dict, corpus: Path | None = None) -> tuple[list[str], list[str]]:
+    """What a write did, in the words `askdesk index` prints and `serve` logs at start:
+    (a line per skipped or re-encoded file, the lines of counts)."""
+    notes = [f"skipped {path}: {reason}" for path, reason in stats.get("skipped", [])]
+    notes += [f"read {path} as {encoding} (it is not UTF-8)" for path, encoding in stats.get("decoded", [])]
+    lines = [f"{stats['added']:,} added, {stats['updated']:,} updated, {stats['removed']:,} removed, "
+             f"{stats['unchanged']:,} unchanged; index holds {stats['n_articles']:,} articles, "
+             f"{stats['n_chunks']:,} chunks"]
+    if stats.get("kept"):
+        n, where = stats["kept"], f" {corpus}" if corpus else ""
+        lines.append(f"kept {n:,} article{'s' * (n != 1)} that {'is' if n == 1 else 'are'} not in"
+                     f"{where or ' the folder'}; `askdesk index{where} --prune` removes {'it' if n == 1 else 'them'}")
+    if stats.get("reembedded"):
+        lines.append("the index was built with other settings (model, chunking, ASKDESK_INT8 or an older index "
+                     f"format): all {stats['n_articles']:,} articles embedded again")
+    return notes, lines

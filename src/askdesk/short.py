@@ -6,10 +6,10 @@ qa` scores it (short_em, short_f1). Measured in docs/quality.md "Short answers".
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-from .retrieve import terms
+from .text import MONTH_NAME, NUMBER_WORDS, WEEKDAY, question_kind, terms
 
 # Kinds of short answer shown by default. Dates and numbers are right 83% / 77% of the time on
 # squad-dev's held-out half; names (person, place, "which <noun>") only 42-43%, worse than no
@@ -39,7 +39,7 @@ def short_answer(question: str, sentence: str, *, context: str = "",
     Returns:
         A substring of ``sentence``, or None.
     """
-    kind = _short_kind(question)
+    kind = question_kind(question)
     cands = _short_candidates(kind, question, sentence, context) if kind in kinds else []
     if not cands:
         return None
@@ -111,26 +111,20 @@ class _Tok:
 # Words with inner hyphens, apostrophes, dots or slashes ("Nelson-directed", "U.S", "1,600,000",
 # "38–41", "km2"); a currency sign and a percent sign stay with their number.
 _SHORT_TOKEN = re.compile(r"[$€£¥]?\w+(?:[-–'’.,/&]\w+)*%?")
-_NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-                          "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
-                          "hundred thousand million billion trillion dozen dozens hundreds thousands millions "
-                          "billions half quarter third".split())
-_MONTH_NAMES = (r"(?:January|February|March|April|May|June|July|August|September|October|November|December"
-                r"|Jan\.|Feb\.|Mar\.|Apr\.|Aug\.|Sept?\.|Oct\.|Nov\.|Dec\.)")
 _ORDINAL_WORDS = ("first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|thirteenth|"
                   "fourteenth|fifteenth|sixteenth|seventeenth|eighteenth|nineteenth|twentieth|twenty-first")
-_WEEKDAY = r"(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day"
 _DATE = re.compile(
-    rf"\b(?:(?:{_WEEKDAY},?\s+)?{_MONTH_NAMES}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{3,4}}"  # March 3, 1974
-    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH_NAMES},?\s+\d{{3,4}}"  # 3 March 1974
-    rf"|{_MONTH_NAMES},?\s+\d{{4}}"  # March 1974
-    rf"|(?:{_WEEKDAY},?\s+)?(?:{_MONTH_NAMES}\s+\d{{1,2}}(?:st|nd|rd|th)?\b|\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH_NAMES})"  # Friday, March 3
+    rf"\b(?:(?:{WEEKDAY},?\s+)?{MONTH_NAME}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{3,4}}"  # March 3, 1974
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTH_NAME},?\s+\d{{3,4}}"  # 3 March 1974
+    rf"|{MONTH_NAME},?\s+\d{{4}}"  # March 1974
+    rf"|(?:{WEEKDAY},?\s+)?(?:{MONTH_NAME}\s+\d{{1,2}}(?:st|nd|rd|th)?\b"  # Friday, March 3
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTH_NAME})"  # Friday, 3 March
     rf"|(?:(?:early|mid|late)[- ])?(?:\d{{1,2}}(?:st|nd|rd|th)|{_ORDINAL_WORDS})\s+century"  # the late 19th century
     r"|(?:1\d|20)\d\d\s*[-–]\s*(?:\d\d){1,2}\b"  # 2004-05, 1939–1945
     r"|(?:(?:early|mid|late)[- ])?(?:1\d|20)\d0s\b"  # the late 1980s
     r"|(?:AD|A\.D\.)\s*\d{1,4}\b|\d{1,4}\s*(?:BC|BCE|AD|CE)\b"
     r"|(?:1\d|20)\d\d\b"  # a bare year
-    rf"|{_MONTH_NAMES}(?!\w)|{_WEEKDAY}\b)"  # a bare month or day
+    rf"|{MONTH_NAME}(?!\w)|{WEEKDAY}\b)"  # a bare month or day
 )
 _NAME_SUFFIX = frozenset("Jr Sr Inc Ltd Co Corp LLC PLC".split())
 _NAME_JOIN = frozenset("of de da del di van von der den la le du bin ibn al & and".split())
@@ -141,28 +135,6 @@ _LEADING_COMMON = frozenset("the a an in on at after before during however when 
 _TITLES = frozenset("president vice chairman chief executive ceo director administrator deputy associate manager "
                     "secretary minister prime senator governor general colonel captain commander sir dr mr mrs ms "
                     "professor king queen prince princess pope saint st lord lady judge justice officer".split())
-
-
-def _short_kind(question: str) -> str | None:
-    """What a factoid question asks for: date, number, person, place, name; None for anything else."""
-    q = " ".join(question.lower().split())
-    if re.search(r"\b(what|which) (year|decade|century|date|day|month|era)\b|\bwhen\b|\bin what year\b", q):
-        return "date"
-    if re.search(r"\bhow (many|much|long|old|far|big|large|high|tall|fast|deep|heavy|wide)\b"
-                 r"|\bwhat (percentage|percent|proportion|fraction|amount|number|price|cost|sum|share)\b", q):
-        return "number"
-    if re.search(r"^(who|whom|whose)\b|\b(by|to|from|with|for) whom\b|[,;] who\b"
-                 r"|\bwho (is|was|were|are|did|does|has|had)\b", q):
-        return "person"
-    if re.search(r"^where\b|\bwhere (is|was|did|does|do|are|were|can|could)\b"
-                 r"|\b(what|which) (country|city|state|nation|town|region|continent|province|county|island|river)\b", q):
-        return "place"
-    if re.search(r"\b(what|which) (?!(is|was|are|were|do|does|did|has|have|had|can|could|would|will|should|"
-                                 r"may|might|must|type|types|kind|kinds|sort|form|forms|part|parts|way|ways|reason|"
-                                 r"happened|happens|effect|role|purpose|other|else|two|three)\b)[a-z]+\b|"
-                                 r"\bwhat is the name\b|\bnamed what\b|\bcalled what\b", q):
-        return "name"
-    return None
 
 
 def _short_tokens(sentence: str) -> list[_Tok]:
@@ -181,7 +153,7 @@ def _date_spans(question: str, sentence: str, toks: list[_Tok], context: str) ->
 
 def _is_number(word: str) -> bool:
     w = word.lstrip("$€£¥").rstrip("%").lower()
-    return bool(w) and (w[0].isdigit() or w in _NUMBER_WORDS)
+    return bool(w) and (w[0].isdigit() or w in NUMBER_WORDS)
 
 
 def _number_spans(question: str, sentence: str, toks: list[_Tok], context: str) -> list[tuple[int, int]]:

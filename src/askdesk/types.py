@@ -1,4 +1,5 @@
-"""The data that flows through askdesk: Article -> Chunk -> Hit -> Citation -> Answer.
+"""The data that flows through askdesk: Article -> Chunk -> Hit -> Citation -> Answer (with its
+Claims, Conflicts and Period).
 
 All frozen: a value that leaves one stage is never changed by the next. Each links back
 to its source, so a citation can always be followed to the article and the exact span.
@@ -69,6 +70,43 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """One sentence of an answer, its citations, and whether the cited passages back it."""
+
+    text: str
+    cites: tuple[int, ...]  # the [n] numbers it carries
+    supported: bool  # extractive sentences always are; a written one when its figures and meaning check out
+    evidence: str | None = None  # the cited sentence closest to it
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "cites": list(self.cites), "supported": self.supported, "evidence": self.evidence}
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A figure or date that cited reports give differently: what it is about, each value with its [n]."""
+
+    about: str  # the clause with the figure left out: "the port of Varsk handled … of cargo last year"
+    values: tuple[tuple[str, int], ...]  # (value as written, citation number)
+
+    def to_dict(self) -> dict:
+        return {"about": self.about, "values": [{"value": v, "citation": n} for v, n in self.values]}
+
+
+@dataclass(frozen=True)
+class Period:
+    """The date phrase of a question ("last week") as days, and whether retrieval could prefer them."""
+
+    phrase: str
+    since: str  # ISO, inclusive
+    until: str
+    used: bool  # False: nothing was published then, the answer uses any date
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Answer:
     """What `Desk.ask` returns: text with [n] markers, its citations, or a refusal."""
 
@@ -80,18 +118,15 @@ class Answer:
     confidence: float = 0.0  # calibrated probability that the passages hold the answer
     timings_ms: dict = field(default_factory=dict)
     generator: str = "extractive"  # or the model name of the LLM that wrote `text`
-    # One {"text", "cites", "supported", "evidence"} per sentence: a claim, its [n]s, whether the
-    # cited passages back it, and the cited sentence closest to it.
-    sentences: tuple[dict, ...] = ()
+    sentences: tuple[Claim, ...] = ()  # each sentence of the answer, its citations, and whether they back it
     note: str | None = None  # shown with the answer, e.g. why the LLM's answer was not used
-    # Figures or dates that cited passages give differently: {"about", "values": [{"value", "citation"}]}.
-    conflicts: tuple[dict, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()  # figures or dates that cited passages give differently
     as_of: str | None = None  # the cited article's date when the answer holds only as of a date
-    period: dict | None = None  # a date phrase of the question: {"phrase", "since", "until", "used"}
+    period: Period | None = None  # a date phrase of the question, resolved
     short: str | None = None  # for a factoid question, the span of the first cited sentence that answers it
 
     def to_dict(self) -> dict:
-        """The JSON shape of `askdesk ask --json`."""
+        """The JSON shape of `askdesk ask --json` (README lists every key; a test holds them equal)."""
         return {
             "question": self.question,
             "answer": self.text,
@@ -101,10 +136,10 @@ class Answer:
             "related": [c.to_dict() for c in self.related],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "generator": self.generator,
-            "sentences": [{**s, "cites": list(s["cites"])} for s in self.sentences],
+            "sentences": [s.to_dict() for s in self.sentences],
             "note": self.note,
-            "conflicts": [{"about": c["about"], "values": [dict(v) for v in c["values"]]} for c in self.conflicts],
+            "conflicts": [c.to_dict() for c in self.conflicts],
             "as_of": self.as_of,
-            "period": self.period,
+            "period": self.period.to_dict() if self.period else None,
             "short": self.short,
         }

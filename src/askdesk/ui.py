@@ -16,11 +16,21 @@ import shutil
 import sys
 import time
 import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import AskdeskError, BadInputError, EmptyCorpusError, IndexMissingError
-from .render import SOURCES_EMPTY, add_html, answer_markdown, index_html, md_text, sources_empty, sources_html
+from .render import (
+    SOURCES_EMPTY,
+    add_html,
+    answer_markdown,
+    changes_lines,
+    index_html,
+    md_text,
+    sources_empty,
+    sources_html,
+)
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -212,7 +222,7 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         new = [a["title"] for a in info.get("articles", []) if a["id"] not in before]
         return {**result, "stored": len(stored), "new": new, "rejected": rejected}
 
-    def add_files(files: list[str] | None, progress=gr.Progress()):
+    def add_files(files: list[str] | None, progress=gr.Progress()):  # noqa: B008 - Gradio's documented way
         if not files:
             yield gr.skip(), gr.skip(), gr.skip()
             return
@@ -410,7 +420,6 @@ def open_desk(cfg: Config) -> Any:
     """
     from . import Desk
     from . import index as index_mod
-    from .cli import _print_changes
 
     desk = Desk(cfg.index, config=cfg)
     corpus = desk.corpus
@@ -429,13 +438,7 @@ def open_desk(cfg: Config) -> Any:
     except EmptyCorpusError:  # the page is how a first article gets added: start it anyway
         logger.warning("no articles in %s yet; the page starts empty, add articles with its upload box", corpus)
         return desk
-    print(f"askdesk: {cfg.index} synced with {corpus} in {time.perf_counter() - t0:.1f} s: ", end="", file=sys.stderr)
-    _print_changes(stats, corpus=corpus, file=sys.stderr)
+    notes, lines = changes_lines(stats, corpus)
+    print("\n".join([*notes, f"askdesk: {cfg.index} synced with {corpus} in {time.perf_counter() - t0:.1f} s: "
+                               + "\n".join(lines)]), file=sys.stderr)
     return desk
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python app.py`: `askdesk serve` with the same options; returns the exit code."""
-    from .cli import main as cli_main
-
-    return cli_main(["serve", *(argv or [])])

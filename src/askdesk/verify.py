@@ -13,14 +13,14 @@ import datetime as dt
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from .answer import REFUSAL, snippet_span
+from .answer import REFUSAL, citation
 from .chunk import split_sentences
-from .types import Article, Citation
+from .types import Article, Citation, Claim
 
 logger = logging.getLogger(__name__)
 
@@ -100,19 +100,19 @@ def check(sentence: str, cited: Sequence[Passage], embedder, *, threshold: float
     return Check(not missing and score >= threshold, score, tuple(missing), (n, best[n][0]), best)
 
 
-def verify(text: str, passages: Sequence[Passage], embedder, *, threshold: float = SUPPORT_COSINE) -> list[dict]:
-    """Each sentence of a written answer: {"text", "cites", "supported", "evidence"}.
+def verify(text: str, passages: Sequence[Passage], embedder, *, threshold: float = SUPPORT_COSINE) -> list[Claim]:
+    """Each sentence of a written answer, its citations, and whether they back it.
 
     Cites to passage numbers that do not exist are dropped; a sentence citing nothing is unsupported.
     """
     return [s for s, _ in _verify(text, {p.n: p for p in passages}, embedder, threshold)]
 
 
-def _verify(text: str, by_n: dict[int, Passage], embedder, threshold: float) -> list[tuple[dict, Check]]:
+def _verify(text: str, by_n: dict[int, Passage], embedder, threshold: float) -> list[tuple[Claim, Check]]:
     claims: list[list] = []  # [sentence, cites]
     for s, e in split_sentences(text):
         raw = text[s:e]
-        lead = re.match(r"(?:\s*(?:%s))+" % _CITE.pattern, raw, re.I)
+        lead = re.match(rf"(?:\s*(?:{_CITE.pattern}))+", raw, re.I)
         if lead and claims:  # "... billion. [2]": a marker split off the sentence it closes
             claims[-1][1] += _cites(lead.group())
             raw = raw[lead.end():]
@@ -131,12 +131,12 @@ def _verify(text: str, by_n: dict[int, Passage], embedder, threshold: float) -> 
         if not c.supported:
             logger.debug("unsupported (cos %.2f, missing %s): %r", c.score, c.missing, clean)
         evidence = _sentence(by_n[c.evidence[0]], c.evidence[1]) if c.evidence else None
-        out.append(({"text": clean, "cites": valid, "supported": c.supported, "evidence": evidence}, c))
+        out.append((Claim(clean, tuple(valid), c.supported, evidence), c))
     return out
 
 
 def compose(raw: str, passages: Sequence[Passage], embedder, *,
-            threshold: float = SUPPORT_COSINE) -> tuple[str, tuple[dict, ...], tuple[Citation, ...]] | None:
+            threshold: float = SUPPORT_COSINE) -> tuple[str, tuple[Claim, ...], tuple[Citation, ...]] | None:
     """A model's reply -> (text, sentences, citations), renumbered in order of first citation.
 
     Returns None when the model declined (the refusal sentence) or wrote nothing.
@@ -147,21 +147,16 @@ def compose(raw: str, passages: Sequence[Passage], embedder, *,
         return None
     by_n = {p.n: p for p in passages}
     checked = _verify(text, by_n, embedder, threshold)
-    order = list(dict.fromkeys(n for s, _ in checked for n in s["cites"]))
+    order = list(dict.fromkeys(n for s, _ in checked for n in s.cites))
     new = {old: i for i, old in enumerate(order, 1)}
-    sentences = tuple({**s, "cites": [new[n] for n in s["cites"]]} for s, _ in checked)
+    sentences = tuple(dataclasses.replace(s, cites=tuple(new[n] for n in s.cites)) for s, _ in checked)
     text = _CITE.sub(lambda m: "".join(f"[{new[n]}]" for n in dict.fromkeys(_cites(m.group())) if n in new), text)
     text = re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
     citations = []
     for old in order:  # each passage quoted at its sentence closest to a claim it backs (else to any claim)
         _, score, idx = max((c.supported, c.best[old][1], c.best[old][0]) for _, c in checked if old in c.best)
         p = by_n[old]
-        s, e = p.spans[idx]
-        lo, hi = snippet_span(p.article.text, s, e)
-        a = p.article
-        citations.append(Citation(n=new[old], article_id=a.id, title=a.title, date=a.date, source=a.source, url=a.url,
-                                  path=a.path, sentence=a.text[s:e], snippet=a.text[lo:hi], start=s, end=e,
-                                  score=round(score, 4), snippet_start=lo))
+        citations.append(citation(new[old], p.article, *p.spans[idx], score))
     return text, sentences, tuple(citations)
 
 
