@@ -144,14 +144,28 @@ def test_date_range_and_as_of_restrict_the_articles_used(tmp_path, fake, fake_co
     write(c / "c.txt", "Port, undated\n\nThe port handled 9.9 million tonnes of cargo.")
     desk = Desk.build(c, config=fake_config, embedder=fake)
     q = "How many tonnes of cargo did the port handle?"
-    assert {x.date for x in desk.ask(q, as_of="2024-04-01").citations} == {"2024-03-01"}
-    assert {x.date for x in desk.ask(q, since="2024-05-01").citations} == {"2024-06-05"}
-    assert {x.date for x in desk.ask(q, since="2024-01-01", until="2024-12-31").citations} <= {"2024-03-01", "2024-06-05"}
-    assert desk.ask(q, until="2023-12-31").refused  # nothing published then
+    # By default an undated article stays usable under a window, ranked after the dated ones that
+    # fit (its fused score less UNDATED_PENALTY), and the note says its date is unknown.
+    a = desk.ask(q, as_of="2024-04-01")
+    assert a.citations[0].date == "2024-03-01" and {x.date for x in a.citations} <= {"2024-03-01", None}
+    assert "2024-06-05" not in {x.date for x in a.citations}
+    if None in {x.date for x in a.citations}:
+        assert "has no date, so whether it was published by 1 April 2024 is not known" in a.note
+    assert {x.date for x in desk.ask(q, since="2024-05-01").citations} <= {"2024-06-05", None}
+    assert {x.date for x in desk.ask(q, since="2024-01-01", until="2024-12-31").citations} <= {"2024-03-01", "2024-06-05", None}
+    only_undated = desk.ask(q, until="2023-12-31")  # nothing dated then: the undated report, said so
+    assert [x.date for x in only_undated.citations] == [None] and "9.9 million" in only_undated.text
+    assert only_undated.note == "[1] has no date, so whether it was published by 31 December 2023 is not known."
+    strict = Desk.open(fake_config.index, config=fake_config.replace(undated="exclude"), embedder=fake)
+    assert {x.date for x in strict.ask(q, as_of="2024-04-01").citations} == {"2024-03-01"}
+    empty = strict.ask(q, until="2023-12-31")
+    assert empty.refused and empty.note == "No article in the index was published by 31 December 2023."
     with pytest.raises(BadInputError, match="not a date"):
         desk.ask(q, since="last Tuesday-ish")
     with pytest.raises(BadInputError, match="swap them"):
         desk.ask(q, since="2024-06-01", until="2024-01-01")
+    with pytest.raises(AskdeskError, match="undated='sometimes' must be after, include or exclude"):
+        fake_config.replace(undated="sometimes")
 
 
 def test_readme_json_schema_lists_exactly_the_keys_to_dict_emits():

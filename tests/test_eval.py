@@ -164,6 +164,31 @@ def test_eval_retrieval_end_to_end_skips_unjudged(tmp_path, cfg):
     assert limited["n_queries"] == 2 and limited["n_skipped"] == 0
 
 
+def test_compare_ranks_by_dense_and_bm25_alone_on_the_same_index(tmp_path, cfg, monkeypatch):
+    """--compare: each baseline is its retriever's own list, documents ranked by their best chunk."""
+    root = beir_set(tmp_path / "set", qrels_at="qrels/test.tsv")
+    r = ev.eval_retrieval(root, config=cfg, embedder=FakeEmbedder(), compare=True)
+    assert {f"{s}{m}" for s in ("", "dense_", "bm25_") for m in ev.METRICS} <= set(r)
+    assert r["bm25_recall@1"] == 1.0  # each query names its doc's rare words
+    table = ev.format_table(r)
+    assert table.splitlines()[0].split() == ["metric", "shipped", "dense", "bm25"] and "n_queries" in table
+
+    # a known split: dense finds the relevant doc first, BM25 ranks it second
+    from askdesk.retrieve import Candidates
+
+    def candidates(self, query, qvec, *, n=None, window=None):
+        by_doc = {a.path: a.id for a in self.snap.all_articles()}
+        chunks = [Chunk(f"{i:015x}", by_doc[d], 0, 1, "x") for i, d in enumerate(["volcano", "bank"], 1)]
+        zero = np.zeros(2)
+        return Candidates(np.array([1, 2]), chunks, zero, zero, zero, [(1, 0.9), (2, 0.5)], [(2, 9.0), (1, 4.0)])
+
+    monkeypatch.setattr("askdesk.retrieve.Retriever.candidates", candidates)
+    monkeypatch.setattr(Desk, "retrieve", lambda self, q, k=None: [])
+    write_jsonl(root / "queries.jsonl", [{"_id": "q1", "text": "lava"}])
+    r = ev.eval_retrieval(root, config=cfg, embedder=FakeEmbedder(), compare=True)
+    assert (r["dense_mrr@10"], r["bm25_mrr@10"], r["mrr@10"]) == (1.0, 0.5, 0.0)
+
+
 def test_a_doc_scores_as_its_best_chunk(tmp_path, cfg, monkeypatch):
     """A known ranking: the relevant doc's chunks come 3rd and 4th, after two chunks of one other doc."""
     root = beir_set(tmp_path / "set")

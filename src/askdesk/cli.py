@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="only the first N queries, in file order")
     s.add_argument("--keep-index", metavar="DIR", help="build the evaluation index in DIR and keep it; "
                    "the next run on the same data reuses it (default: a temporary folder)")
+    s.add_argument("--compare", action="store_true", help="retrieval: also rank by dense search alone and by BM25 "
+                   "alone on the same index, in the same run")
     return p
 
 
@@ -274,8 +276,9 @@ def cmd_eval(args) -> int:
     from . import eval as eval_mod
 
     cfg = _config(args)
+    kw = {"compare": args.compare} if args.kind == "retrieval" else {}
     run = eval_mod.eval_retrieval if args.kind == "retrieval" else eval_mod.eval_qa
-    result = run(args.path, config=cfg, limit=args.limit, index_dir=args.keep_index, progress=progress_bar())
+    result = run(args.path, config=cfg, limit=args.limit, index_dir=args.keep_index, progress=progress_bar(), **kw)
     print(json.dumps(result, indent=2) if args.json else eval_mod.format_table(result))
     return 0
 

@@ -34,6 +34,9 @@ class Config:
     candidates: int = 50  # chunks each retriever returns before fusion
     ann_above: int = 50_000  # chunks; above this FAISS uses IVF (recall@10 0.99 measured at 100k)
     max_citations: int = 2  # sentences quoted in one extractive answer
+    # Undated articles under a date window (since/until/as of): "after" (kept, ranked after the dated
+    # ones that fit unless clearly better), "include" (as if in range) or "exclude".
+    undated: str = "after"
     refuse_below: float | None = None  # None: the threshold calibrated for MiniLM (answer.REFUSAL_MODEL)
     lock_wait: float = 30.0  # seconds a writer waits for another writer before giving up
     max_question_chars: int = 2000  # longer questions are refused as bad input
@@ -74,6 +77,8 @@ class Config:
             )
         if self.ann_above < 0:
             raise BadInputError(f"ann_above={self.ann_above!r} must be 0 or more (chunks; default 50000)")
+        if self.undated not in ("after", "include", "exclude"):
+            raise BadInputError(f"undated={self.undated!r} must be after, include or exclude (ASKDESK_UNDATED)")
         if self.top_k < 1 or self.candidates < self.top_k:
             raise BadInputError(f"top_k={self.top_k!r} must be >= 1 and <= candidates={self.candidates!r}")
 

@@ -6,6 +6,7 @@ written answers `generate`. Desk holds the settings, the models and the loaded s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -24,11 +25,11 @@ from .embed import Embedder, SentenceTransformerEmbedder
 from .errors import BadInputError, BadQuestionError, EmptyCorpusError
 from .ingest import normalize_date, read_articles
 from .records import Snapshot
-from .retrieve import Retriever, date_window
+from .retrieve import UNDATED_PENALTY, Retriever, date_window, window_notes
 from .short import short_answer
 from .text import resolve_period, without_period
 from .types import Answer, Article, Claim, Hit
-from .vectors import Window  # noqa: F401 - the type of Desk's windows
+from .vectors import Window
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Desk:
 
         Keyword arguments as for `Desk`; it cannot write (sync, add, remove raise)."""
         desk = cls(getattr(snapshot, "path", None), **kw)
-        desk._pinned = _Loaded("pinned", snapshot, Retriever(snapshot, candidates=desk.config.candidates))
+        desk._pinned = _Loaded("pinned", snapshot, desk._retriever(snapshot))
         desk._loaded = desk._pinned
         return desk
 
@@ -202,7 +203,7 @@ class Desk:
             BadQuestionError: empty or over-long question.
             BadInputError: a date that cannot be read.
         """
-        *_, answer = self._answer(question, history, stream=False, window=date_window(since, until, as_of),
+        *_, answer = self._answer(question, history, stream=False, window=self._window(since, until, as_of),
                                   as_of=normalize_date(as_of))
         return answer
 
@@ -213,7 +214,7 @@ class Desk:
         Without a generator (or when the extractive answer refuses) it yields only the Answer.
         The pieces carry the model's own [n] numbers; the final Answer renumbers its citations.
         """
-        yield from self._answer(question, history, stream=True, window=date_window(since, until, as_of),
+        yield from self._answer(question, history, stream=True, window=self._window(since, until, as_of),
                                 as_of=normalize_date(as_of))
 
     def _answer(self, question: str, history: Sequence[str] | None, *, stream: bool, window: Window | None,
@@ -235,7 +236,8 @@ class Desk:
                                                             window=window, period=period)
         t1 = time.perf_counter()
         x = answer_mod.answer(query, hits, loaded.snap, qvec, loaded.snap.lexical,
-                              max_citations=self.config.max_citations, refuse_below=self.config.refuse_below)
+                              max_citations=self.config.max_citations, refuse_below=self.config.refuse_below,
+                              period=(period.since, period.until) if period else None)
         t2 = time.perf_counter()
         cites = x.citations
         short = short_answer(q, cites[0].sentence, context=cites[0].snippet) if cites else None
@@ -243,17 +245,22 @@ class Desk:
                       confidence=x.confidence, timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000},
                       sentences=tuple(Claim(c.sentence, (c.n,), True, c.sentence) for c in cites),
                       note=note, period=period_used, short=short)
+
+        def dated(a: Answer) -> Answer:  # what the reader should know about the dates of what is cited
+            said = window_notes(window, hits, a.citations)
+            return dataclasses.replace(a, note=" ".join(filter(None, (a.note, said)))) if said else a
+
         if x.refused:  # the extractive refusal stands: the LLM is not asked, the news layer has nothing to add
-            yield base
+            yield dated(base)
             return
         block, scores = loaded.retriever.sentences(hits, qvec)
         if self.generator is None:
-            yield news.enrich(base, block, scores)
+            yield dated(news.enrich(base, block, scores))
             return
         for item in generate_mod.written_answer(
                 base, generate_mod.passages_from_hits(hits, loaded.snap), self.generator, self.embedder,
                 stream=stream, history=list(history or ())):  # the generator's own timeout (config.llm_timeout)
-            yield news.enrich(item, block, scores) if isinstance(item, Answer) else item
+            yield dated(news.enrich(item, block, scores)) if isinstance(item, Answer) else item
 
     def retrieve(self, question: str, *, k: int | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``question`` (fused dense + BM25), best first."""
@@ -292,6 +299,9 @@ class Desk:
             raise BadInputError(f"no article with id {article_id!r}; `askdesk info` lists them") from None
 
     # -- internals --------------------------------------------------------------------------
+    def _window(self, since, until, as_of) -> Window | None:
+        return date_window(since, until, as_of, undated=self.config.undated != "exclude")
+
     def _check_question(self, question: str) -> str:
         if not isinstance(question, str) or not question.strip():
             raise BadQuestionError("the question is empty; type a question, "
@@ -301,6 +311,10 @@ class Desk:
             raise BadQuestionError(f"the question is {len(q):,} characters long; keep it under "
                                    f"{self.config.max_question_chars:,} (ASKDESK_MAX_QUESTION_CHARS)")
         return q
+
+    def _retriever(self, snap: Snapshot) -> Retriever:
+        penalty = UNDATED_PENALTY if self.config.undated == "after" else 0.0
+        return Retriever(snap, candidates=self.config.candidates, undated_penalty=penalty)
 
     def _current(self) -> _Loaded:
         """The loaded index, reloaded when another process has published a newer generation."""
@@ -314,6 +328,6 @@ class Desk:
             gen = index_mod.current_generation(self.index_dir)
             if self._loaded is None or self._loaded.generation != gen:
                 snap = index_mod.load(self.index_dir, expect={"model": self.config.model})
-                self._loaded = _Loaded(snap.path.name, snap, Retriever(snap, candidates=self.config.candidates))
+                self._loaded = _Loaded(snap.path.name, snap, self._retriever(snap))
                 logger.info("loaded index %s", snap.path)
             return self._loaded

@@ -37,7 +37,7 @@ _MARKER = re.compile(r"\s*\[\d+\]")
 # -- the two measurements ---------------------------------------------------------------------
 def eval_retrieval(path: str | Path, *, config: Config | None = None, limit: int | None = None,
                    embedder: Embedder | None = None, index_dir: str | Path | None = None,
-                   progress: Progress | None = None) -> dict:
+                   progress: Progress | None = None, compare: bool = False) -> dict:
     """Retrieval quality on a BEIR-style folder.
 
     Args:
@@ -49,11 +49,14 @@ def eval_retrieval(path: str | Path, *, config: Config | None = None, limit: int
         embedder: the embedding model (tests pass a fake); built from ``config.model`` when omitted.
         index_dir: keep the index in this folder (reused by the next run when the corpus is
             unchanged) instead of a temporary one.
+        compare: also rank by dense search alone and by BM25 alone, on the same index in the same
+            run (each document ranked by its best chunk), so no number stands without its baselines.
 
     Returns:
         ``ndcg@10``, ``recall@1``, ``recall@5``, ``recall@10``, ``mrr@10`` (means over judged
         queries, in [0, 1]), ``n_queries`` (judged), ``n_skipped`` (no judgement), ``n_docs``,
-        ``index_s`` (seconds to build the index) and ``query_p50_ms`` (median retrieve time).
+        ``index_s`` (seconds to build the index) and ``query_p50_ms`` (median retrieve time);
+        with ``compare``, the five metrics again as ``dense_<metric>`` and ``bm25_<metric>``.
 
     Raises:
         BadInputError: a file is missing or malformed, or no query has a judgement.
@@ -69,26 +72,40 @@ def eval_retrieval(path: str | Path, *, config: Config | None = None, limit: int
     if not judged:
         raise BadInputError(f"none of the {len(queries)} queries in {str(root / 'queries.jsonl')!r} has a positive "
                             "judgement in the qrels; check that the query ids match")
-    per_query: dict[str, list[float]] = {m: [] for m in ("ndcg@10", "recall@1", "recall@5", "recall@10", "mrr@10")}
+    systems = ("", "dense_", "bm25_") if compare else ("",)
+    per_query: dict[str, list[float]] = {f"{s}{m}": [] for s in systems for m in METRICS}
     times = []
     with _desk(articles, config, embedder, index_dir, progress) as (desk, index_s):
         for q in _counted(judged, "retrieval", progress):
+            text, rels = str(q["text"]), qrels[str(q["_id"])]
             t0 = time.perf_counter()
             try:
-                hits = desk.retrieve(str(q["text"]), k=RETRIEVE_CHUNKS)
+                hits = desk.retrieve(text, k=RETRIEVE_CHUNKS)
             except BadQuestionError as e:  # empty or over-long: nothing found, as for a user
                 logger.warning("query %s: %s", q["_id"], e)
                 hits = []
             times.append((time.perf_counter() - t0) * 1000)
-            ranked = list(dict.fromkeys(doc_of[h.chunk.article_id] for h in hits))[:10]
-            rels = qrels[str(q["_id"])]
-            per_query["ndcg@10"].append(ndcg_at_k(ranked, rels, 10))
-            for k in (1, 5, 10):
-                per_query[f"recall@{k}"].append(recall_at_k(ranked, rels, k))
-            per_query["mrr@10"].append(mrr_at_k(ranked, rels, 10))
+            rankings = {"": [doc_of[h.chunk.article_id] for h in hits]}
+            if compare and hits is not None:
+                c = desk.retriever.candidates(text, desk.embedder.embed_query(text), n=RETRIEVE_CHUNKS)
+                article = {int(k): ch.article_id for k, ch in zip(c.keys, c.chunks)}
+                rankings["dense_"] = [doc_of[article[k]] for k, _ in c.dense_hits]
+                rankings["bm25_"] = [doc_of[article[k]] for k, _ in c.lexical_hits]
+            for system, docs in rankings.items():
+                for m, v in _scores(list(dict.fromkeys(docs))[:10], rels).items():
+                    per_query[system + m].append(v)
     out = {m: round(float(np.mean(v)), 4) for m, v in per_query.items()}
     return {**out, "n_queries": len(judged), "n_skipped": len(queries) - len(judged), "n_docs": len(articles),
             "index_s": round(index_s, 1), "query_p50_ms": round(float(np.percentile(times, 50)), 1)}
+
+
+METRICS = ("ndcg@10", "recall@1", "recall@5", "recall@10", "mrr@10")
+
+
+def _scores(ranked: list[str], rels: dict[str, int]) -> dict[str, float]:
+    return {"ndcg@10": ndcg_at_k(ranked, rels, 10), "recall@1": recall_at_k(ranked, rels, 1),
+            "recall@5": recall_at_k(ranked, rels, 5), "recall@10": recall_at_k(ranked, rels, 10),
+            "mrr@10": mrr_at_k(ranked, rels, 10)}
 
 
 def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None = None,
@@ -176,7 +193,14 @@ def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None
 
 
 def format_table(result: dict) -> str:
-    """A result dict as a two-column table, one metric a line."""
+    """A result dict as a table, one metric a line; with `compare` results, one column a system."""
+    if "dense_ndcg@10" in result:
+        width = max(len(m) for m in METRICS)
+        lines = [f"{'metric':<{width}}  shipped  dense    bm25", f"{'-' * width}  -------  -------  -------"]
+        lines += [f"{m:<{width}}  {result[m]:.4f}   {result['dense_' + m]:.4f}   {result['bm25_' + m]:.4f}"
+                  for m in METRICS]
+        rest = {k: v for k, v in result.items() if k not in METRICS and not k.startswith(("dense_", "bm25_"))}
+        return "\n".join(lines) + "\n" + "\n".join(format_table(rest).splitlines()[2:])
     width = max((len(k) for k in result), default=0)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
     for k, v in result.items():

@@ -194,6 +194,9 @@ class Snapshot(Protocol):
     def chunks_of(self, keys: Sequence[int]) -> list[Chunk]:
         """The chunk records of the given keys, in that order."""
 
+    def chunk_count(self, article_id: str) -> int:
+        """How many chunks the article has (retrieval's length term)."""
+
     def sentences_in(self, chunks: Sequence[Chunk]) -> Sentences:
         """The whole sentences inside each chunk, with their vectors."""
 
@@ -223,6 +226,16 @@ class FolderSnapshot:
 
     def chunks_of(self, keys: Sequence[int]) -> list[Chunk]:
         return [self.chunks[r] for r in self.vectors.rows_of(keys).tolist()]
+
+    def chunk_count(self, article_id: str) -> int:
+        return self._chunk_counts[article_id]
+
+    @cached_property
+    def _chunk_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for c in self.chunks:
+            counts[c.article_id] = counts.get(c.article_id, 0) + 1
+        return counts
 
     @cached_property
     def _sentence_bounds(self) -> tuple[np.ndarray, np.ndarray]:

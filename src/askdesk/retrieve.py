@@ -20,8 +20,26 @@ from .text import DatePhrase, pretty_date, terms
 from .types import Chunk, Hit, Period
 from .vectors import Window
 
+# Fusion weights, fitted by bench/fusion.py on the fit halves of squad-dev (its first 12 articles),
+# rgb-news (questions 0-49) and realtimeqa-dev (its first 6 weeks): the best mean gain in nDCG@10
+# that loses no more than 0.005 on any of them. Held out (docs/quality.md): realtimeqa evidence
+# 0.44 -> 0.80, its answer documents 0.53 -> 0.57, rgb-news 0.605 -> 0.604, squad-dev 0.932 -> 0.923.
+DENSE_WEIGHT = 0.7  # the meaning side's share against the words side
+SENTENCE_SHARE = 0.75  # of the meaning side, the best sentence's share against the whole chunk's
+# Length: an article competes through its best chunk, and the more chunks it has, the likelier one
+# of them scores high by chance: a 40-chunk article draws 40 tickets to a short report's one. Up to
+# LENGTH_FREE_CHUNKS chunks (~400 tokens, a short report) nothing changes; beyond, each doubling of
+# the article's length costs its chunks LENGTH_WEIGHT * ln 2 (~0.2) of fused score (in [0, 1]).
+LENGTH_WEIGHT = 0.3
+LENGTH_FREE_CHUNKS = 2
+# Undated articles under a date window ("as of", since/until): kept, since a partly dated archive
+# would otherwise lose them for every dated question, but ranked after the dated ones that fit
+# unless clearly better: their fused score minus this. Config.undated chooses "exclude" instead.
+UNDATED_PENALTY = 0.1
 PERIOD_CHUNKS = 3  # of the 5 chunks answered from, this many from the question's period; see docs/news.md
 PERIOD_FALLBACK_NOTE = "Nothing was published {phrase} ({since} to {until}); the answer uses articles from any date."
+EMPTY_WINDOW_NOTE = "No article in the index was published {range}."
+UNDATED_NOTE = "{which} no date, so whether {it} was published {range} is not known."
 
 
 @dataclass(frozen=True)
@@ -35,13 +53,17 @@ class Candidates:
     lexical: np.ndarray  # BM25 (0: none of the question's words)
     dense_hits: list[tuple[int, float]]  # each list as its retriever ranked it (for rank fusion)
     lexical_hits: list[tuple[int, float]]
+    article_chunks: np.ndarray | None = None  # how many chunks each candidate's article has
+    undated: np.ndarray | None = None  # True where the candidate's article has no date
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def fused(self, k: int, **weights) -> list[Hit]:
-        """The ``k`` best by `fuse` (its keyword arguments: ``dense_weight``, ``sentence_share``)."""
-        order = fuse(range(len(self)), self.dense, self.sentence, self.lexical, **weights)[:k]
+    def fused(self, k: int, *, undated_penalty: float = 0.0, **weights) -> list[Hit]:
+        """The ``k`` best by `fuse` (keyword arguments as its), undated candidates less ``undated_penalty``."""
+        penalty = undated_penalty * self.undated if undated_penalty and self.undated is not None else None
+        order = fuse(range(len(self)), self.dense, self.sentence, self.lexical, article_chunks=self.article_chunks,
+                     penalty=penalty, **weights)[:k]
         return [Hit(self.chunks[i], s, float(self.dense[i]), float(self.lexical[i])) for i, s in order]
 
 
@@ -53,9 +75,10 @@ class Retriever:
         candidates: chunks each retriever contributes before fusion.
     """
 
-    def __init__(self, snap: Snapshot, *, candidates: int = 50):
+    def __init__(self, snap: Snapshot, *, candidates: int = 50, undated_penalty: float = UNDATED_PENALTY):
         self.snap = snap
         self.n = candidates
+        self.undated_penalty = undated_penalty
 
     def candidates(self, query: str, qvec: np.ndarray, *, n: int | None = None,
                    window: Window | None = None) -> Candidates:
@@ -76,11 +99,16 @@ class Retriever:
         chunks = self.snap.chunks_of(keys)
         sent = best_sentence_cos(self.snap.sentences_in(chunks), qvec, cos)
         lex = self.snap.lexical.scores_of(qterms, keys).astype(np.float64)
-        return Candidates(np.asarray(keys, np.int64), chunks, cos, sent, lex, dense, lexical)
+        arts = [self.snap.article(c.article_id) for c in chunks]
+        return Candidates(np.asarray(keys, np.int64), chunks, cos, sent, lex, dense, lexical,
+                          np.array([self.snap.chunk_count(a.id) for a in arts]),
+                          np.array([not a.date for a in arts]))
 
     def search(self, query: str, qvec: np.ndarray, k: int, *, window: Window | None = None) -> list[Hit]:
-        """The ``k`` best chunks, fused, best first."""
-        return self.candidates(query, qvec, window=window).fused(k)
+        """The ``k`` best chunks, fused, best first. Inside a window that lets undated articles in,
+        they rank after the dated ones unless clearly better (`UNDATED_PENALTY`)."""
+        penalty = self.undated_penalty if window is not None and window.undated else 0.0
+        return self.candidates(query, qvec, window=window).fused(k, undated_penalty=penalty)
 
     def retrieve(self, query: str, qvec: np.ndarray, k: int, *, window: Window | None = None,
                  period: DatePhrase | None = None) -> tuple[list[Hit], Period | None, str | None]:
@@ -122,7 +150,9 @@ def best_sentence_cos(block: Sentences, qvec: np.ndarray, fallback: np.ndarray) 
 
 
 def fuse(rows: Sequence[int], dense: np.ndarray, sentence: np.ndarray, lexical: np.ndarray, *,
-         dense_weight: float = 0.6, sentence_share: float = 1.0) -> list[tuple[int, float]]:
+         dense_weight: float = DENSE_WEIGHT, sentence_share: float = SENTENCE_SHARE,
+         article_chunks: np.ndarray | None = None, length_weight: float = LENGTH_WEIGHT,
+         penalty: np.ndarray | None = None) -> list[tuple[int, float]]:
     """Score fusion over the union of both retrievers' candidates, best first.
 
     Args:
@@ -131,6 +161,8 @@ def fuse(rows: Sequence[int], dense: np.ndarray, sentence: np.ndarray, lexical: 
         sentence: each candidate's best sentence cosine (a chunk that holds one sentence on the
             question's topic among others about something else still ranks).
         lexical: each candidate's BM25 score (0: no question word in it).
+        article_chunks: how many chunks each candidate's article has (the length term; None: none).
+        penalty: subtracted from each candidate's score (undated ones under a window).
         dense_weight: share of the meaning side against the words side.
         sentence_share: share of the best sentence within the meaning side. With sentence
             vectors pooled in their chunk's context, the best sentence alone ranks best
@@ -149,6 +181,10 @@ def fuse(rows: Sequence[int], dense: np.ndarray, sentence: np.ndarray, lexical: 
     top = float(lex.max())
     words = lex / top if top > 0 else np.zeros_like(lex)
     score = dense_weight * meaning + (1 - dense_weight) * words
+    if article_chunks is not None and length_weight:
+        score = score - length_weight * np.log(np.maximum(np.asarray(article_chunks) / LENGTH_FREE_CHUNKS, 1.0))
+    if penalty is not None:
+        score = score - penalty
     order = np.argsort(-score, kind="stable")
     return [(rows[i], float(score[i])) for i in order]
 
@@ -169,8 +205,29 @@ def rrf(dense: Sequence[tuple[int, float]], lexical: Sequence[tuple[int, float]]
     return sorted(scores.items(), key=lambda x: -x[1])
 
 
-def date_window(since=None, until=None, as_of=None) -> Window | None:
+def window_words(window: Window) -> str:
+    """"between 1 March 2024 and 5 March 2024", "by 5 March 2024", "since 1 March 2024"."""
+    if window.since and window.until:
+        return f"between {pretty_date(window.since)} and {pretty_date(window.until)}"
+    return f"by {pretty_date(window.until)}" if window.until else f"since {pretty_date(window.since)}"
+
+
+def window_notes(window: Window | None, hits: Sequence[Hit], cited: Sequence) -> str | None:
+    """What the reader should know about dates: nothing in the window, or cited articles without one."""
+    if window is None:
+        return None
+    if not hits:
+        return EMPTY_WINDOW_NOTE.format(range=window_words(window))
+    undated = [c.n for c in cited if not c.date]
+    if not undated:
+        return None
+    which = " and ".join(f"[{n}]" for n in undated) + (" has" if len(undated) == 1 else " have")
+    return UNDATED_NOTE.format(which=which, it="it" if len(undated) == 1 else "they", range=window_words(window))
+
+
+def date_window(since=None, until=None, as_of=None, *, undated: bool = True) -> Window | None:
     """The articles a question may use, from ISO dates; ``as_of`` caps ``until``; None: any date.
+    ``undated``: whether articles without a date stay usable.
 
     Raises:
         BadInputError: a date that cannot be read, or since after until.
@@ -189,4 +246,4 @@ def date_window(since=None, until=None, as_of=None) -> Window | None:
         hi = cap
     if lo is not None and hi is not None and lo > hi:
         raise BadInputError(f"since={lo!r} is after until={hi!r}; swap them")
-    return None if lo is None and hi is None else Window(lo, hi)
+    return None if lo is None and hi is None else Window(lo, hi, undated=undated)
