@@ -1,27 +1,33 @@
-"""Fit askdesk's refusal model on squad-dev, and write the rgb-news QA sets.
+"""Fit askdesk's refusal model on squad-dev, rgb-news and realtimeqa-dev, and write the QA sets.
 
-    python bench/calibrate.py                         # fit REFUSAL_MODEL; print it and held-out rates
-    python bench/calibrate.py --refit                 # fit again from the saved features (seconds)
-    python bench/calibrate.py --write-sets /tmp/sets  # QA folders for `askdesk eval qa` (see write_sets)
+    python bench/calibrate.py --realtimeqa /tmp/realtimeqa-dev   # fit REFUSAL_MODEL; held-out rates
+    python bench/calibrate.py --refit                              # fit again from the saved features
+    python bench/calibrate.py --write-sets /tmp/sets               # QA folders for `askdesk eval qa`
 
-Calibration: squad-dev's articles are split in file order into halves A and B. On index A,
-A's questions are answerable and B's are about absent topics ("off-topic"). A second kind of
-absent question is near the topic: index "A-even" holds only the even paragraphs of A's
-articles; questions about the odd paragraphs are absent there (same article, same names, other
-facts) unless their answer string also occurs in an even paragraph of the article (then they
-are left out). The model is fitted on both kinds from half A. Half B's indexes (B, B-even) are
-held out and only reported on. The features
-are exactly the ones `askdesk.answer.answer()` weighs (`askdesk.answer.features`), so this
-script follows whatever features answer.py defines.
+Each question is put through `Desk.evidence` (what `Desk.ask` rests on: the same reading,
+retrieval, dates and features), on an index where its answer is present (answerable) or absent:
 
-The full index is built once into --cache (a few minutes on 2 cores); the halves are copies
-synced down to their articles, so no text is embedded twice.
+- squad-dev, split by article in file order into halves A (fit) and B (held out). On index A,
+  A's questions are answerable and B's absent ("off-topic"). Index "A-even" holds the even
+  paragraphs of A's articles: questions about the odd ones are absent there ("near-topic": same
+  article, names and dates, another fact), unless their answer also occurs in an even paragraph.
+- rgb-news: questions 0-49 fit, 50-99 held out; answerable on rgb-news-qa, near-topic on
+  rgb-news-absent (the same questions' negative snippets only: same event, no answer).
+- realtimeqa-dev: its first 6 weeks fit, the last 6 held out; answerable on its own index, asked
+  as of each question's date; near-topic on "rtqa-near": its corpus less every evidence snippet
+  and every document holding any question's answer string (questions that had one).
+
+The model is a logistic regression over `askdesk.answer.FEATURES` fitted on the fit halves, each
+of the seven (set, kind) groups weighing the same; the threshold leaves TARGET_REFUSED_ANSWERABLE
+of the fit halves' answerable questions refused (averaged over the three sources). Indexes are
+built once into --cache (rtqa: pass --realtimeqa-index to reuse a kept one).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -36,9 +42,8 @@ from askdesk.desk import Desk
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-# The threshold leaves 3% of answerable questions refused on the fit part (target < 5%): at 2% the
-# held-out half refused 92.8% of off-topic and 44% of near-topic questions, at 3% 95.6% and 53%.
 TARGET_REFUSED_ANSWERABLE = 0.03
+WEEKS_FIT = ("20240105", "20240202", "20240301", "20240329", "20240426", "20240524")
 
 
 def squad_halves(squad: Path):
@@ -52,63 +57,118 @@ def squad_halves(squad: Path):
     return articles, questions, half_of_doc, half_of_q
 
 
-def half_desks(articles, half_of_doc, cache: Path, config: Config) -> dict[str, Desk]:
-    """Desks over halves A and B and their even paragraphs, synced down from one full index
-    (nothing embedded twice)."""
-    full = cache / "full"
-    t0 = time.perf_counter()
-    Desk.build(articles, full, config=config)
-    print(f"full index ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    desks = {}
-    for name in ("A", "B", "A-even", "B-even"):
-        target = cache / name
-        shutil.rmtree(target, ignore_errors=True)  # a fresh copy of full reuses all its vectors
-        shutil.copytree(full, target)
-        keep = [a for a in articles if half_of_doc[a.id] == name[0] and (len(name) == 1 or _even(a.path))]
-        desks[name] = Desk.build(keep, target, config=config)
-    return desks
-
-
 def _even(doc_id: str) -> bool:
     return int(doc_id.rsplit("_", 1)[1]) % 2 == 0  # "Fresno,_California_3" -> paragraph 3
 
 
-def near_labels(articles, questions, half_of_q, half: str) -> dict[int, int]:
-    """Question index -> 1 (answerable on ``half``-even) or 0 (absent there, same article)."""
+def squad_groups(squad: Path, cache: Path, config: Config, limit: int | None):
+    """[(group name, fit|held, desk, [(question, as_of)], label)] of squad-dev."""
+    articles, questions, half_of_doc, half_of_q = squad_halves(squad)
+    full = cache / "squad-full"
+    Desk.build(articles, full, config=config, prune=True)
+    desks = {}
+    for name in ("A", "B", "A-even", "B-even"):  # copies of the full index synced down: nothing embedded twice
+        target = cache / f"squad-{name}"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(full, target)
+        keep = [a for a in articles if half_of_doc[a.id] == name[0] and (len(name) == 1 or _even(a.path))]
+        desks[name] = Desk.build(keep, target, config=config, prune=True)
     even_text: dict[str, str] = {}
     for a in articles:
         if _even(a.path):
             title = a.path.rsplit("_", 1)[0]
             even_text[title] = even_text.get(title, "") + " " + a.text.lower()
-    out = {}
-    for i, q in enumerate(questions):
-        if half_of_q[i] != half:
-            continue
-        doc = next(iter(q["gold_docs"]))
-        if _even(doc):
-            out[i] = 1
-        elif not any(ans.lower() in even_text.get(doc.rsplit("_", 1)[0], "") for ans in q["answers"]):
-            out[i] = 0
+    step = max(1, len(questions) // limit) if limit else 1
+    picked = range(0, len(questions), step)
+    out = []
+    for half, other, part in (("A", "B", "fit"), ("B", "A", "held")):
+        mine = [i for i in picked if half_of_q[i] == half]
+        out.append(("squad answerable", part, desks[half], [(questions[i]["question"], None) for i in mine], 1))
+        theirs = [i for i in picked if half_of_q[i] == other]
+        out.append(("squad off-topic", part, desks[half], [(questions[i]["question"], None) for i in theirs], 0))
+        near = []
+        for i in mine:
+            doc = next(iter(questions[i]["gold_docs"]))
+            if not _even(doc) and not any(a.lower() in even_text.get(doc.rsplit("_", 1)[0], "")
+                                          for a in questions[i]["answers"]):
+                near.append((questions[i]["question"], None))
+        out.append(("squad near-topic", part, desks[f"{half}-even"], near, 0))
     return out
 
 
-def features(desk: Desk, question: str, qvec: np.ndarray) -> list[float]:
-    """The refusal features `askdesk.answer` weighs for ``question``, in FEATURES order."""
-    hits = desk.retriever.search(question, qvec, desk.config.top_k)
-    f = answer_mod.features(question, hits, desk.snapshot, qvec, desk.snapshot.lexical)
-    return [f.get(name, 0.0) for name in answer_mod.FEATURES]
+def rgb_groups(sets: Path, cache: Path, config: Config):
+    out = []
+    for name, label in (("rgb-news-qa", 1), ("rgb-news-absent", 0)):
+        articles, _, questions = eval_mod.read_qa_folder(sets / name)
+        desk = Desk.build(articles, cache / name, config=config, prune=True)
+        for part, keep in (("fit", lambda q: int(q["id"]) < 50), ("held", lambda q: int(q["id"]) >= 50)):
+            out.append((f"rgb {'answerable' if label else 'near-topic'}", part, desk,
+                        [(q["question"], None) for q in questions if keep(q)], label))
+    return out
 
 
-def fit(x: np.ndarray, y: np.ndarray) -> dict:
-    """Logistic regression on raw features; threshold leaves TARGET_REFUSED_ANSWERABLE refused."""
+def rtqa_near(folder: Path, out: Path) -> Path:
+    """The realtimeqa-dev near-topic set (module doc), written into ``out``."""
+    norm = lambda t: " ".join(re.sub(r"[^\w ]", " ", t.lower()).split())  # noqa: E731
+    docs = eval_mod.read_jsonl(folder / "corpus.jsonl", "corpus")
+    qa = eval_mod.read_jsonl(folder / "qa.jsonl", "qa")
+    texts = {d["_id"]: f" {norm(d['text'])} " for d in docs}
+    drop = {d["_id"] for d in docs if d["_id"].startswith("ev-")}
+    kept = []
+    for q in qa:
+        answers = [a for a in (norm(x) for x in q["answers"]) if len(a) > 2]
+        holders = {i for i, t in texts.items() if any(f" {a} " in t for a in answers)}
+        if holders:
+            drop |= holders
+            kept.append({**q, "answers": []})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs if d["_id"] not in drop))
+    (out / "qa.jsonl").write_text("".join(json.dumps(q) + "\n" for q in kept))
+    return out
+
+
+def rtqa_groups(folder: Path, cache: Path, config: Config, index: Path | None):
+    out = []
+    near = rtqa_near(folder, cache / "rtqa-near-set")
+    for name, data, label, ix in (("answerable", folder, 1, index or cache / "rtqa"),
+                                  ("near-topic", near, 0, cache / "rtqa-near")):
+        articles, _, questions = eval_mod.read_qa_folder(data)
+        desk = Desk.build(articles, ix, config=config, prune=True)
+        for part in ("fit", "held"):
+            mine = [q for q in questions if (q["id"].split("_")[0] in WEEKS_FIT) == (part == "fit")]
+            out.append((f"rtqa {name}", part, desk, [(q["question"], q.get("date")) for q in mine], label))
+    return out
+
+
+def features(groups) -> dict:
+    data = {}
+    t0 = time.perf_counter()
+    for name, part, desk, qs, label in groups:
+        x = []
+        for q, as_of in qs:
+            f = desk.evidence(q, as_of=as_of).extract.features
+            x.append([f.get(n, 0.0) for n in answer_mod.FEATURES] if f else [0.0] * len(answer_mod.FEATURES))
+        data[f"{part}:{name}"] = (np.array(x, dtype=float).reshape(-1, len(answer_mod.FEATURES)),
+                                  np.full(len(x), label))
+        print(f"{part}:{name}: {len(qs)} questions, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return data
+
+
+def fit(data: dict) -> dict:
+    """Logistic regression on the fit groups, each weighing the same; see the module doc."""
     from sklearn.linear_model import LogisticRegression
 
-    lr = LogisticRegression(C=10.0, max_iter=1000).fit(x, y)
-    names = answer_mod.FEATURES
+    fit_groups = {k: v for k, v in data.items() if k.startswith("fit:") and len(v[1])}
+    x = np.concatenate([v[0] for v in fit_groups.values()])
+    y = np.concatenate([v[1] for v in fit_groups.values()])
+    w = np.concatenate([np.full(len(v[1]), 1.0 / len(v[1])) for v in fit_groups.values()])
+    lr = LogisticRegression(C=10.0, max_iter=5000).fit(x, y, sample_weight=w * len(w))
     model = {"bias": round(float(lr.intercept_[0]), 3),
-             "weights": {n: round(float(w), 3) for n, w in zip(names, lr.coef_[0])}, "threshold": 0.5}
-    conf = confidence(model, x)
-    model["threshold"] = round(float(np.quantile(conf[y == 1], TARGET_REFUSED_ANSWERABLE)), 3)
+             "weights": {n: round(float(c), 3) for n, c in zip(answer_mod.FEATURES, lr.coef_[0])}, "threshold": 0.5}
+    # The threshold: per source, the quantile leaving the target share of its answerable refused; their mean.
+    cuts = [float(np.quantile(confidence(model, v[0]), TARGET_REFUSED_ANSWERABLE))
+            for k, v in fit_groups.items() if "answerable" in k]
+    model["threshold"] = round(float(np.mean(cuts)), 3)
     return model
 
 
@@ -117,57 +177,35 @@ def confidence(model: dict, x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-(model["bias"] + x @ w)))
 
 
-def rates(model: dict, x: np.ndarray, y: np.ndarray) -> dict:
-    refused = confidence(model, x) < model["threshold"]
-    return {"refused_answerable": round(float(refused[y == 1].mean()), 4),
-            "refused_unanswerable": round(float(refused[y == 0].mean()), 4), "n": int(len(y))}
+def report(data: dict) -> None:
+    model = fit(data)
+    print("REFUSAL_MODEL =", json.dumps(model))
+    def refused(m: dict, x: np.ndarray) -> float:
+        return float((confidence(m, x) < m["threshold"]).mean()) if len(x) else float("nan")
+
+    for key, (x, _) in data.items():
+        print(f"{key:32s} refused {refused(model, x):.3f} "
+              f"(current model {refused(answer_mod.REFUSAL_MODEL, x):.3f}), n={len(x)}")
 
 
 def refit(cache: Path) -> None:
     """Fit again from the features a previous run saved (e.g. after changing the target rate)."""
     d = np.load(cache / "features.npz")
-    data = {k[2:]: (d[k], d["y_" + k[2:]]) for k in d.files if k.startswith("x_")}
-    report(data)
+    report({k[2:]: (d[k], d["y_" + k[2:]]) for k in d.files if k.startswith("x_")})
 
 
-def report(data: dict) -> None:
-    fit_x = np.concatenate([data["A"][0], data["A-even"][0]])
-    fit_y = np.concatenate([data["A"][1], data["A-even"][1]])
-    model = fit(fit_x, fit_y)
-    names = answer_mod.FEATURES
-    print("REFUSAL_MODEL =", json.dumps(model))
-    for name in data:
-        kind = "fit" if name.startswith("A") else "held out"
-        print(f"{kind} ({name}):", rates(model, *data[name]), " current model:",
-              rates(answer_mod.REFUSAL_MODEL, *data[name]))
-    x, y = data["B"]
-    for cut in (0.35, 0.40):  # the single cosine cut-off the issue measured
-        single = {"bias": 0.0, "weights": {n: 0.0 for n in names}, "threshold": 0.5}
-        single["weights"]["dense"], single["bias"] = 100.0, -100.0 * cut
-        print(f"dense >= {cut} alone, held out:", rates(single, x, y))
-
-
-def calibrate(squad: Path, cache: Path, limit: int | None) -> None:
+def calibrate(args) -> None:
     config = Config.from_env()
-    articles, questions, half_of_doc, half_of_q = squad_halves(squad)
-    desks = half_desks(articles, half_of_doc, cache, config)
-    picked = list(range(len(questions)))[:: max(1, len(questions) // limit)] if limit else list(range(len(questions)))
-    texts = {i: " ".join(questions[i]["question"].split()) for i in picked}
-    t0 = time.perf_counter()
-    qvecs = dict(zip(picked, desks["A"].embedder.embed_documents([texts[i] for i in picked])))
-    data = {}
-    for name, desk in desks.items():
-        if len(name) == 1:  # off-topic: the other half's questions are absent
-            labels = {i: int(half_of_q[i] == name) for i in picked}
-        else:  # near-topic: the article's odd paragraphs are absent
-            labels = {i: y for i, y in near_labels(articles, questions, half_of_q, name[0]).items() if i in qvecs}
-        x = np.array([features(desk, texts[i], qvecs[i]) for i in labels])
-        data[name] = (x, np.array(list(labels.values())))
-        print(f"{name}: {len(labels)} questions, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    report(data)
-    names = answer_mod.FEATURES
-    np.savez(cache / "features.npz", names=np.array(names), **{f"x_{k}": v[0] for k, v in data.items()},
+    args.cache.mkdir(parents=True, exist_ok=True)
+    sets = args.cache / "sets"
+    write_sets(args.rgb, args.squad, sets)
+    groups = squad_groups(args.squad, args.cache, config, args.limit) + rgb_groups(sets, args.cache, config)
+    if args.realtimeqa:
+        groups += rtqa_groups(args.realtimeqa, args.cache, config, args.realtimeqa_index)
+    data = features(groups)
+    np.savez(args.cache / "features.npz", **{f"x_{k}": v[0] for k, v in data.items()},
              **{f"y_{k}": v[1] for k, v in data.items()})
+    report(data)
 
 
 def write_sets(rgb: Path, squad: Path, out: Path) -> None:
@@ -215,11 +253,13 @@ def _write_set(folder: Path, corpus: list[dict], qa: list[dict], qrels: list[tup
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--squad", type=Path, default=DATA / "squad-dev" / "squad.json", help="SQuAD v1.1 JSON file")
+    p.add_argument("--rgb", type=Path, default=DATA / "rgb-news" / "rgb_en_fact.jsonl", help="rgb_en_fact.jsonl")
+    p.add_argument("--realtimeqa", type=Path, help="a realtimeqa-dev folder (its README builds it)")
+    p.add_argument("--realtimeqa-index", type=Path, help="a kept index of it (askdesk eval ... --keep-index)")
     p.add_argument("--cache", type=Path, default=Path("/tmp/askdesk-calibrate"), help="where the indexes are kept")
-    p.add_argument("--limit", type=int, help="every n-th question so that about this many are used (quick runs)")
+    p.add_argument("--limit", type=int, help="squad: every n-th question so that about this many are used")
     p.add_argument("--write-sets", type=Path, metavar="OUT", help="write the QA folders into OUT and exit")
     p.add_argument("--refit", action="store_true", help="fit from the features the last run saved in --cache")
-    p.add_argument("--rgb", type=Path, default=DATA / "rgb-news" / "rgb_en_fact.jsonl", help="rgb_en_fact.jsonl")
     args = p.parse_args()
     if args.write_sets:
         write_sets(args.rgb, args.squad, args.write_sets)
@@ -227,7 +267,7 @@ def main() -> None:
     if args.refit:
         refit(args.cache)
         return
-    calibrate(args.squad, args.cache, args.limit)
+    calibrate(args)
 
 
 if __name__ == "__main__":

@@ -199,8 +199,8 @@ def test_quote_question_returns_the_quotation_and_its_speaker(news_desk):
 
 def test_quote_question_about_someone_never_quoted_says_so(news_desk):
     a = news_desk.ask("What did Ishiba say about the Varsk bridge?")
-    assert not any(c.speaker for c in a.citations)
-    assert a.note == news.NO_QUOTE_NOTE.format(speaker="Ishiba")
+    assert a.refused and not a.citations and not any(c.speaker for c in a.related)
+    assert a.note == news.NOT_QUOTED_NOTE.format(speaker="Ishiba", on=" on the Varsk bridge")
 
 
 def test_time_dependent_answer_says_as_of_the_cited_date(news_desk):

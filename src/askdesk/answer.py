@@ -33,7 +33,7 @@ REFUSAL_MODEL = {
                 "type": 0.116},
     "threshold": 0.288,  # leaves 3% of the fit half's answerable questions refused
 }
-FEATURES = ("dense", "coverage", "sentence_cos", "sentence_lex", "specifics", "type")
+FEATURES = ("dense", "coverage", "sentence_cos", "sentence_lex", "specifics", "type", "focus", "sentence_specifics")
 # Sentence score weights: cos, lex, type and rank chosen on squad-dev with `askdesk eval qa`;
 # period on realtimeqa-dev's fit weeks (a question that names "this week" wants this week's report:
 # held-out weeks, the answer in the first sentence 0.245 -> 0.28; squad-dev, which names none, unchanged).
@@ -132,12 +132,21 @@ def _evidence(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarr
     chunk_terms = set(terms(best_chunk.text + " " + snap.article(best_chunk.article_id).title))
     top = scored[0][3]
     top_chunk = hits[top.hit_rank].chunk
+    top_text = top.article.text[top.span[0]:top.span[1]]
+    top_terms = set(terms(top_text))
+    focus = focus_terms(question)
+    focus_weight = sum(weights.get(t, 0.0) for t in focus) or 1.0
     feats = {"dense": max(h.dense for h in hits),
              "coverage": sum(w for t, w in weights.items() if t in chunk_terms) / total,
              "sentence_cos": scored[0][1], "sentence_lex": scored[0][2],
              "specifics": _specifics_found(question, f"{top.article.title} {top.article.date or ''} {top_chunk.text}"),
-             "type": 1.0 if qtype is None else _type_match(qtype, top.article.text[top.span[0]:top.span[1]],
-                                                           qtext_lower)}
+             "type": 1.0 if qtype is None else _type_match(qtype, top_text, qtext_lower),
+             # A neighbouring fact is not an answer: the question's own words for what it asks
+             # ("invest" in "How much did Japan invest?") and its names and numbers must be in the
+             # sentence itself, not only somewhere in its chunk.
+             "focus": sum(weights.get(t, 0.0) for t in focus & top_terms) / focus_weight if focus else 1.0,
+             "sentence_specifics": _specifics_found(question,
+                                                    f"{top.article.title} {top.article.date or ''} {top_text}")}
     return scored, feats
 
 
@@ -178,6 +187,17 @@ def answer(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray,
     cites = _citations([(s, c) for s, _, _, c in chosen])
     text = " ".join(f"{c.sentence} [{c.n}]" for c in cites)
     return Extract(text, False, cites, (), conf, feats)
+
+
+# The words that ask rather than say what is asked about ("how much", "what year").
+_ASKING = frozenset(terms("much many long big large old far often high tall fast deep heavy wide year date day month "
+                          "time name number percentage percent amount kind type happen happened go going get"))
+
+
+def focus_terms(question: str) -> set[str]:
+    """The question's words for what it asks about, less its names and numbers and its asking
+    words: "How much did Japan invest in the US in 2024?" -> {"invest"}."""
+    return set(terms(question)) - specifics(question) - _ASKING
 
 
 _SPECIFIC = re.compile(r"\d[\d.,]*|(?<=\s)[A-Z][\w'’.-]*")

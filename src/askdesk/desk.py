@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -16,10 +15,13 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+
 from . import answer as answer_mod
-from . import build, news
+from . import build, dialog, news
 from . import generate as generate_mod
 from . import index as index_mod
+from .answer import REFUSAL
 from .config import Config
 from .embed import Embedder, SentenceTransformerEmbedder
 from .errors import BadInputError, BadQuestionError, EmptyCorpusError
@@ -27,24 +29,33 @@ from .ingest import normalize_date, read_articles
 from .records import Snapshot
 from .retrieve import UNDATED_PENALTY, Retriever, date_window, window_notes
 from .short import short_answer
-from .text import resolve_period, without_period
-from .types import Answer, Article, Claim, Hit
+from .text import resolve_period, terms, without_period
+from .types import Answer, Article, Claim, Hit, Period
 from .vectors import Window
 
 logger = logging.getLogger(__name__)
 
 Progress = build.Progress
 
-# Words that make a question lean on the one before it ("And what did he say about that?").
-_FOLLOW_UP = re.compile(r"^(and|but|so|also|what about|how about)\b|\b(he|she|him|her|his|hers|they|them|their|it|its|"
-                        r"that|this|those|these|there|then|the same)\b", re.I)
-
-
 @dataclass(frozen=True)
 class _Loaded:
     generation: str
     snap: Snapshot
     retriever: Retriever
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What an answer rests on (`Desk.evidence`)."""
+
+    turn: dialog.Turn  # the question as read in its conversation
+    query: str  # what retrieval searched
+    qvec: np.ndarray
+    hits: list[Hit]
+    extract: answer_mod.Extract  # the extractive answerer's decision, with the refusal features
+    period: Period | None
+    note: str | None
+    loaded: _Loaded
 
 
 class Desk:
@@ -217,44 +228,75 @@ class Desk:
         yield from self._answer(question, history, stream=True, window=self._window(since, until, as_of),
                                 as_of=normalize_date(as_of))
 
-    def _answer(self, question: str, history: Sequence[str] | None, *, stream: bool, window: Window | None,
-                as_of: str | None) -> Iterator[str | Answer]:
+    def evidence(self, question: str, *, history: Sequence[str] | None = None, since: str | date | None = None,
+                 until: str | date | None = None, as_of: str | date | None = None) -> Evidence:
+        """What an answer to ``question`` would rest on, without composing it: how the question was
+        read in its conversation, what was retrieved, and the refusal model's features and
+        confidence. Arguments as for `ask` (bench/calibrate.py fits the refusal model on these)."""
         q = self._check_question(question)
-        t0 = time.perf_counter()
+        return self._evidence(q, history, self._window(since, until, as_of), normalize_date(as_of))
+
+    def _evidence(self, q: str, history: Sequence[str] | None, window: Window | None, as_of: str | None) -> Evidence:
         if self._loaded is None and isinstance(getattr(type(self.embedder), "fast", None), property):
             # A process's first question (the CLI's cold start): the question encoder loads
             # (~0.5 s) while the index does, instead of after it.
             threading.Thread(target=lambda: self.embedder.fast, name="askdesk-encoder", daemon=True).start()
         loaded = self._current()
+        turn = dialog.read(q, history or ())
         # "last week" is resolved against as_of (default today) and cut from the text retrieval sees.
         period = resolve_period(q, as_of or date.today())
-        query = without_period(q, period)
-        if history and _FOLLOW_UP.search(q):
-            query = f"{history[-1]} {query}"
+        query = without_period(turn.query, period)
         qvec = self.embedder.embed_query(query)
-        hits, period_used, note = loaded.retriever.retrieve(query, qvec, self.config.top_k,
-                                                            window=window, period=period)
-        t1 = time.perf_counter()
+        hits, period_used, note = loaded.retriever.retrieve(query, qvec, self.config.top_k, window=window,
+                                                            period=period)
         x = answer_mod.answer(query, hits, loaded.snap, qvec, loaded.snap.lexical,
                               max_citations=self.config.max_citations, refuse_below=self.config.refuse_below,
                               period=(period.since, period.until) if period else None)
+        return Evidence(turn, query, qvec, hits, x, period_used, note, loaded)
+
+    def _answer(self, question: str, history: Sequence[str] | None, *, stream: bool, window: Window | None,
+                as_of: str | None) -> Iterator[str | Answer]:
+        q = self._check_question(question)
+        t0 = time.perf_counter()
+        ev = self._evidence(q, history, window, as_of)
+        loaded, hits, x = ev.loaded, ev.hits, ev.extract
+        t1 = time.perf_counter()
+        block, scores = loaded.retriever.sentences(hits, ev.qvec) if hits else (None, None)
+        text, refused, cites, related, note = x.text, x.refused, x.citations, x.related, ev.note
+        if ev.turn.kind == "quote" and ev.turn.speaker and hits:
+            # "What did X say (about Y)?": X's own words on Y, quoted or reported, or a refusal
+            # that says what X is quoted on; never someone else's words.
+            about_vec = self.embedder.embed_query(ev.turn.about) if ev.turn.about else None
+            asked = ev.turn.about is not None and ev.turn.about == dialog.about(q)  # said, not carried over
+            # X's statements anywhere in the articles retrieved, and in those a search for X's
+            # name and the topic finds: a quotation is often a paragraph away from the facts.
+            # BM25, which matches the name exactly whatever the article's length: on the name, and
+            # on the name with the topic.
+            lexical = loaded.snap.lexical
+            named = [k for words in (ev.turn.speaker, f"{ev.turn.speaker} {ev.turn.about or ''}")
+                     for k, _ in lexical.search(terms(words), 2 * self.config.top_k, window=window)]
+            articles = [h.chunk.article_id for h in hits] + [c.article_id for c in loaded.snap.chunks_of(named)]
+            spoken = loaded.snap.sentences_of(list(dict.fromkeys(articles)))
+            said, quoted, on, why = news.who_said(ev.turn.speaker, ev.turn.about, about_vec, spoken,
+                                                  spoken.vectors @ ev.qvec, asked_about=asked,
+                                                  max_quotes=self.config.max_citations)
+            text, refused, cites, related = (said, False, quoted, ()) if said else (REFUSAL, True, (), on or related)
+            note = " ".join(filter(None, (note, why))) or None
         t2 = time.perf_counter()
-        cites = x.citations
         short = short_answer(q, cites[0].sentence, context=cites[0].snippet) if cites else None
-        base = Answer(question=q, text=x.text, refused=x.refused, citations=cites, related=x.related,
+        base = Answer(question=q, text=text, refused=refused, citations=cites, related=related,
                       confidence=x.confidence, timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000},
                       sentences=tuple(Claim(c.sentence, (c.n,), True, c.sentence) for c in cites),
-                      note=note, period=period_used, short=short)
+                      note=note, period=ev.period, short=short)
 
         def dated(a: Answer) -> Answer:  # what the reader should know about the dates of what is cited
             said = window_notes(window, hits, a.citations)
             return dataclasses.replace(a, note=" ".join(filter(None, (a.note, said)))) if said else a
 
-        if x.refused:  # the extractive refusal stands: the LLM is not asked, the news layer has nothing to add
+        if refused:  # the refusal stands: the LLM is not asked, the news layer has nothing to add
             yield dated(base)
             return
-        block, scores = loaded.retriever.sentences(hits, qvec)
-        if self.generator is None:
+        if self.generator is None or ev.turn.kind == "quote" and ev.turn.speaker:
             yield dated(news.enrich(base, block, scores))
             return
         for item in generate_mod.written_answer(

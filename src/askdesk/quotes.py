@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .chunk import split_sentences
 from .text import MONTHS, WEEKDAYS
@@ -162,17 +163,94 @@ def _clean_name(raw: str | None) -> str | None:
     return " ".join(words)
 
 
+# ---- statements: who said what, quoted or reported ---------------------------------------------
+
+@dataclass(frozen=True)
+class Statement:
+    """A sentence in which a named person speaks: a quotation, or reported speech ("Ishiba
+    reiterated Japan's commitment ..."). What "What did X say about Y?" answers from."""
+
+    speaker: str  # as the article names them; "he"/"she" resolved only when one person is meant
+    start: int  # the sentence (or the quotation with its attribution), in the article text
+    end: int
+    quote: str | None = None  # the quoted words of a quotation; None for reported speech
+
+
+# Verbs of saying, and of stating a position in words ("stressed", "praised", "highlighted").
+_REPORT = (r"(?:said|says|told|tells|added|adds|noted|notes|stressed|stresses|reiterated|reiterates|emphasi[sz]ed|"
+           r"described|describes|expressed|expresses|announced|announces|argued|argues|warned|warns|insisted|"
+           r"claimed|claims|acknowledged|urged|urges|vowed|vows|pledged|pledges|promised|praised|praises|"
+           r"critici[sz]ed|criticises|accused|called|calls|highlighted|highlights|explained|remarked|declared|"
+           r"suggested|admitted|denied|confirmed|revealed|predicted|rejected|voiced|questioned|"
+           r"blamed|thanked|defended|hailed|dismissed|conceded|recalled|wrote|posted|tweeted|testified)")
+_ADVERB = r"(?:(?:\w+ly|further|also|later|then|again|previously|once|often|repeatedly)\s+)?"
+_REPORTED = re.compile(rf"(?P<subj>{_NAME}|[Hh]e|[Ss]he)(?:,[^,\n]{{1,160}},)?\s+{_ADVERB}{_REPORT}\b")
+
+
+def find_statements(text: str) -> list[Statement]:
+    """Every sentence of ``text`` in which a named person speaks, quoted or reported.
+
+    A quotation keeps the speaker `find_quotes` finds; a sentence whose subject is a person and
+    whose verb is one of saying ("Ishiba reiterated ...", "He further noted that ...") is reported
+    speech by that person, "he"/"she" resolved to the one person the sentences before name. A
+    sentence with neither, or a subject that is not a person ("The company said"), is no statement.
+    """
+    sentences = split_sentences(text)
+    out: list[Statement] = []
+    quoted: set[int] = set()
+    for q in find_quotes(text):
+        if q.speaker:
+            out.append(Statement(q.speaker, *q.passage, quote=q.text))
+            quoted.update(i for i, (s, e) in enumerate(sentences) if s < q.passage[1] and q.passage[0] < e)
+    for i, (s, e) in enumerate(sentences):
+        if i in quoted:
+            continue
+        m = _REPORTED.match(text, s, e) or _REPORTED.match(text, _after_lead(text, s, e), e)
+        if not m:
+            continue
+        subj = m.group("subj")
+        speaker = _previous_person(text, s, sentences) if subj.lower() in ("he", "she") else _clean_name(subj)
+        if speaker and _is_person(text, speaker):
+            out.append(Statement(speaker, s, e))
+    out.sort(key=lambda st: st.start)
+    return out
+
+
+def _after_lead(text: str, s: int, e: int) -> int:
+    """Where the sentence's subject starts after a leading clause ("On trade, Trump said ...")."""
+    m = re.match(r"[^,\n]{2,60},\s+", text[s:e])
+    return s + m.end() if m else s
+
+
+def _is_person(text: str, name: str) -> bool:
+    """Whether ``name`` is used as a person in ``text``: two or more capitalised words, or a word the
+    text also gives as a speaker or after a title ("Prime Minister Ishiba")."""
+    words = name.split()
+    if len(words) > 1:
+        return not any(w.lower() in _NOT_NAMES for w in words)
+    last = re.escape(words[0])
+    titles = "|".join(sorted(_TITLES, key=len, reverse=True))
+    return bool(_is_speaker(text, words[0]) or re.search(rf"\b(?:{titles})\.?\s+(?:{_NAME}\s+)?{last}\b", text, re.I)
+                or re.search(rf"\b[A-Z][a-z]+\s+{last}\b", text))
+
+
 _ASKED = re.compile(r"\b(?:did|does|do|has|have|had|will|would)\s+(?P<name>.+?)\s+(?:say|said|tell|told|think|"
                     r"mean|state|remark|comment|describe|write|add|announce|claim|argue|warn)\b"
                     r"|^(?:[Ww]hat|[Hh]ow)\s+(?P<name2>[A-Z][\w'’.\-]*(?:\s+[A-Z][\w'’.\-]*)*)\s+(?:said|says|thinks)\b")
 
 
 def asked_speaker(question: str) -> str | None:
-    """The person a quote question asks about: "What did Ishiba say about Trump?" -> "Ishiba"."""
+    """Whom a quote question asks about, as the question names them: "What did Ishiba say about
+    Trump?" -> "Ishiba"; "How did Baltimore's mayor describe ...?" -> "Baltimore's mayor"."""
     m = _ASKED.search(question)
-    raw = m and (m.group("name") or m.group("name2"))
-    names = re.findall(_NAME, raw or "")
-    return _clean_name(names[0]) if names else None
+    raw = (m and (m.group("name") or m.group("name2")) or "").strip()
+    raw = re.sub(r"^(?:the|a|an)\s+", "", raw, flags=re.I)
+    if not raw or not re.search(r"[A-Z]", raw) or raw.lower() in ("he", "she", "they", "it", "you", "i", "we"):
+        return None
+    names = re.findall(_NAME, raw)
+    if len(names) == 1 and names[0] == raw:
+        return _clean_name(raw) or raw
+    return raw
 
 
 def same_person(speaker: str | None, asked: str) -> bool:
@@ -181,3 +259,53 @@ def same_person(speaker: str | None, asked: str) -> bool:
         return False
     a = {w.lower().strip(".,'’s") for w in asked.split() if w[:1].isupper()}
     return bool(a & {w.lower().strip(".,") for w in speaker.split()})
+
+
+# Titles as articles abbreviate them, as questions spell them out.
+_TITLE_WORDS = {"gov": "governor", "sen": "senator", "rep": "representative", "pres": "president", "gen": "general",
+                "sec": "secretary", "dr": "doctor", "prof": "professor", "ceo": "chief", "pm": "prime"}
+
+
+def _words(text: str) -> set[str]:
+    out = set()
+    for w in re.findall(r"[A-Za-z][\w'’.-]*", text):
+        w = w.lower().replace("’", "'").removesuffix("'s").replace(".", "")
+        if w and w not in _NOT_NAMES and w not in ("of", "for", "at", "on", "said", "says"):
+            out.add(_TITLE_WORDS.get(w, w).rstrip("s") if len(w) > 3 else _TITLE_WORDS.get(w, w))
+    return out
+
+
+def speaker_matches(speaker: str | None, asked: str, text: str) -> bool:
+    """Whether the ``speaker`` of a statement in ``text`` is the one ``asked`` about: a shared
+    name word ("Ishiba"), or, for a description ("Baltimore's mayor", "LUMA's president"), every
+    word of it in how the article introduces the speaker ("Baltimore Mayor Brandon Scott",
+    "Scott, the mayor of Baltimore,")."""
+    if not speaker:
+        return False
+    if same_person(speaker, asked):
+        return True
+    if not re.search(r"\b[a-z]{3,}", re.sub(r"\b(?:the|of|and)\b", "", asked)):
+        # A name ("Putin", "White House"): only a speaker who bears it, or one the article
+        # introduces by it ("White House spokesman John Kirby") when it is no person's name here.
+        last = asked.split()[-1].removesuffix("'s").removesuffix("’s")
+        if _is_speaker(text, last) or re.search(rf"\b{re.escape(last)}\s+(?:{_REPORT})\b", text):
+            return False
+    wanted = _words(asked)
+    return bool(wanted) and wanted <= _words(speaker) | _introduced(text, speaker)
+
+
+@lru_cache(maxsize=8192)
+def _introduced(text: str, speaker: str) -> frozenset:
+    """The words around each mention of the speaker's last name: title, organisation, apposition."""
+    names = [w for w in speaker.split() if w.rstrip(".").lower() not in ("jr", "sr", "ii", "iii")]
+    last = names[-1] if names else speaker.split()[-1]
+    out: set[str] = set()
+    for m in re.finditer(rf"\b{re.escape(last)}\b", text):
+        before = text[max(0, m.start() - 80):m.start()]
+        # the sentence so far: cut at a sentence end, not at "U.S." or "Gov."
+        before = re.split(r"[;!?\n\"“”]|(?<=[a-z]{3}\.)\s", before)[-1]
+        after = re.match(r"[^,.;\n]{0,30}?,\s*([^,.;\n]{3,80}),", text[m.end():m.end() + 120])
+        out |= _words(" ".join(before.split()[-6:]))
+        if after:
+            out |= _words(after.group(1))
+    return frozenset(out)

@@ -200,6 +200,9 @@ class Snapshot(Protocol):
     def sentences_in(self, chunks: Sequence[Chunk]) -> Sentences:
         """The whole sentences inside each chunk, with their vectors."""
 
+    def sentences_of(self, article_ids: Sequence[str]) -> Sentences:
+        """Every sentence of each article, with its vector (``chunk``: the article's position)."""
+
     def all_articles(self) -> list[Article]:
         """Every article, in index order."""
 
@@ -249,6 +252,19 @@ class FolderSnapshot:
         rows = self.vectors.rows_of([chunk_key(c.id) for c in chunks])
         lo, hi = self._sentence_bounds
         return lo[rows], hi[rows]
+
+    def sentences_of(self, article_ids: Sequence[str]) -> Sentences:
+        owner, arts, spans, rows = [], [], [], []
+        for i, aid in enumerate(article_ids):
+            a, base = self.articles[aid], self.sentence_row[aid]
+            for k, span in enumerate(self.sentences[aid]):
+                owner.append(i)
+                arts.append(a)
+                spans.append(span)
+                rows.append(base + k)
+        vecs = np.asarray(self.sentence_vectors[rows], dtype=np.float32) if rows else \
+            np.zeros((0, self.vectors.dim), np.float32)
+        return Sentences(np.asarray(owner, dtype=np.int64), tuple(arts), tuple(spans), vecs)
 
     def sentences_in(self, chunks: Sequence[Chunk]) -> Sentences:
         lo, hi = self.sentence_bounds(chunks)

@@ -125,6 +125,7 @@ def question_kind(question: str) -> str | None:
     for another "what/which <noun>" ("Which company bought ...?"); None for why / how / what happened.
     """
     q = " ".join(question.lower().split())
+    q = re.sub(r"^(?:(?:and|but|so|then|also|ok|okay)[,]?\s+)+", "", q)  # "And what did Ishiba say?"
     if _SAY.search(q) and re.match(r"(what|how)\b", q):
         return "quote"
     for kind, rx in (("date", _DATE_Q), ("number", _NUMBER_Q), ("person", _PERSON_Q), ("place", _PLACE_Q),
