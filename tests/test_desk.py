@@ -195,3 +195,14 @@ def test_readme_json_schema_lists_exactly_the_keys_to_dict_emits():
         return set()
 
     assert documented == keys(a.to_dict()), documented ^ keys(a.to_dict())
+
+
+def test_a_question_in_an_article_is_never_the_answer(fake, fake_config, tmp_path):
+    # Live-update pages ask the reader's question as a heading; the fake embedder scores that
+    # heading closest to the question (most shared words), so only the rule keeps it out.
+    write(tmp_path / "c" / "fires.txt", "Panhandle fires\n\nHas anyone died in the Panhandle fires?\n\n"
+          "Two people died in the Panhandle fires, Cindy Owen and Joyce Blankenship, officials said.")
+    desk = Desk.build(tmp_path / "c", config=fake_config.replace(refuse_below=0.0), embedder=fake)
+    a = desk.ask("Has anyone died in the Panhandle fires?")
+    assert a.citations and all(not c.sentence.endswith("?") for c in a.citations)
+    assert "Cindy Owen" in a.citations[0].sentence

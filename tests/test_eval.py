@@ -344,7 +344,7 @@ def test_question_date_hides_later_articles(tmp_path, cfg, monkeypatch):
     write_jsonl(root / "corpus.jsonl", [
         {"_id": "old", "title": "Town hall", "text": "The mayor of Springfield is Alice Moore.", "metadata": {"date": "2020-05-01"}},
         # The closer match to the question, but published after it was asked.
-        {"_id": "new", "title": "Who is the mayor of Springfield", "text": "Who is the mayor of Springfield? Bob Stone is.",
+        {"_id": "new", "title": "Who is the mayor of Springfield", "text": "The mayor of Springfield is Bob Stone.",
          "metadata": {"date": "2024-05-01"}},
     ])
     question = {"id": "1", "question": "Who is the mayor of Springfield?", "answers": ["Alice Moore"]}

@@ -97,6 +97,27 @@ def test_quotes_are_never_given_a_speaker_the_article_does_not_name():
     assert s["in the near future"] is None
 
 
+WIRE = """“The harbour will reopen within a week,'' Varsk port chief Ola Berg said on Monday.
+“Do not wait until the last minute – the window is closing,“ warned Minister Tove Lind. "Leave now.”
+“This is the worst flood in recorded history,” Erin O’Hara, lead officer for the coast guard, said Friday.
+“We played the best team in the world,” Norway coach Per Lund said.
+Floods near Varsk are not unusual, Lind said. “It happens every decade or so,” she said.
+Mayor Kow thanked the crews that worked through the night.
+“I know you have had no rest in a very long time,” he said to the mayor of Dalby, Ann Fors.
+"""
+
+
+def test_wire_copy_quotes_and_their_speakers():
+    s = _speakers(WIRE)
+    assert s["The harbour will reopen within a week"] == "Ola Berg"  # “...'' and a role before the name
+    assert s["Do not wait until the last minute – the window is closing"] == "Tove Lind"  # “...“ typo
+    assert s["This is the worst flood in recorded history"] == "Erin O’Hara"  # name, apposition, said
+    assert s["We played the best team in the world"] == "Per Lund"  # "Norway coach Per Lund said"
+    assert s["It happens every decade or so"] == "Lind"  # she: the one who speaks in the sentence before
+    assert s["I know you have had no rest in a very long time"] == "Kow"  # he: the one who thanked
+    assert "Leave now" not in s  # two words
+
+
 def test_quote_spans_are_exact():
     for q in find_quotes(QUOTES):
         assert QUOTES[q.start + 1:q.end - 1] == q.text
@@ -114,6 +135,8 @@ def test_asked_speaker(question, name):
 
 def test_same_person():
     assert same_person("Shigeru Ishiba", "Ishiba") and same_person("Ishiba", "Prime Minister Ishiba")
+    assert same_person("Lionel Scaloni", "Scaloni") and same_person("Scaloni", "Scaloni's")  # a name starting "S"
+    assert same_person("Erin O’Connor", "Erin O'Connor")  # curly and straight apostrophes
     assert not same_person("Donald Trump", "Ishiba") and not same_person(None, "Ishiba")
 
 

@@ -216,6 +216,7 @@ QUOTED_ELSEWHERE_NOTE = "No article quotes {speaker} on {about}; the passages qu
 ABOUT_MIN = 0.3
 ABOUT_WORDS = 0.3
 SECOND_STATEMENT = 0.1  # a second statement is quoted when it ranks within this of the first
+FAR_SPECIFICS = 0.7  # a statement whose article names Y's specifics only paragraphs away
 QUOTE_BONUS = 0.1  # a quotation over reported speech of about the same match
 
 
@@ -233,9 +234,10 @@ def who_said(speaker: str, about: str | None, about_vec: np.ndarray | None, sent
     """The answer to "What did X say (about Y)?" from X's statements in the retrieved passages.
 
     X's statements (quoted, or reported: "Ishiba reiterated ...") are ranked by how close their
-    sentences are to the question (``scores``) and how many of Y's words they hold, a quotation
-    first; when the question itself asks about Y (``asked_about``; a follow-up that only carries
-    the topic over does not), X's best statement must also be close to Y (``about_vec``).
+    sentences are to the question (``scores``), how close they are to Y (``about_vec``) and how
+    many of Y's words they hold, a quotation first. When the question itself asks about Y
+    (``asked_about``; a follow-up that only carries the topic over does not), X's best statement
+    must also be close to Y, else it refuses and says what X is quoted on.
 
     Returns:
         (text, citations, related, note): text "" means refused: none of the passages quotes X, or
@@ -249,9 +251,8 @@ def who_said(speaker: str, about: str | None, about_vec: np.ndarray | None, sent
             if st.start < e and s < st.end and speaker_matches(st.speaker, speaker, a.text):
                 words = set(terms(a.text[s:e]))
                 share = len(about_terms & words) / len(about_terms) if about_terms else 0.0
-                near = set(terms(_around(a.text, st.start, st.end))) if required else set()
-                match = 0.0 if not required <= near else (
-                    float(sentences.vectors[i] @ about_vec) + ABOUT_WORDS * share if about_vec is not None else 1.0)
+                match = (float(sentences.vectors[i] @ about_vec) + ABOUT_WORDS * share
+                         if about_vec is not None else 1.0) * _specifics_near(required, a, st)
                 rank = float(scores[i]) + ABOUT_WORDS * share + (QUOTE_BONUS if st.quote else 0.0)
                 key = (a.id, st.start)
                 if key not in best or rank > best[key][0]:
@@ -264,13 +265,24 @@ def who_said(speaker: str, about: str | None, about_vec: np.ndarray | None, sent
         related = tuple(_statement_citation(n, st, a, r) for n, (r, _, st, a) in enumerate(ranked[:3], 1))
         topics = "; ".join(f"“{_gist(c)}” [{c.n}]" for c in related)
         return "", (), related, QUOTED_ELSEWHERE_NOTE.format(speaker=speaker, about=about, topics=topics)
-    if asked_about and about_vec is not None:  # the statements on Y come first
+    if about_vec is not None:
+        # The statements on Y come first, also when Y is only carried over ("And what did
+        # Ishiba say?" after a question on tariffs: his words on trade before those on Trump).
         ranked.sort(key=lambda x: -(x[0] + x[1]))
     chosen = [ranked[0]] + [x for x in ranked[1:max_quotes] if x[0] >= ranked[0][0] - SECOND_STATEMENT]
     cites = tuple(_statement_citation(n, st, a, r) for n, (r, _, st, a) in enumerate(chosen, 1))
     text = " ".join(QUOTE_ANSWER.format(speaker=c.speaker, quote=c.quote.rstrip(", "), n=c.n) if c.quote
                     else f"{c.sentence} [{c.n}]" for c in cites)
     return text, cites, (), None
+
+
+def _specifics_near(required: set[str], a: Article, st: Statement) -> float:
+    """1 when Y's names and numbers ("35%" in "the vote on the 35% offer") are in the statement or
+    the sentences around it; FAR_SPECIFICS when only elsewhere in its article (the offer named
+    in the lead, the statement paragraphs down); 0 when the article never names them."""
+    if not required or required <= set(terms(_around(a.text, st.start, st.end))):
+        return 1.0
+    return FAR_SPECIFICS if required <= set(terms(a.title + " " + a.text)) else 0.0
 
 
 def _around(text: str, s: int, e: int, reach: int = 300) -> str:

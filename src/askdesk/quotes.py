@@ -44,10 +44,16 @@ _NOT_NAMES = {"the", "a", "an", "this", "that", "these", "those", "his", "her", 
               "after", "before", "as", "if", "asked", "speaking", "officials", "analysts", "critics"} | set(MONTHS) \
     | set(WEEKDAYS)
 _NAME = r"[A-Z][\w'’.\-]*(?:\s+(?:[A-Z][\w'’.\-]*|de|van|von|bin|al|da|del|der|le|la))*"
-_OPEN, _CLOSE = "\"“", "\"”"
-_QUOTATION = re.compile(r"“([^“”\n]+)”|\"([^\"\n]+)\"")
+# Any double mark, and wire copy's two apostrophes: news text mixes them (“...,'' Rubio said;
+# “...,“ he said), so marks pair up in order within a paragraph, whichever glyph they are.
+_MARK = re.compile(r"[\"“”]|''")
 _AFTER = [  # text just after the closing mark
     ("name", re.compile(rf"\s*,?\s*(?P<name>{_NAME})\s+{_VERBS}\b")),
+    # "...," Erin O'Connor, lead information officer for the forest service, said Thursday.
+    ("name", re.compile(rf"\s*,?\s*(?P<name>{_NAME}),\s+[^,\"“”\n]{{3,100}},\s+{_VERBS}\b")),
+    # "...," Colombia coach Nestor Lorenzo said. / "...," Varsk port chief Ola Berg said.
+    ("name", re.compile(rf"\s*,?\s*(?:{_NAME}\s+)?(?:[a-z]+\s+){{0,2}}(?:{'|'.join(sorted(_ROLES))})\s+"
+                        rf"(?P<name>{_NAME})\s+{_VERBS}\b")),
     ("name", re.compile(rf"\s*,?\s*{_VERBS}\s+(?P<name>{_NAME})")),
     ("pronoun", re.compile(rf"\s*,?\s*(?:he|she)\s+{_VERBS}\b", re.I)),
     ("name", re.compile(rf"\s*[–—]\s*(?P<name>{_NAME})\s*(?=$|\n|[.,;])|\s+-\s+(?P<name2>{_NAME})\s*(?=$|\n)")),
@@ -65,17 +71,37 @@ def find_quotes(text: str) -> list[Quote]:
 
     Styles: `"...," Trump said.`, `"...," said Trump.`, `Trump said: "..."`, `"..." – Ishiba`,
     a standalone quotation after a sentence in which one named person speaks, and "he/she said"
-    when the sentence before names exactly one person. Curly and straight double quotes.
+    when the sentence before names exactly one person or one who speaks ("Large fires are not
+    unusual, O'Connor said. "...," she said."). Curly and straight double quotes and wire copy's ''.
     """
     sentences = split_sentences(text)
     out = []
-    for m in _QUOTATION.finditer(text):
-        inner = m.group(1) or m.group(2)
+    for (qs, qe), inner in _quotations(text):
         if len(inner.split()) < MIN_QUOTE_WORDS:
             continue
-        speaker, passage = _attribute(text, m.start(), m.end(), sentences)
-        out.append(Quote(inner, m.start(), m.end(), speaker, passage))
+        speaker, passage = _attribute(text, qs, qe, sentences)
+        out.append(Quote(inner, qs, qe, speaker, passage))
     return out
+
+
+def _quotations(text: str) -> list[tuple[tuple[int, int], str]]:
+    """(span, marks included; the words inside) of each quotation: marks paired in order within
+    each paragraph.
+
+    The glyph does not matter ("“a”", "“a''" and a typo's "“a“" all pair): news copy mixes them,
+    and pairing in order keeps a stray mark from running past its paragraph."""
+    out = []
+    start = 0
+    for para in text.split("\n"):
+        marks = [m for m in _MARK.finditer(para) if not (m.group(0) == "''" and _inside_word(para, m))]
+        for a, b in zip(marks[::2], marks[1::2]):
+            out.append(((start + a.start(), start + b.end()), para[a.end():b.start()]))
+        start += len(para) + 1
+    return out
+
+
+def _inside_word(para: str, m: re.Match) -> bool:
+    return m.start() > 0 and m.end() < len(para) and para[m.start() - 1].isalpha() and para[m.end()].isalpha()
 
 
 def _attribute(text: str, qs: int, qe: int, sentences: list[tuple[int, int]]) -> tuple[str | None, tuple[int, int]]:
@@ -141,7 +167,9 @@ def _previous_person(text: str, pos: int, sentences: list[tuple[int, int]], *, p
             speaking.setdefault(name.split()[-1], name)
     if len(people) == 1:
         return next(iter(people.values()))  # None when the one capital is not known to be a name
-    if not pronoun and len(speaking) == 1:
+    if len(speaking) == 1:
+        # 'Large fires are not unusual, O'Connor said. "It's not unheard of ...," she said.': the
+        # one person who speaks in the sentence before is who goes on speaking.
         return next(iter(speaking.values()))
     return None
 
@@ -257,8 +285,13 @@ def same_person(speaker: str | None, asked: str) -> bool:
     """Whether ``speaker`` is ``asked``: they share a surname-like word ("Shigeru Ishiba" / "Ishiba")."""
     if not speaker:
         return False
-    a = {w.lower().strip(".,'’s") for w in asked.split() if w[:1].isupper()}
-    return bool(a & {w.lower().strip(".,") for w in speaker.split()})
+    a = {_name_word(w) for w in asked.split() if w[:1].isupper()}
+    return bool(a & {_name_word(w) for w in speaker.split()})
+
+
+def _name_word(word: str) -> str:
+    """"O’Connor's," -> "o'connor": one apostrophe, no possessive, no punctuation."""
+    return word.lower().replace("’", "'").strip(".,").removesuffix("'s")
 
 
 # Titles as articles abbreviate them, as questions spell them out.
