@@ -1,21 +1,28 @@
 """The writer: plan -> embed -> assemble -> publish, under the index folder's lock.
 
-- `plan`: which articles the new generation holds, how each is split into sentences and chunks,
-  and which texts go through the model (only new text: an unchanged article keeps its vectors).
+- a selection (`for_sync`, `for_add`, `for_remove`, `for_files`) turns the live articles into a
+  `Delta`: the articles to write and the live ones to delete. Adding one article to 100k chunks
+  looks up its key; it does not go through every article.
+- `plan`: how each article to write is split into sentences and chunks, and which texts go
+  through the model (only new text: an article written again keeps its vectors).
 - `embed`: one model pass per chunk gives the chunk's vector and, pooled from the same token
   vectors, each of its sentences' vectors (embed.embed_with_spans).
-- `assemble`: records and vectors (new and reused) -> a `Generation`: FAISS over the chunks, BM25
-  over the same rows, sentence vectors in article order.
-- `index.publish`: written beside the live generation, made live with one os.replace.
+- `assemble`: records and vectors -> a new segment: FAISS over its chunks, BM25 over the same
+  rows, sentence vectors in article order.
+- `index.publish`: the new segment and a manifest listing it beside the kept segments (with the
+  deletions), made live with one os.replace.
 
-`write` runs the four; `Desk.sync`, `add` and `remove` call it with a selection (`for_sync`,
-`for_add`, `for_remove`) that turns the live generation's articles into the new one's.
+`merge` rewrites some segments as one (dropping deleted rows; nothing is embedded again), by size
+tiers after a write (`merge_plan`) or all of them (`askdesk optimize`). A write that cannot reuse
+the live index (another model or chunking, an older format, a damaged file) embeds every article
+again into one segment, keeping them all.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +36,7 @@ from .embed import Embedder, embed_with_spans
 from .errors import EmptyCorpusError, IndexCorruptError, IndexMismatchError
 from .ingest import Skipped, dedupe, drop_near_duplicates
 from .lexical import BM25
+from .records import sentence_hash
 from .types import Article, Chunk
 from .vectors import FaissIndex, chunk_key, day_number
 
@@ -60,7 +68,7 @@ class Changes:
         return dataclasses.asdict(self)
 
 
-# ---- selections: the live articles -> the new generation's --------------------------------------
+# ---- selections: the live articles -> what this write changes ---------------------------------
 
 def key(a: Article) -> str:
     """What makes two versions of an article the same article: its url, else its path, else its id."""
@@ -71,6 +79,70 @@ def in_folder(a: Article) -> bool:
     """Whether the article was read from the synced folder: its path is relative to it (files
     from anywhere else keep an absolute path, see ingest.read_articles)."""
     return bool(a.path) and not Path(a.path).is_absolute()
+
+
+class Held:
+    """The live articles a selection looks things up in: the loaded index (per-segment lookups,
+    nothing built per write) or a plain list (an index that cannot be reused)."""
+
+    def __init__(self, snap: index_mod.FolderSnapshot | None = None, articles: Sequence[Article] = ()):
+        self.snap = snap
+        if snap is None:
+            self._by_id = {a.id: a for a in articles}
+            self._by_key: dict[str, list[Article]] = {}
+            self._by_path: dict[str, list[Article]] = {}
+            for a in self._by_id.values():
+                self._by_key.setdefault(key(a), []).append(a)
+                if a.path:
+                    self._by_path.setdefault(a.path, []).append(a)
+
+    def get(self, article_id: str) -> Article | None:
+        return self.snap.get(article_id) if self.snap is not None else self._by_id.get(article_id)
+
+    def with_key(self, k: str) -> list[Article]:
+        if self.snap is None:
+            return list(self._by_key.get(k, ()))
+        same = [a for a in self.snap.with_url(k)] + [a for a in self.snap.with_path(k) if not a.url]
+        a = self.snap.get(k)
+        return same + ([a] if a is not None and not a.url and not a.path else [])
+
+    def with_path(self, path: str) -> list[Article]:
+        return self.snap.with_path(path) if self.snap is not None else list(self._by_path.get(path, ()))
+
+    def all(self) -> list[Article]:
+        return self.snap.all_articles() if self.snap is not None else list(self._by_id.values())
+
+    def __len__(self) -> int:
+        return self.snap.manifest["n_articles"] if self.snap is not None else len(self._by_id)
+
+
+@dataclass
+class Delta:
+    """What a selection changes: articles to write (new, updated, or with a changed record) and
+    live article ids to delete (removed, replaced by an update, or written again)."""
+
+    write: list[Article] = field(default_factory=list)
+    remove: set[str] = field(default_factory=set)
+    replaces: dict[str, set[str]] = field(default_factory=dict)  # written id -> the live ids it updates
+    removed: int = 0  # removed for good (not replaced by a newer version)
+
+    def put(self, a: Article, held: Held) -> None:
+        """Write ``a``: unchanged when its id is live (rewritten only if its record moved), an
+        update of the live articles with its key, or new."""
+        same = held.get(a.id)
+        if same is not None:
+            if same != a:  # same text, another path: written again with its vectors
+                self.write.append(a)
+                self.remove.add(a.id)
+            return
+        olds = {o.id for o in held.with_key(key(a))}
+        if olds:
+            self.replaces[a.id] = olds
+            self.remove |= olds
+        self.write.append(a)
+
+
+Selection = Callable[[Held, "Path | None"], Delta]
 
 
 def for_sync(articles: list[Article], folder: Path | None, *, unreadable: set[str] = frozenset(),
@@ -87,46 +159,68 @@ def for_sync(articles: list[Article], folder: Path | None, *, unreadable: set[st
     keys, ids = {key(a) for a in articles}, {a.id for a in articles}
     kept = kept if kept is not None else []
 
-    def select(old: list[Article], recorded: Path | None) -> tuple[list[Article], list[Article]]:
+    def select(held: Held, recorded: Path | None) -> Delta:
+        d = Delta()
         seen = []
-        for a in old:
+        for a in held.all():
             mine = folder is not None and recorded == folder and in_folder(a)
+            now = a
             if folder is not None and recorded is not None and not mine and in_folder(a) and a.url is None:
-                a = dataclasses.replace(a, path=str(recorded / a.path))
-            seen.append(a)
-            if key(a) in keys or a.id in ids:
+                now = dataclasses.replace(a, path=str(recorded / a.path))
+            seen.append(now)
+            if key(now) in keys or a.id in ids:
                 continue  # updated or unchanged
             if prune or mine and str(folder / a.path) not in unreadable:
-                continue  # pruned, or its file was deleted from this folder: the user removed it
-            kept.append(a)
-        return articles + kept, seen
+                d.remove.add(a.id)  # pruned, or its file was deleted from this folder: the user removed it
+                d.removed += 1
+                continue
+            kept.append(now)
+            if now is not a:  # its record now says where it came from: written again, not embedded
+                d.write.append(now)
+                d.remove.add(a.id)
+        view = Held(articles=seen)
+        for a in articles:
+            d.put(a, view)
+        return d
 
     return select
 
 
 def for_add(new: list[Article]) -> Selection:
-    """The old articles with ``new`` added (or replacing the versions with the same key)."""
-    def select(old: list[Article], recorded: Path | None) -> tuple[list[Article], list[Article]]:
-        keys = {key(a) for a in new}
-        return dedupe([a for a in old if key(a) not in keys] + new), old
+    """The live articles with ``new`` added (or replacing the versions with the same key)."""
+    def select(held: Held, recorded: Path | None) -> Delta:
+        d = Delta()
+        for a in dedupe(new):
+            d.put(a, held)
+        return d
 
     return select
 
 
 def for_remove(ids: set[str]) -> Selection:
-    """The old articles less those with the given ids."""
-    return lambda old, recorded: ([a for a in old if a.id not in ids], old)
+    """The live articles less those with the given ids."""
+    def select(held: Held, recorded: Path | None) -> Delta:
+        gone = {i for i in ids if held.get(i) is not None}
+        return Delta(remove=gone, removed=len(gone))
+
+    return select
 
 
-def diff(old: list[Article], new: list[Article]) -> Changes:
-    """What changed: an article is the same when its id is (its path may have moved), updated
-    when its key (url or path) is and its text is not."""
-    old_ids, new_ids = {a.id for a in old}, {a.id for a in new}
-    old_keys, new_keys = {key(a) for a in old}, {key(a) for a in new}
-    unchanged = sum(1 for a in new if a.id in old_ids)
-    updated = sum(1 for a in new if a.id not in old_ids and key(a) in old_keys)
-    removed = sum(1 for a in old if a.id not in new_ids and key(a) not in new_keys)
-    return Changes(added=len(new) - unchanged - updated, updated=updated, removed=removed, unchanged=unchanged)
+def for_files(new: list[Article], gone: Sequence[str]) -> Selection:
+    """A watched folder's changes: ``new`` read from its new and changed files, and the articles
+    of its files that were deleted (``gone``: their paths, relative to the folder) removed."""
+    def select(held: Held, recorded: Path | None) -> Delta:
+        d = Delta()
+        for a in dedupe(new):
+            d.put(a, held)
+        for path in gone:
+            for a in held.with_path(path):
+                if a.id not in d.remove:
+                    d.remove.add(a.id)
+                    d.removed += 1
+        return d
+
+    return select
 
 
 # ---- plan ----------------------------------------------------------------------------------------
@@ -146,6 +240,8 @@ class Plan:
     sentences: dict[str, list[tuple[int, int]]]  # article id -> sentence spans
     chunks: dict[str, list[Chunk]]  # article id -> its chunks
     reused: set[str]  # article ids whose chunk and sentence vectors come from the old generation
+    hashes: dict[str, np.ndarray] = field(default_factory=dict)  # article id -> its sentences' hashes
+    kept: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # reused: (chunk, sentence) vectors
     texts: list[str] = field(default_factory=list)  # to embed: chunk texts after their title line, or lone sentences
     spans: list[list[tuple[int, int]]] = field(default_factory=list)  # per text, sentence spans pooled from its pass
     chunk_text: dict[str, int] = field(default_factory=dict)  # chunk id -> its row in texts
@@ -167,11 +263,15 @@ def plan(articles: list[Article], old: index_mod.FolderSnapshot | None, cfg: Con
     p = Plan(articles, {}, {}, set())
     for a in articles:
         prefix = title_prefix(a)
-        if old is not None and a.id in old.articles:
-            p.sentences[a.id] = old.sentences[a.id]
+        if old is not None and old.find(a.id) is not None:
+            chunks, spans, chunk_vecs, sentence_vecs, hashes = old.article_parts(a.id)
+            p.sentences[a.id], p.chunks[a.id], p.hashes[a.id] = spans, list(chunks), hashes
+            p.kept[a.id] = (chunk_vecs, sentence_vecs)
             p.reused.add(a.id)
             continue
         p.sentences[a.id] = split_sentences(a.text)
+        p.hashes[a.id] = np.fromiter((sentence_hash(a.text[s:e]) for s, e in p.sentences[a.id]), np.int64,
+                                     len(p.sentences[a.id]))
         p.chunks[a.id] = chunk_article(a, max_tokens=cfg.chunk_tokens, overlap=cfg.chunk_overlap,
                                        fits=lambda t, pre=prefix: fits(pre + t))
         rows = {}
@@ -191,10 +291,6 @@ def plan(articles: list[Article], old: index_mod.FolderSnapshot | None, cfg: Con
                 p.spans[rows[c.id]].append((s + off, e + off))
                 slots.append((rows[c.id], len(p.spans[rows[c.id]]) - 1))
         p.sentence_slots[a.id] = slots
-    if old is not None:
-        for c in old.chunks:
-            if c.article_id in p.reused:
-                p.chunks.setdefault(c.article_id, []).append(c)
     return p
 
 
@@ -237,44 +333,59 @@ def embed(p: Plan, embedder: Embedder, progress: Progress | None = None
 # ---- assemble ------------------------------------------------------------------------------------
 
 def assemble(p: Plan, chunk_vectors: Mapping[str, np.ndarray], sentence_vectors: Mapping[str, np.ndarray], *,
-             manifest: dict, ann_above: int, old: index_mod.FolderSnapshot | None = None) -> index_mod.Generation:
-    """Records and vectors -> a `Generation` ready for `index.publish`.
+             manifest: dict, ann_above: int) -> index_mod.Generation:
+    """Records and vectors -> a `Generation` holding them as one new segment, for `index.publish`.
 
-    ``chunk_vectors`` and ``sentence_vectors`` cover the articles the plan does not reuse from
-    ``old`` (bench/ passes vectors it made itself); the reused ones are read from ``old``.
+    ``chunk_vectors`` and ``sentence_vectors`` cover the articles the plan does not reuse
+    (bench/ passes vectors it made itself); the reused ones come with the plan.
     """
     chunks = [c for a in p.articles for c in p.chunks.get(a.id, ())]
     if not chunks:
         raise EmptyCorpusError("no article has any text to index; add articles with text (askdesk add FILE)")
-    old_rows: dict[str, int] = {}
-    old_vecs = None
-    if old is not None and p.reused:
-        old_rows = {c.id: r for r, c in enumerate(old.chunks) if c.article_id in p.reused}
-        old_vecs = old.vectors.all_vectors()
     dim = int(manifest["dim"])
     vecs = np.empty((len(chunks), dim), np.float32)
-    for i, c in enumerate(chunks):
-        vecs[i] = old_vecs[old_rows[c.id]] if c.id in old_rows else chunk_vectors[c.id]
+    i = 0
     blocks = []
     for a in p.articles:
-        if a.id in p.reused:
-            r, n = old.sentence_row[a.id], len(p.sentences[a.id])
-            blocks.append(np.asarray(old.sentence_vectors[r:r + n], dtype=np.float32))
+        cs = p.chunks.get(a.id, ())
+        if a.id in p.kept:
+            cv, sv = p.kept[a.id]
+            vecs[i:i + len(cs)] = cv
+            blocks.append(np.asarray(sv, dtype=np.float32).reshape(-1, dim))
         else:
+            for j, c in enumerate(cs):
+                vecs[i + j] = chunk_vectors[c.id]
             blocks.append(np.asarray(sentence_vectors[a.id], dtype=np.float32).reshape(-1, dim))
+        i += len(cs)
     sent_vecs = np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32)
     keys = np.fromiter((chunk_key(c.id) for c in chunks), np.int64, len(chunks))
     day = {a.id: day_number(a.date) for a in p.articles}
     dates = np.fromiter((day[c.article_id] for c in chunks), np.int32, len(chunks))
     titles = {a.id: a.title for a in p.articles}
-    if old is not None and old_rows:  # same article id: same title and text, so the same terms as before
-        lexical = old.lexical.refit([old_rows.get(c.id) for c in chunks],
-                                    lambda i: f"{titles[chunks[i].article_id]} {chunks[i].text}", keys, dates=dates)
-    else:
-        lexical = BM25.fit((f"{titles[c.article_id]} {c.text}" for c in chunks), keys, dates=dates)
-    vectors = FaissIndex.build(vecs, keys, dates, ann_above=ann_above, previous=old.vectors if old else None)
-    return index_mod.Generation(manifest=manifest, articles=p.articles, sentences=p.sentences,
-                                sentence_vectors=sent_vecs, chunks=chunks, vectors=vectors, lexical=lexical)
+    lexical = BM25.fit((f"{titles[c.article_id]} {c.text}" for c in chunks), keys, dates=dates)
+    vectors = FaissIndex.build(vecs, keys, dates, ann_above=ann_above)
+    hashes = np.concatenate([p.hashes[a.id] for a in p.articles]) if p.articles else np.zeros(0, np.int64)
+    new = index_mod.NewSegment(articles=p.articles, sentences=p.sentences, sentence_vectors=sent_vecs,
+                               hashes=hashes, chunks=chunks, vectors=vectors, lexical=lexical)
+    return index_mod.Generation(manifest=manifest, new=new)
+
+
+def kept_segments(old: index_mod.FolderSnapshot, remove: set[str]) -> list[index_mod.Kept]:
+    """The live segments, each with ``remove`` added to its deletions (a segment left empty goes)."""
+    out = [_kept(seg, dead | {i for i in remove if i in seg.position}) for seg, dead in zip(old.segments, old.deleted)]
+    return [k for k in out if k is not None]
+
+
+def _kept(seg: index_mod.Segment, dead: frozenset[str]) -> index_mod.Kept | None:
+    """A segment as the next generation keeps it, with its live counts; None when nothing of it is live."""
+    if len(dead) >= len(seg.articles):
+        return None
+    pos = np.fromiter((seg.position[i] for i in dead), np.int64, len(dead))
+    first = seg.chunk_first
+    return index_mod.Kept(seg.name, frozenset(dead), len(seg.articles) - len(dead),
+                          len(seg) - int(np.sum(first[pos + 1] - first[pos])),
+                          len(seg.sentence_vectors) - sum(len(seg.sentences[i]) for i in dead),
+                          seg.meta.get("faiss", {"kind": "flat"}))
 
 
 # ---- write: the four steps under the lock --------------------------------------------------------
@@ -283,6 +394,10 @@ def write(index_dir: Path, select: Selection, *, config: Config, embedder: Embed
           current: Callable[[], index_mod.FolderSnapshot | None], skipped: Sequence[Skipped] = (),
           progress: Progress | None = None, corpus: Path | None = None, record_corpus: bool = False) -> Changes:
     """Publish the generation ``select`` makes of the live one; returns what changed.
+
+    The new articles go into one new segment; the live segments stay, with the removed and
+    replaced articles added to their deletions. With another model or chunking, an older
+    format or a damaged index, every article is embedded again into one segment.
 
     Args:
         current: the live generation, loaded (the caller's, so that it is not read twice).
@@ -301,22 +416,26 @@ def write(index_dir: Path, select: Selection, *, config: Config, embedder: Embed
             recorded_entry = (index_mod.read_manifest(index_dir / index_mod.current_generation(index_dir))
                               .get("corpus") if why != "corrupt" else None)
         recorded = Path(recorded_entry["path"]) if recorded_entry else None
-        planned, seen = select(old_articles, recorded)
-        articles, dupes = drop_near_duplicates(planned, known=old.sentences if old is not None else None)
-        if not articles:
-            raise EmptyCorpusError("that would leave the index empty; add articles first (askdesk add FILE)")
-        changes = diff(seen, articles)
-        changes.skipped = [(s.path, s.reason) for s in [*skipped, *dupes]]
-        old_ids = {a.id for a in old_articles}
-        changes.decoded = [(a.path or a.id, a.encoding) for a in articles if a.encoding and a.id not in old_ids]
-        record = index_mod.corpus_record(corpus, index_dir) if record_corpus else recorded_entry
         reuse = old is not None and all(old.manifest.get(k) == v for k, v in settings(config).items())
-        changes.reembedded = bool(old_articles) and not reuse
-        nothing = (reuse and not (changes.added or changes.updated or changes.removed) and record == recorded_entry
-                   and {(a.id, a.path) for a in articles} == {(a.id, a.path) for a in old_articles})
-        if nothing:
+        held = Held(old) if reuse else Held(articles=old.all_articles() if old is not None else old_articles)
+        n_old = len(held)
+        delta = select(held, recorded)
+        if reuse:
+            articles, dupes = _drop_near_duplicates(delta, old)
+        else:  # everything is written again: the whole set, as one list
+            articles = dedupe([a for a in held.all() if a.id not in delta.remove] + delta.write)
+            articles, dupes = drop_near_duplicates(articles)
+        changes = _count(delta, articles, n_old, held, full=not reuse)
+        changes.skipped = [(s.path, s.reason) for s in [*skipped, *dupes]]
+        changes.decoded = [(a.path or a.id, a.encoding) for a in articles if a.encoding and held.get(a.id) is None]
+        changes.reembedded = n_old > 0 and not reuse
+        record = index_mod.corpus_record(corpus, index_dir) if record_corpus else recorded_entry
+        left = (changes.unchanged + changes.added + changes.updated) if reuse else len(articles)
+        if not left:
+            raise EmptyCorpusError("that would leave the index empty; add articles first (askdesk add FILE)")
+        if reuse and not articles and not delta.remove and record == recorded_entry:
             changes.n_articles, changes.n_chunks = old.manifest["n_articles"], old.manifest["n_chunks"]
-            return changes
+            return changes  # nothing changed: no new generation
         p = plan(articles, old if reuse else None, config, embedder.fits)
         logger.info("embedding %d texts (%d articles reused)", len(p.texts), len(p.reused))
         chunk_vectors, sentence_vectors, changes.embedded = embed(p, embedder, progress)
@@ -326,11 +445,61 @@ def write(index_dir: Path, select: Selection, *, config: Config, embedder: Embed
         ran = getattr(embedder, "int8_active", None) if p.texts else (old.manifest.get("embedder") or {}).get("int8")
         manifest = {"model": config.model, "dim": int(dim), "tokenizer": ENCODING, **settings(config),
                     "embedder": {"int8": ran}, "corpus": record}
-        gen = assemble(p, chunk_vectors, sentence_vectors, manifest=manifest, ann_above=config.ann_above,
-                       old=old if reuse else None)
+        gen = (assemble(p, chunk_vectors, sentence_vectors, manifest=manifest, ann_above=config.ann_above)
+               if articles else index_mod.Generation(manifest=manifest))
+        if reuse:
+            gen.kept = kept_segments(old, delta.remove)
         index_mod.publish(index_dir, gen)
-        changes.n_articles, changes.n_chunks = len(gen.articles), len(gen.chunks)
+        new = gen.new
+        changes.n_articles = sum(k.n_articles for k in gen.kept) + (len(new.articles) if new else 0)
+        changes.n_chunks = sum(k.n_chunks for k in gen.kept) + (len(new.chunks) if new else 0)
         return changes
+
+
+def _drop_near_duplicates(delta: Delta, old: index_mod.FolderSnapshot, share: float = 0.8
+                          ) -> tuple[list[Article], list[Skipped]]:
+    """The articles to write less the copies of a story the index (or an earlier one of them)
+    holds: ``share`` of its sentences already stand in one article (ingest.drop_near_duplicates'
+    rule, with the index's sentences looked up by hash instead of split again)."""
+    owner: dict[int, int] = {}  # sentence hash -> position in kept, for the articles written here
+    kept: list[Article] = []
+    dropped: list[Skipped] = []
+    for a in delta.write:
+        hashes = list({sentence_hash(a.text[s:e]) for s, e in split_sentences(a.text)})
+        if old.get(a.id) is None and hashes:  # a live article written again is no copy of itself
+            there = old.hash_owners(hashes, exclude=delta.remove)
+            counts: dict[object, int] = {}
+            for h, aid in zip(hashes, there):
+                who = aid if aid is not None else owner.get(h)
+                if who is not None:
+                    counts[who] = counts.get(who, 0) + 1
+            twin = max(counts, key=counts.get) if counts else None
+            if twin is not None and counts[twin] >= share * len(hashes):
+                other = kept[twin] if isinstance(twin, int) else old.article(twin)
+                dropped.append(Skipped(a.path or a.id, f"near-duplicate of {other.path or other.id}"))
+                continue
+        for h in hashes:
+            owner.setdefault(h, len(kept))
+        kept.append(a)
+    return kept, dropped
+
+
+def _count(delta: Delta, articles: list[Article], n_old: int, held: Held, *, full: bool) -> Changes:
+    """What a write did: an article is unchanged when its id was live (its path may have moved),
+    updated when it replaces live articles with its key, removed when it goes without a newer
+    version; the counts `askdesk index` prints."""
+    written = {a.id for a in articles}
+    live = {a.id for a in articles if held.get(a.id) is not None}
+    updated = sum(1 for a in articles if a.id in delta.replaces and a.id not in live)
+    added = len(articles) - len(live) - updated
+    if full:  # the new set is ``articles``; everything else live went
+        gone = n_old - len(live)
+        olds = {o for a in articles if a.id in delta.replaces and a.id not in live for o in delta.replaces[a.id]}
+        replaced = len(olds - written)
+        return Changes(added=added, updated=updated, removed=max(0, gone - replaced), unchanged=len(live))
+    lost = {o for w, olds in delta.replaces.items() if w not in written for o in olds}  # updates dropped as copies
+    return Changes(added=added, updated=updated, removed=delta.removed + len(lost),
+                   unchanged=n_old - len(delta.remove) + len(live))
 
 
 def _old(index_dir: Path, current: Callable[[], index_mod.FolderSnapshot | None]
@@ -349,4 +518,124 @@ def _old(index_dir: Path, current: Callable[[], index_mod.FolderSnapshot | None]
     except IndexCorruptError as e:
         logger.warning("%s: building a new generation from what it still holds", e)
         return None, index_mod.load_articles(index_dir), "corrupt"
-    return old, (old.all_articles() if old is not None else []), None
+    return old, [], None  # its articles are read through it (Held), not listed
+
+
+# ---- merge: segments rewritten as one, by size tiers or all of them -------------------------------
+
+MERGE_FLOOR = 1000  # chunks; every segment smaller than this is in the lowest tier
+
+
+def tier(n_chunks: int, factor: int) -> int:
+    """A segment's size tier: 0 below `MERGE_FLOOR` chunks, then one tier per ``factor`` times more."""
+    return 0 if n_chunks < MERGE_FLOOR else 1 + int(math.log(n_chunks / MERGE_FLOOR, factor))
+
+
+def merge_plan(snap: index_mod.FolderSnapshot, factor: int) -> list[int]:
+    """The segments to merge now (positions in the generation), or [] when none need it.
+
+    The lowest size tier holding ``factor`` segments is merged into one (Lucene's log merge
+    policy: each chunk is rewritten about log(N) times in all, and a search visits at most
+    ``factor`` - 1 segments a tier); else a segment with half its chunks deleted is rewritten.
+    ``factor`` < 2: never (only `askdesk optimize` merges).
+    """
+    if factor < 2 or not snap.segments:
+        return []
+    entries = snap.manifest.get("segments", [])
+    by_tier: dict[int, list[int]] = {}
+    for i, e in enumerate(entries):
+        by_tier.setdefault(tier(e["n_chunks"], factor), []).append(i)
+    for t in sorted(by_tier):
+        if len(by_tier[t]) >= factor:
+            return by_tier[t]
+    for i, (seg, e) in enumerate(zip(snap.segments, entries)):
+        if e["n_chunks"] * 2 <= len(seg):
+            return [i]
+    return []
+
+
+def merge(snap: index_mod.FolderSnapshot, which: Sequence[int], *, ann_above: int) -> index_mod.Generation:
+    """The generation with the segments at ``which`` rewritten as one, their deleted articles
+    left out. Nothing goes through the model: vectors, sentence vectors and BM25 postings are
+    copied (the postings renumbered in numpy); IVF lists are kept from the largest IVF part
+    while the size stays within `vectors.RETRAIN_RATIO` of what they were trained on."""
+    which = sorted(set(which))
+    parts = [(snap.segments[i], snap.deleted[i], snap.live[i]) for i in which]
+    articles = [a for seg, dead, _ in parts for a in seg.articles.values() if a.id not in dead]
+    sentences = {a.id: seg.sentences[a.id] for seg, dead, _ in parts for a in seg.articles.values()
+                 if a.id not in dead}
+    sent_blocks, hash_blocks, vec_blocks, key_blocks, date_blocks, chunks = [], [], [], [], [], []
+    for seg, dead, live in parts:
+        if live is None:
+            sent_blocks.append(np.asarray(seg.sentence_vectors, dtype=np.float16))
+            hash_blocks.append(seg.hashes)
+            vec_blocks.append(seg.vectors.all_vectors())
+            key_blocks.append(seg.vectors.keys)
+            date_blocks.append(seg.vectors.dates)
+            chunks += seg.chunks
+            continue
+        rows = np.concatenate([np.arange(seg.sentence_row[a], seg.sentence_row[a] + len(seg.sentences[a]))
+                               for a in seg.articles if a not in dead] or [np.zeros(0, np.int64)])
+        sent_blocks.append(np.asarray(seg.sentence_vectors[rows], dtype=np.float16))
+        hash_blocks.append(seg.hashes[rows])
+        vec_blocks.append(seg.vectors.all_vectors()[live])
+        key_blocks.append(seg.vectors.keys[live])
+        date_blocks.append(seg.vectors.dates[live])
+        chunks += [seg.chunks[r] for r in np.flatnonzero(live).tolist()]
+    kept, at = [], 0
+    for i, (seg, dead) in enumerate(zip(snap.segments, snap.deleted)):
+        k = None if i in which else _kept(seg, dead)
+        if k is not None:
+            kept.append(k)
+            at += i < which[0]
+    manifest = {k: v for k, v in snap.manifest.items() if k not in PUBLISHED}
+    if not chunks:  # everything in them was deleted: they just go
+        return index_mod.Generation(manifest=manifest, kept=kept)
+    dates = np.concatenate(date_blocks)
+    ivf = [seg.vectors for seg, _, _ in parts if seg.vectors.kind["kind"] == "ivf"]
+    previous = max(ivf, key=len) if ivf else None
+    vectors = FaissIndex.build(np.concatenate(vec_blocks), np.concatenate(key_blocks), dates, ann_above=ann_above,
+                               previous=previous)
+    lexical = BM25.merge([seg.lexical for seg, _, _ in parts], [live for _, _, live in parts], dates=dates)
+    new = index_mod.NewSegment(articles=articles, sentences=sentences, sentence_vectors=np.concatenate(sent_blocks),
+                               hashes=np.concatenate(hash_blocks), chunks=chunks, vectors=vectors, lexical=lexical)
+    return index_mod.Generation(manifest=manifest, new=new, kept=kept, at=at)
+
+
+# What publish writes into a manifest itself; the rest (model, settings, corpus) a merge carries over.
+PUBLISHED = {"format_version", "askdesk_version", "n_articles", "n_chunks", "n_sentences", "faiss", "created",
+             "segments", "corpus_hash", "files"}
+
+
+def compact(index_dir: Path, *, config: Config, current: Callable[[], index_mod.FolderSnapshot],
+            everything: bool = False) -> dict:
+    """Merge segments under the lock: the size tiers that are full (`merge_plan`), or with
+    ``everything`` all of them into one (`askdesk optimize`). Each merge is published like a
+    write (crash-safe, readers see it on their next question) but keeps CURRENT's previous
+    generation, so `rollback` still returns to before the last write.
+
+    Returns:
+        ``{"merges", "segments_before", "segments", "n_chunks", "expunged"}``: merges published,
+        segments before and after, chunks held, deleted chunks dropped.
+    """
+    out = {"merges": 0, "segments_before": None, "segments": 0, "n_chunks": 0, "expunged": 0}
+    with index_mod.lock(index_dir, timeout=config.lock_wait):
+        while True:
+            snap = current()
+            if out["segments_before"] is None:
+                out["segments_before"] = len(snap.segments)
+            out["segments"], out["n_chunks"] = len(snap.segments), snap.manifest["n_chunks"]
+            if everything:
+                which = list(range(len(snap.segments))) if (len(snap.segments) > 1 or any(snap.deleted)) else []
+            else:
+                which = merge_plan(snap, config.merge_segments)
+            if not which:
+                return out
+            gen = merge(snap, which, ann_above=config.ann_above)
+            n = len(gen.new.chunks) if gen.new is not None else 0
+            out["expunged"] += sum(len(snap.segments[i]) for i in which) - n
+            logger.info("merging %d segments (%d chunks)", len(which), n)
+            index_mod.publish(index_dir, gen, keep_previous=True)
+            out["merges"] += 1
+            if everything:
+                everything = False  # one merge holds everything; the loop reads it back and stops

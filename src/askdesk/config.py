@@ -36,6 +36,9 @@ class Config:
     max_citations: int = 2  # sentences quoted in one extractive answer
     refuse_below: float | None = None  # None: the threshold calibrated for MiniLM (answer.REFUSAL_MODEL)
     lock_wait: float = 30.0  # seconds a writer waits for another writer before giving up
+    # A size tier of the index (segments under 1,000 chunks, then each 10x larger) holding this many
+    # segments is merged into one after a write; 0: only `askdesk optimize` merges.
+    merge_segments: int = 10
     max_question_chars: int = 2000  # longer questions are refused as bad input
     max_file_bytes: int = 5_000_000  # articles larger than this are skipped at ingest
     # Written answers (askdesk.generate): an OpenAI-compatible /v1 base URL and model; None: extractive only.
