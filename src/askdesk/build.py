@@ -43,9 +43,6 @@ from .vectors import FaissIndex, chunk_key, day_number
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
-# old articles, the folder the index was last synced with -> (the new generation's articles,
-# the old ones as this selection sees them, for counting what changed)
-Selection = Callable[[list[Article], "Path | None"], tuple[list[Article], list[Article]]]
 
 
 @dataclass
@@ -63,6 +60,9 @@ class Changes:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     decoded: list[tuple[str, str]] = field(default_factory=list)  # (file, encoding) of non-UTF-8 files read
     reembedded: bool = False  # the index was built with other settings or another model: all embedded again
+    # Each article a write added, updated or removed: (change, path or id, title). Kept for writes of up
+    # to CHANGED_LISTED articles (a watched folder's batch); a whole rebuild leaves it empty.
+    changed: list[tuple[str, str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -142,7 +142,9 @@ class Delta:
         self.write.append(a)
 
 
+# the live articles, the folder the index was last synced with -> what this write changes
 Selection = Callable[[Held, "Path | None"], Delta]
+CHANGED_LISTED = 1000
 
 
 def for_sync(articles: list[Article], folder: Path | None, *, unreadable: set[str] = frozenset(),
@@ -429,6 +431,8 @@ def write(index_dir: Path, select: Selection, *, config: Config, embedder: Embed
         changes.skipped = [(s.path, s.reason) for s in [*skipped, *dupes]]
         changes.decoded = [(a.path or a.id, a.encoding) for a in articles if a.encoding and held.get(a.id) is None]
         changes.reembedded = n_old > 0 and not reuse
+        if reuse and len(articles) + len(delta.remove) <= CHANGED_LISTED:
+            changes.changed = _changed(delta, articles, held)
         record = index_mod.corpus_record(corpus, index_dir) if record_corpus else recorded_entry
         left = (changes.unchanged + changes.added + changes.updated) if reuse else len(articles)
         if not left:
@@ -482,6 +486,20 @@ def _drop_near_duplicates(delta: Delta, old: index_mod.FolderSnapshot, share: fl
             owner.setdefault(h, len(kept))
         kept.append(a)
     return kept, dropped
+
+
+def _changed(delta: Delta, articles: list[Article], held: Held) -> list[tuple[str, str, str]]:
+    """(change, path or id, title) of each article added, updated or removed (not those only moved)."""
+    out, written = [], {a.id for a in articles}
+    for a in articles:
+        if held.get(a.id) is None:
+            out.append(("updated" if a.id in delta.replaces else "added", a.path or a.id, a.title))
+    replaced = {o for w, olds in delta.replaces.items() if w in written for o in olds}
+    for i in sorted(delta.remove - written - replaced):
+        a = held.get(i)
+        if a is not None:
+            out.append(("removed", a.path or a.id, a.title))
+    return out
 
 
 def _count(delta: Delta, articles: list[Article], n_old: int, held: Held, *, full: bool) -> Changes:
