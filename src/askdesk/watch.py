@@ -60,23 +60,48 @@ class Watcher:
         self.batches = 0  # writes made (tests and the page wait on it)
 
     def run(self, *, sync: bool = True) -> None:
-        """Sync once, then watch until `stop` is set (or KeyboardInterrupt reaches the caller)."""
-        import watchfiles
+        """Watch (and first sync, with ``sync``) until `stop` is set; Ctrl-C raises KeyboardInterrupt."""
+        # watchfiles' notifier, built directly: its watches are in place when it is built, so the
+        # sync below and the "watching" line come after them and no file landing later is missed
+        # (watchfiles.watch registers them only at its generator's first step).
+        from watchfiles._rust_notify import RustNotify
 
-        if sync:
-            self.catch_up()
-        self.log(f"watching {self.folder} (Ctrl-C stops)")
         step_ms = max(10, int(self.quiet * 1000))
-        wait_ms = 1000 if self.feeds is not None else 5000  # wake up now and then for the feeds and `stop`
-        for changes in watchfiles.watch(self.folder, watch_filter=lambda _, p: is_article(p, self.folder),
-                                        debounce=int(MAX_BATCH_S * 1000), step=step_ms, stop_event=self.stop,
-                                        rust_timeout=wait_ms, yield_on_timeout=True, raise_interrupt=True):
-            if changes:
-                self.apply(sorted({p for _, p in changes}))
-            if self.feeds is not None and not self.stop.is_set():
-                self.poll_feeds()
-            if self.stop.is_set():
-                break
+        wait_ms = 1000 if self.feeds is not None else 2000  # wake up now and then for the feeds
+        with RustNotify([str(self.folder)], False, False, 300, True, False) as notify:
+            if sync:
+                self.catch_up()
+            self.log(f"watching {self.folder} (Ctrl-C stops)")
+            while not self.stop.is_set():
+                raw = notify.watch(int(MAX_BATCH_S * 1000), step_ms, wait_ms, self.stop)
+                if raw == "signal":
+                    raise KeyboardInterrupt
+                if raw == "stop":
+                    break
+                if raw != "timeout":
+                    paths = self.articles_in({p for _, p in raw})
+                    if paths:
+                        self.apply(paths)
+                if self.feeds is not None and not self.stop.is_set():
+                    self.poll_feeds()
+
+    def articles_in(self, changed: set[str]) -> list[str]:
+        """The article files a batch of events is about: files as they are, a folder that
+        appeared by each article file under it, a folder that went by the articles it held."""
+        out: set[str] = set()
+        for p in map(Path, changed):
+            if p.is_dir():
+                out |= {str(f) for f in p.rglob("*") if f.is_file() and is_article(f, self.folder)}
+            elif is_article(p, self.folder):
+                out.add(str(p))
+            elif not p.exists() and not p.suffix:  # perhaps a folder moved away: its articles go too
+                try:
+                    rel = p.resolve().relative_to(self.folder.resolve()).as_posix() + "/"
+                    held = self.desk.snapshot.all_articles()
+                except Exception:  # noqa: BLE001 - outside the folder, or no index yet: nothing held under it
+                    continue
+                out |= {str(self.folder / a.path) for a in held if a.path and a.path.startswith(rel)}
+        return sorted(out)
 
     def catch_up(self) -> dict | None:
         """One sync with the folder: what changed while nothing watched it."""
