@@ -28,7 +28,7 @@ def one_clear_line(stderr: str) -> str:
 def test_help_lists_every_command():
     code, out, _ = run("--help")  # that it loads nothing heavy: test_imports.py; how fast: bench/core.py
     assert code == 0
-    for cmd in ("index", "add", "remove", "ask", "info", "rollback", "serve", "eval"):
+    for cmd in ("index", "add", "remove", "ask", "info", "rollback", "optimize", "watch", "feed", "serve", "eval"):
         assert re.search(rf"^\s+{cmd}\s", out, re.M), cmd
 
 

@@ -293,8 +293,7 @@ def cmd_optimize(args) -> int:
 
 def _corpus_folder(args, desk) -> Path:
     """The folder `watch` and `feed` work on: the argument, else $ASKDESK_CORPUS, the recorded one, ./corpus."""
-    folder = Path(args.corpus) if getattr(args, "corpus", None) else desk.corpus or Path("corpus")
-    return folder
+    return Path(args.corpus) if getattr(args, "corpus", None) else desk.corpus or Path("corpus")
 
 
 def _say(line: str) -> None:
@@ -310,11 +309,11 @@ def cmd_watch(args) -> int:
     from .watch import QUIET_S, Watcher
 
     cfg = _config(args)
-    desk = Desk(cfg.index, config=cfg)
-    desk.merge_in_background = True  # a batch is live as soon as it is written; merges follow
-    folder = _corpus_folder(args, desk)
+    folder = _corpus_folder(args, Desk(cfg.index, config=cfg, embedder=_NoModel()))
     if not folder.is_dir():
         raise BadInputError(f"corpus folder {str(folder)!r} does not exist; create it, or give the folder to watch")
+    desk = Desk(cfg.index, config=cfg.replace(corpus=folder))  # its files' paths are recorded relative to it
+    desk.merge_in_background = True  # a batch is live as soon as it is written; merges follow
     feeds = None if args.no_feeds else Feeds(folder, max_bytes=cfg.max_file_bytes, host_delay=cfg.feed_host_delay,
                                              log=_say)
     w = Watcher(desk, folder, quiet=args.quiet if args.quiet is not None else QUIET_S, feeds=feeds,

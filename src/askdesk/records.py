@@ -273,6 +273,9 @@ def sentence_hash(text: str) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
+TAIL_CHUNKS = 256  # segments this small (recent adds, small merges) are searched as one part
+
+
 class FolderSnapshot:
     """One generation of the index folder, loaded: its segments less their deleted articles,
     presented as one index (`Snapshot`): one `VectorIndex` and one `LexicalIndex` over the
@@ -283,8 +286,51 @@ class FolderSnapshot:
         self.path, self.manifest = path, manifest
         self.segments, self.deleted = tuple(segments), tuple(deleted)
         self.live = [s.live(d) for s, d in zip(self.segments, self.deleted)]
-        self.vectors = SegmentedVectors([s.vectors for s in self.segments], self.live, dim=manifest.get("dim"))
-        self.lexical = SegmentedBM25([s.lexical for s in self.segments], self.live)
+        # What a question searches: each large segment as it is, and the small ones (the recent
+        # adds) as one part built here in memory, so 50 one-article segments cost a question one
+        # search, not 50. Built from their live rows only: a cost of the tail, not of the index.
+        small = [i for i, s in enumerate(self.segments) if len(s) <= TAIL_CHUNKS and s.vectors.kind["kind"] == "flat"]
+        if len(small) < 2:
+            small = []
+        vparts, lparts, lives = [], [], []
+        self._rows: list = []  # per part: its segment (an int), or (segment, row) arrays for the part of small ones
+        for i, (seg, live) in enumerate(zip(self.segments, self.live)):
+            if i not in small:
+                vparts.append(seg.vectors)
+                lparts.append(seg.lexical)
+                lives.append(live)
+                self._rows.append(i)
+        if small:
+            vecs, keys, dates, seg_of, row_of = [], [], [], [], []
+            for i in small:
+                seg, live = self.segments[i], self.live[i]
+                rows = np.arange(len(seg)) if live is None else np.flatnonzero(live)
+                vecs.append(seg.vectors.all_vectors()[rows])
+                keys.append(seg.vectors.keys[rows])
+                dates.append(seg.vectors.dates[rows])
+                seg_of.append(np.full(len(rows), i, np.int64))
+                row_of.append(rows)
+            d = np.concatenate(dates)
+            vparts.append(FaissIndex.build(np.concatenate(vecs), np.concatenate(keys), d, ann_above=len(d) + 1))
+            lparts.append(BM25.merge([self.segments[i].lexical for i in small], [self.live[i] for i in small], dates=d))
+            lives.append(None)
+            self._rows.append((np.concatenate(seg_of), np.concatenate(row_of)))
+        self.vectors = SegmentedVectors(vparts, lives, dim=manifest.get("dim"))
+        self.lexical = SegmentedBM25(lparts, lives)
+
+    def _locate(self, keys: Sequence[int]) -> tuple[list[int], list[int]]:
+        """(segment, row in it) of each live chunk key."""
+        part, row = self.vectors.where.locate(keys)
+        segs, rows = [], []
+        for p, r in zip(part.tolist(), row.tolist()):
+            where = self._rows[p]
+            if isinstance(where, int):
+                segs.append(where)
+                rows.append(r)
+            else:
+                segs.append(int(where[0][r]))
+                rows.append(int(where[1][r]))
+        return segs, rows
 
     # -- articles ---------------------------------------------------------------------------------
     def find(self, article_id: str) -> tuple[Segment, int] | None:
@@ -333,14 +379,14 @@ class FolderSnapshot:
 
     # -- what answering reads ---------------------------------------------------------------------
     def chunks_of(self, keys: Sequence[int]) -> list[Chunk]:
-        part, row = self.vectors.where.locate(keys)
-        return [self.segments[i].chunks[r] for i, r in zip(part.tolist(), row.tolist())]
+        part, row = self._locate(keys)
+        return [self.segments[i].chunks[r] for i, r in zip(part, row)]
 
     def sentences_in(self, chunks: Sequence[Chunk]) -> Sentences:
-        part, row = self.vectors.where.locate([chunk_key(c.id) for c in chunks])
+        part, row = self._locate([chunk_key(c.id) for c in chunks])
         owner, arts, spans, where = [], [], [], []
         wanted: dict[int, list[int]] = {}  # segment -> its sentence rows, in request order
-        for j, (c, i, r) in enumerate(zip(chunks, part.tolist(), row.tolist())):
+        for j, (c, i, r) in enumerate(zip(chunks, part, row)):
             seg = self.segments[i]
             lo, hi = seg.bounds
             a_, b_ = int(lo[r]), int(hi[r])
