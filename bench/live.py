@@ -81,20 +81,20 @@ def adds_and_removes(desks: dict, work: Path, paras, questions, *, reps: int) ->
         for name, desk in desks.items():
             emb = desk.embedder
             spent = [0.0]
-            inner = emb.embed_documents
+            inner = emb.embed_spans  # what the writer runs the model through (embed.embed_with_spans)
 
-            def timed_embed(texts, *, progress=None, inner=inner, spent=spent):
+            def timed_model(texts, spans, *, progress=None, inner=inner, spent=spent):
                 t = time.perf_counter()
                 try:
-                    return inner(texts, progress=progress)
+                    return inner(texts, spans, progress=progress)
                 finally:
                     spent[0] += time.perf_counter() - t
 
-            emb.embed_documents = timed_embed
+            emb.embed_spans = timed_model
             try:
                 t, stats = timed(lambda f=f, desk=desk: desk.add([f]))
             finally:
-                del emb.embed_documents
+                del emb.embed_spans
             assert stats["added"] == 1, stats
             o = out[name]
             o["add_s"].append(t)
@@ -103,7 +103,12 @@ def adds_and_removes(desks: dict, work: Path, paras, questions, *, reps: int) ->
             aid = next(a.id for a in desk.snapshot.with_path(str(f.resolve())))
             o["remove_s"].append(timed(lambda aid=aid, desk=desk: desk.remove([aid]))[0])
             desk.ask(questions[0])
-    return {name: {k: statistics.median(v) for k, v in o.items()} for name, o in out.items()}
+    res = {name: {k: statistics.median(v) for k, v in o.items()} for name, o in out.items()}
+    big, small = list(out)[-1], list(out)[0]
+    for k in ("add_s", "add_index_only_s"):  # each add against the same add to the small index, right before it
+        res[big][k.replace("_s", "_paired_ratio")] = statistics.median(
+            b / s for b, s in zip(out[big][k], out[small][k]))
+    return res
 
 
 def ask_after_adds(desk, work: Path, paras, questions, *, adds: int, first: int) -> dict:
@@ -211,10 +216,10 @@ def main() -> None:
     results["load_average_end"] = os.getloadavg()[0]
     b, s = results["big"], results["small"]
     rows = [
-        ("add one article (median)", f"{b['add_s']:.3f} s", f"{s['add_s']:.3f} s", f"{b['add_s'] / s['add_s']:.2f}x",
-         "<= 2 s, <= 1.1x"),
-        ("  of which not the model", f"{1000 * b['add_index_only_s']:.1f} ms", f"{1000 * s['add_index_only_s']:.1f} ms",
-         f"{b['add_index_only_s'] / s['add_index_only_s']:.2f}x", ""),
+        ("add one article (median; ratio: median of paired adds)", f"{b['add_s']:.3f} s", f"{s['add_s']:.3f} s",
+         f"{b['add_paired_ratio']:.2f}x", "<= 2 s, <= 1.1x"),
+        ("  the same, less the model's time", f"{1000 * b['add_index_only_s']:.1f} ms",
+         f"{1000 * s['add_index_only_s']:.1f} ms", f"{b['add_index_only_paired_ratio']:.2f}x", ""),
         ("first ask after the add", f"{1000 * b['first_ask_after_add_s']:.0f} ms",
          f"{1000 * s['first_ask_after_add_s']:.0f} ms", "", ""),
         ("remove one article (median)", f"{b['remove_s']:.3f} s", f"{s['remove_s']:.3f} s", "", "<= 1 s"),

@@ -319,6 +319,7 @@ def cmd_watch(args) -> int:
     w = Watcher(desk, folder, quiet=args.quiet if args.quiet is not None else QUIET_S, feeds=feeds,
                 feed_every=cfg.feed_every, log=_say)
     try:
+        desk.embedder.embed_documents(["warm up"])  # the model loads now (~5 s), not when the first file lands
         w.run()
     except KeyboardInterrupt:
         w.stop.set()
