@@ -161,3 +161,16 @@ def test_the_watch_command_indexes_a_dropped_file_and_stops_cleanly_on_ctrl_c(tm
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_batch_that_meets_another_writer_is_written_when_the_index_is_free(watched):
+    from askdesk import index as index_mod
+
+    desk, corpus, w, lines = watched
+    with index_mod.lock(desk.index_dir):  # another writer holds the index (lock_wait is 0 in the tests)
+        write(corpus / "late.txt", "Late story\n\nThe late story says the tunnel opened at dawn.")
+        wait_for(lambda: any(line.startswith("could not index 1 changed file yet") for line in lines),
+                 "the watcher to meet the lock")
+        assert "Late story" not in titles(desk)
+    wait_for(lambda: "Late story" in titles(desk), "the batch to be written once the lock is free")
+    assert "added late.txt (Late story)" in lines

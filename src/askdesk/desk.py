@@ -335,7 +335,7 @@ class Desk:
             "index": str(self.index_dir), "model": m["model"], "n_articles": m["n_articles"],
             "n_chunks": m["n_chunks"], "created": m["created"], "askdesk_version": m["askdesk_version"],
             "chunk_tokens": m["chunk_tokens"], "chunk_overlap": m["chunk_overlap"], "corpus": m.get("corpus"),
-            "embedder": m.get("embedder"),
+            "embedder": m.get("embedder"), "segments": len(m.get("segments", [])),
             "articles": [{"id": a.id, "title": a.title, "date": a.date, "source": a.source, "path": a.path,
                           "encoding": a.encoding} for a in snap.all_articles()],
         }

@@ -1,6 +1,8 @@
 """How a loaded index holds its records, and what answering reads of it (the `Snapshot` seam).
 
-`FolderSnapshot` is one generation of the index folder in memory. Plain Python records cost more
+`Segment` is one segment folder in memory; `FolderSnapshot` is one generation: its segments, less
+their deleted articles, presented as one index (one `VectorIndex`, one `LexicalIndex`, records by
+chunk key). Plain Python records cost more
 than the vectors: a `Chunk` with its own copy of its text, a tuple of two ints per sentence.
 These views keep one copy of each article's text and flat numpy arrays, and give back the same
 values (`Chunk` fields, lists of span tuples) when read, so 100k chunks fit in a few hundred MB.

@@ -58,6 +58,7 @@ class Watcher:
         self.log = log or (lambda line: logger.warning("%s", line))
         self.stop = threading.Event()
         self.batches = 0  # writes made (tests and the page wait on it)
+        self.pending: set[str] = set()  # files of a batch that could not be written yet (another writer held the index)
 
     def run(self, *, sync: bool = True) -> None:
         """Watch (and first sync, with ``sync``) until `stop` is set; Ctrl-C raises KeyboardInterrupt."""
@@ -79,9 +80,10 @@ class Watcher:
                 if raw == "stop":
                     break
                 if raw != "timeout":
-                    paths = self.articles_in({p for _, p in raw})
-                    if paths:
-                        self.apply(paths)
+                    self.pending |= set(self.articles_in({p for _, p in raw}))
+                if self.pending:
+                    paths, self.pending = sorted(self.pending), set()
+                    self.apply(paths)
                 if self.feeds is not None and not self.stop.is_set():
                     self.poll_feeds()
 
@@ -121,13 +123,19 @@ class Watcher:
 
     def apply(self, paths: list[str | Path]) -> dict | None:
         """One write for a batch of changed paths; one line per article, per skipped file."""
-        from .errors import AskdeskError
+        from .errors import AskdeskError, IndexLockedError, IndexWriteError
 
         t0 = time.perf_counter()
+        n = f"{len(paths)} changed file{'s' * (len(paths) != 1)}"
         try:
             stats = self.desk.update(paths)
-        except AskdeskError as e:  # e.g. the last article was deleted, another writer holds the lock: said, not fatal
-            self.log(f"could not index {len(paths)} changed file{'s' * (len(paths) != 1)}: {e}")
+        except (IndexLockedError, IndexWriteError) as e:  # another writer, a full disk: tried again, not lost
+            self.pending |= {str(p) for p in paths}
+            self.log(f"could not index {n} yet: {e}; trying again in a moment")
+            self.stop.wait(2.0)
+            return None
+        except AskdeskError as e:  # e.g. the folder's last article was deleted: said, not fatal
+            self.log(f"could not index {n}: {e}")
             return None
         self.batches += 1
         for change, path, title in stats.get("changed", []):
