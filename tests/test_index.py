@@ -10,6 +10,7 @@ from conftest import write
 from askdesk import Desk
 from askdesk import answer as answer_mod
 from askdesk import index as index_mod
+from askdesk import segment as segment_mod
 from askdesk.chunk import chunk_article, split_sentences
 from askdesk.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError, IndexWriteError
 from askdesk.vectors import chunk_key
@@ -114,7 +115,7 @@ def test_crash_before_publish_keeps_last_good_index(corpus, fake, fake_config, m
     def boom(*a, **k):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(index_mod, "_write_atomic", boom)
+    monkeypatch.setattr(index_mod, "write_atomic", boom)
     with pytest.raises(IndexWriteError, match="could not write the new index .*Input/output error.*unchanged"):
         desk.sync(corpus)
     monkeypatch.undo()
@@ -149,7 +150,7 @@ def test_no_pickle_anywhere_in_the_index(corpus, fake, fake_config):
 
 
 def test_old_snapshot_answers_after_its_generation_is_deleted(corpus, fake, fake_config, monkeypatch):
-    monkeypatch.setattr(index_mod, "SENTENCES_IN_MEMORY", 0)  # rows read from the file, as in a big index
+    monkeypatch.setattr(segment_mod, "SENTENCES_IN_MEMORY", 0)  # rows read from the file, as in a big index
     reader = build(corpus, fake, fake_config)
     old, retriever = reader.snapshot, reader.retriever  # what a reader in the middle of a question holds
     # Read from an open descriptor (records.SentenceVectors), which outlives the unlink below.
@@ -204,7 +205,7 @@ def test_small_indexes_hold_their_sentence_vectors(corpus, fake, fake_config):
 
 
 def test_sentence_vectors_are_float16_read_on_demand_not_mapped(corpus, fake, fake_config, monkeypatch):
-    monkeypatch.setattr(index_mod, "SENTENCES_IN_MEMORY", 0)  # as a big index reads them
+    monkeypatch.setattr(segment_mod, "SENTENCES_IN_MEMORY", 0)  # as a big index reads them
     snap = build(corpus, fake, fake_config).snapshot.segments[0]
     f = snap.path / "sentences.npy"
     whole = np.load(f, allow_pickle=False)

@@ -90,7 +90,7 @@ def test_a_copy_of_many_files_is_one_write(tmp_path, fake, fake_config):
     write(corpus / "seed.txt", "Seed story\n\nThe seed article.")
     desk = Desk(fake_config.index, config=fake_config.replace(merge_segments=0), embedder=fake)
     lines: list[str] = []
-    w = Watcher(desk, corpus, quiet=2.0, log=lines.append)  # a quiet period far longer than the copy's gaps
+    w = Watcher(desk, corpus, quiet=5.0, log=lines.append)  # a quiet period far longer than any gap in the copy
     t = threading.Thread(target=w.run, daemon=True)
     t.start()
     try:
@@ -98,8 +98,9 @@ def test_a_copy_of_many_files_is_one_write(tmp_path, fake, fake_config):
         before = len(desk.snapshot.segments)
         for i in range(120):
             write(corpus / "batch" / f"{i:03}.txt", f"Batch story {i}\n\nThe council approved plan {i} on Monday.")
-        wait_for(lambda: desk.info()["n_articles"] == 121, "all 120 files to be indexed")
-        assert w.batches == 1 and len(desk.snapshot.segments) == before + 1
+        # the batch's last line comes after its write (and its count): waited on, not the index itself
+        wait_for(lambda: any(line.startswith("index holds 121 articles") for line in lines), "all 120 files indexed")
+        assert desk.info()["n_articles"] == 121 and w.batches == 1 and len(desk.snapshot.segments) == before + 1
         assert sum(line.startswith("added batch/") for line in lines) == 120
     finally:
         w.stop.set()

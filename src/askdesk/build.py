@@ -12,8 +12,8 @@
 - `index.publish`: the new segment and a manifest listing it beside the kept segments (with the
   deletions), made live with one os.replace.
 
-`merge` rewrites some segments as one (dropping deleted rows; nothing is embedded again), by size
-tiers after a write (`merge_plan`) or all of them (`askdesk optimize`). A write that cannot reuse
+Merging segments (by size tiers after a write, or all of them: `askdesk optimize`) is merge.py.
+A write that cannot reuse
 the live index (another model or chunking, an older format, a damaged file) embeds every article
 again into one segment, keeping them all.
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +36,24 @@ from .errors import EmptyCorpusError, IndexCorruptError, IndexMismatchError
 from .ingest import Skipped, dedupe, drop_near_duplicates
 from .lexical import BM25
 from .records import sentence_hash
+from .selection import (  # noqa: F401 - the writer's selections: build.for_add, ... as before
+    Delta,
+    Held,
+    Selection,
+    for_add,
+    for_files,
+    for_remove,
+    for_sync,
+    in_folder,
+    key,
+)
 from .types import Article, Chunk
 from .vectors import FaissIndex, chunk_key, day_number
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
+CHANGED_LISTED = 1000  # a write of more articles than this lists none of them in Changes.changed
 
 
 @dataclass
@@ -66,163 +77,6 @@ class Changes:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-# ---- selections: the live articles -> what this write changes ---------------------------------
-
-def key(a: Article) -> str:
-    """What makes two versions of an article the same article: its url, else its path, else its id."""
-    return a.url or a.path or a.id
-
-
-def in_folder(a: Article) -> bool:
-    """Whether the article was read from the synced folder: its path is relative to it (files
-    from anywhere else keep an absolute path, see ingest.read_articles)."""
-    return bool(a.path) and not Path(a.path).is_absolute()
-
-
-class Held:
-    """The live articles a selection looks things up in: the loaded index (per-segment lookups,
-    nothing built per write) or a plain list (an index that cannot be reused)."""
-
-    def __init__(self, snap: index_mod.FolderSnapshot | None = None, articles: Sequence[Article] = ()):
-        self.snap = snap
-        if snap is None:
-            self._by_id = {a.id: a for a in articles}
-            self._by_key: dict[str, list[Article]] = {}
-            self._by_path: dict[str, list[Article]] = {}
-            for a in self._by_id.values():
-                self._by_key.setdefault(key(a), []).append(a)
-                if a.path:
-                    self._by_path.setdefault(a.path, []).append(a)
-
-    def get(self, article_id: str) -> Article | None:
-        return self.snap.get(article_id) if self.snap is not None else self._by_id.get(article_id)
-
-    def with_key(self, k: str) -> list[Article]:
-        if self.snap is None:
-            return list(self._by_key.get(k, ()))
-        same = [a for a in self.snap.with_url(k)] + [a for a in self.snap.with_path(k) if not a.url]
-        a = self.snap.get(k)
-        return same + ([a] if a is not None and not a.url and not a.path else [])
-
-    def with_path(self, path: str) -> list[Article]:
-        return self.snap.with_path(path) if self.snap is not None else list(self._by_path.get(path, ()))
-
-    def all(self) -> list[Article]:
-        return self.snap.all_articles() if self.snap is not None else list(self._by_id.values())
-
-    def __len__(self) -> int:
-        return self.snap.manifest["n_articles"] if self.snap is not None else len(self._by_id)
-
-
-@dataclass
-class Delta:
-    """What a selection changes: articles to write (new, updated, or with a changed record) and
-    live article ids to delete (removed, replaced by an update, or written again)."""
-
-    write: list[Article] = field(default_factory=list)
-    remove: set[str] = field(default_factory=set)
-    replaces: dict[str, set[str]] = field(default_factory=dict)  # written id -> the live ids it updates
-    removed: int = 0  # removed for good (not replaced by a newer version)
-
-    def put(self, a: Article, held: Held) -> None:
-        """Write ``a``: unchanged when its id is live (rewritten only if its record moved), an
-        update of the live articles with its key, or new."""
-        same = held.get(a.id)
-        if same is not None:
-            if same != a:  # same text, another path: written again with its vectors
-                self.write.append(a)
-                self.remove.add(a.id)
-            return
-        olds = {o.id for o in held.with_key(key(a))}
-        if olds:
-            self.replaces[a.id] = olds
-            self.remove |= olds
-        self.write.append(a)
-
-
-# the live articles, the folder the index was last synced with -> what this write changes
-Selection = Callable[[Held, "Path | None"], Delta]
-CHANGED_LISTED = 1000
-
-
-def for_sync(articles: list[Article], folder: Path | None, *, unreadable: set[str] = frozenset(),
-             prune: bool = False, kept: list[Article] | None = None) -> Selection:
-    """Hold ``articles`` (read from ``folder``, or given), plus what the user did not remove.
-
-    An old article goes only when its file was deleted from the folder the index was last synced
-    with (``folder`` is that folder), or with ``prune``. Articles from a folder recorded before
-    ``folder`` get absolute paths, so that "a.txt" there is never taken for "a.txt" here.
-    ``unreadable``: files of ``folder`` that exist but were skipped (their articles stay).
-    ``kept``: filled with the old articles kept that are not in ``folder``.
-    """
-    articles = dedupe(articles)
-    keys, ids = {key(a) for a in articles}, {a.id for a in articles}
-    kept = kept if kept is not None else []
-
-    def select(held: Held, recorded: Path | None) -> Delta:
-        d = Delta()
-        seen = []
-        for a in held.all():
-            mine = folder is not None and recorded == folder and in_folder(a)
-            now = a
-            if folder is not None and recorded is not None and not mine and in_folder(a) and a.url is None:
-                now = dataclasses.replace(a, path=str(recorded / a.path))
-            seen.append(now)
-            if key(now) in keys or a.id in ids:
-                continue  # updated or unchanged
-            if prune or mine and str(folder / a.path) not in unreadable:
-                d.remove.add(a.id)  # pruned, or its file was deleted from this folder: the user removed it
-                d.removed += 1
-                continue
-            kept.append(now)
-            if now is not a:  # its record now says where it came from: written again, not embedded
-                d.write.append(now)
-                d.remove.add(a.id)
-        view = Held(articles=seen)
-        for a in articles:
-            d.put(a, view)
-        return d
-
-    return select
-
-
-def for_add(new: list[Article]) -> Selection:
-    """The live articles with ``new`` added (or replacing the versions with the same key)."""
-    def select(held: Held, recorded: Path | None) -> Delta:
-        d = Delta()
-        for a in dedupe(new):
-            d.put(a, held)
-        return d
-
-    return select
-
-
-def for_remove(ids: set[str]) -> Selection:
-    """The live articles less those with the given ids."""
-    def select(held: Held, recorded: Path | None) -> Delta:
-        gone = {i for i in ids if held.get(i) is not None}
-        return Delta(remove=gone, removed=len(gone))
-
-    return select
-
-
-def for_files(new: list[Article], gone: Sequence[str]) -> Selection:
-    """A watched folder's changes: ``new`` read from its new and changed files, and the articles
-    of its files that were deleted (``gone``: their paths, relative to the folder) removed."""
-    def select(held: Held, recorded: Path | None) -> Delta:
-        d = Delta()
-        for a in dedupe(new):
-            d.put(a, held)
-        for path in gone:
-            for a in held.with_path(path):
-                if a.id not in d.remove:
-                    d.remove.add(a.id)
-                    d.removed += 1
-        return d
-
-    return select
 
 
 # ---- plan ----------------------------------------------------------------------------------------
@@ -374,11 +228,12 @@ def assemble(p: Plan, chunk_vectors: Mapping[str, np.ndarray], sentence_vectors:
 
 def kept_segments(old: index_mod.FolderSnapshot, remove: set[str]) -> list[index_mod.Kept]:
     """The live segments, each with ``remove`` added to its deletions (a segment left empty goes)."""
-    out = [_kept(seg, dead | {i for i in remove if i in seg.position}) for seg, dead in zip(old.segments, old.deleted)]
+    out = [kept_segment(seg, dead | {i for i in remove if i in seg.position})
+           for seg, dead in zip(old.segments, old.deleted)]
     return [k for k in out if k is not None]
 
 
-def _kept(seg: index_mod.Segment, dead: frozenset[str]) -> index_mod.Kept | None:
+def kept_segment(seg: index_mod.Segment, dead: frozenset[str]) -> index_mod.Kept | None:
     """A segment as the next generation keeps it, with its live counts; None when nothing of it is live."""
     if len(dead) >= len(seg.articles):
         return None
@@ -537,123 +392,3 @@ def _old(index_dir: Path, current: Callable[[], index_mod.FolderSnapshot | None]
         logger.warning("%s: building a new generation from what it still holds", e)
         return None, index_mod.load_articles(index_dir), "corrupt"
     return old, [], None  # its articles are read through it (Held), not listed
-
-
-# ---- merge: segments rewritten as one, by size tiers or all of them -------------------------------
-
-MERGE_FLOOR = 1000  # chunks; every segment smaller than this is in the lowest tier
-
-
-def tier(n_chunks: int, factor: int) -> int:
-    """A segment's size tier: 0 below `MERGE_FLOOR` chunks, then one tier per ``factor`` times more."""
-    return 0 if n_chunks < MERGE_FLOOR else 1 + int(math.log(n_chunks / MERGE_FLOOR, factor))
-
-
-def merge_plan(snap: index_mod.FolderSnapshot, factor: int) -> list[int]:
-    """The segments to merge now (positions in the generation), or [] when none need it.
-
-    The lowest size tier holding ``factor`` segments is merged into one (Lucene's log merge
-    policy: each chunk is rewritten about log(N) times in all, and a search visits at most
-    ``factor`` - 1 segments a tier); else a segment with half its chunks deleted is rewritten.
-    ``factor`` < 2: never (only `askdesk optimize` merges).
-    """
-    if factor < 2 or not snap.segments:
-        return []
-    entries = snap.manifest.get("segments", [])
-    by_tier: dict[int, list[int]] = {}
-    for i, e in enumerate(entries):
-        by_tier.setdefault(tier(e["n_chunks"], factor), []).append(i)
-    for t in sorted(by_tier):
-        if len(by_tier[t]) >= factor:
-            return by_tier[t]
-    for i, (seg, e) in enumerate(zip(snap.segments, entries)):
-        if e["n_chunks"] * 2 <= len(seg):
-            return [i]
-    return []
-
-
-def merge(snap: index_mod.FolderSnapshot, which: Sequence[int], *, ann_above: int) -> index_mod.Generation:
-    """The generation with the segments at ``which`` rewritten as one, their deleted articles
-    left out. Nothing goes through the model: vectors, sentence vectors and BM25 postings are
-    copied (the postings renumbered in numpy); IVF lists are kept from the largest IVF part
-    while the size stays within `vectors.RETRAIN_RATIO` of what they were trained on."""
-    which = sorted(set(which))
-    parts = [(snap.segments[i], snap.deleted[i], snap.live[i]) for i in which]
-    articles = [a for seg, dead, _ in parts for a in seg.articles.values() if a.id not in dead]
-    sentences = {a.id: seg.sentences[a.id] for seg, dead, _ in parts for a in seg.articles.values()
-                 if a.id not in dead}
-    sent_blocks, hash_blocks, vec_blocks, key_blocks, date_blocks, chunks = [], [], [], [], [], []
-    for seg, dead, live in parts:
-        if live is None:
-            sent_blocks.append(np.asarray(seg.sentence_vectors, dtype=np.float16))
-            hash_blocks.append(seg.hashes)
-            vec_blocks.append(seg.vectors.all_vectors())
-            key_blocks.append(seg.vectors.keys)
-            date_blocks.append(seg.vectors.dates)
-            chunks += seg.chunks
-            continue
-        rows = np.concatenate([np.arange(seg.sentence_row[a], seg.sentence_row[a] + len(seg.sentences[a]))
-                               for a in seg.articles if a not in dead] or [np.zeros(0, np.int64)])
-        sent_blocks.append(np.asarray(seg.sentence_vectors[rows], dtype=np.float16))
-        hash_blocks.append(seg.hashes[rows])
-        vec_blocks.append(seg.vectors.all_vectors()[live])
-        key_blocks.append(seg.vectors.keys[live])
-        date_blocks.append(seg.vectors.dates[live])
-        chunks += [seg.chunks[r] for r in np.flatnonzero(live).tolist()]
-    kept, at = [], 0
-    for i, (seg, dead) in enumerate(zip(snap.segments, snap.deleted)):
-        k = None if i in which else _kept(seg, dead)
-        if k is not None:
-            kept.append(k)
-            at += i < which[0]
-    manifest = {k: v for k, v in snap.manifest.items() if k not in PUBLISHED}
-    if not chunks:  # everything in them was deleted: they just go
-        return index_mod.Generation(manifest=manifest, kept=kept)
-    dates = np.concatenate(date_blocks)
-    ivf = [seg.vectors for seg, _, _ in parts if seg.vectors.kind["kind"] == "ivf"]
-    previous = max(ivf, key=len) if ivf else None
-    vectors = FaissIndex.build(np.concatenate(vec_blocks), np.concatenate(key_blocks), dates, ann_above=ann_above,
-                               previous=previous)
-    lexical = BM25.merge([seg.lexical for seg, _, _ in parts], [live for _, _, live in parts], dates=dates)
-    new = index_mod.NewSegment(articles=articles, sentences=sentences, sentence_vectors=np.concatenate(sent_blocks),
-                               hashes=np.concatenate(hash_blocks), chunks=chunks, vectors=vectors, lexical=lexical)
-    return index_mod.Generation(manifest=manifest, new=new, kept=kept, at=at)
-
-
-# What publish writes into a manifest itself; the rest (model, settings, corpus) a merge carries over.
-PUBLISHED = {"format_version", "askdesk_version", "n_articles", "n_chunks", "n_sentences", "faiss", "created",
-             "segments", "corpus_hash", "files"}
-
-
-def compact(index_dir: Path, *, config: Config, current: Callable[[], index_mod.FolderSnapshot],
-            everything: bool = False) -> dict:
-    """Merge segments under the lock: the size tiers that are full (`merge_plan`), or with
-    ``everything`` all of them into one (`askdesk optimize`). Each merge is published like a
-    write (crash-safe, readers see it on their next question) but keeps CURRENT's previous
-    generation, so `rollback` still returns to before the last write.
-
-    Returns:
-        ``{"merges", "segments_before", "segments", "n_chunks", "expunged"}``: merges published,
-        segments before and after, chunks held, deleted chunks dropped.
-    """
-    out = {"merges": 0, "segments_before": None, "segments": 0, "n_chunks": 0, "expunged": 0}
-    with index_mod.lock(index_dir, timeout=config.lock_wait):
-        while True:
-            snap = current()
-            if out["segments_before"] is None:
-                out["segments_before"] = len(snap.segments)
-            out["segments"], out["n_chunks"] = len(snap.segments), snap.manifest["n_chunks"]
-            if everything:
-                which = list(range(len(snap.segments))) if (len(snap.segments) > 1 or any(snap.deleted)) else []
-            else:
-                which = merge_plan(snap, config.merge_segments)
-            if not which:
-                return out
-            gen = merge(snap, which, ann_above=config.ann_above)
-            n = len(gen.new.chunks) if gen.new is not None else 0
-            out["expunged"] += sum(len(snap.segments[i]) for i in which) - n
-            logger.info("merging %d segments (%d chunks)", len(which), n)
-            index_mod.publish(index_dir, gen, keep_previous=True)
-            out["merges"] += 1
-            if everything:
-                everything = False  # one merge holds everything; the loop reads it back and stops

@@ -19,6 +19,7 @@ from . import answer as answer_mod
 from . import build, news
 from . import generate as generate_mod
 from . import index as index_mod
+from . import merge as merge_mod
 from .config import Config
 from .embed import Embedder, SentenceTransformerEmbedder
 from .errors import BadInputError, BadQuestionError, EmptyCorpusError
@@ -179,7 +180,7 @@ class Desk:
         """
         self._check_writable()
         with self._write_lock:
-            return build.compact(self.index_dir, config=self.config, current=lambda: self._current().snap,
+            return merge_mod.compact(self.index_dir, config=self.config, current=lambda: self._current().snap,
                                  everything=True)
 
     def remove(self, refs: Sequence[str]) -> dict:
@@ -224,7 +225,7 @@ class Desk:
         """Merge the full size tiers (build.merge_plan); a failure is logged: the index stays as it is."""
         try:
             with self._write_lock:
-                out = build.compact(self.index_dir, config=self.config, current=lambda: self._current().snap)
+                out = merge_mod.compact(self.index_dir, config=self.config, current=lambda: self._current().snap)
             if out["merges"]:
                 logger.info("merged segments: %d -> %d", out["segments_before"], out["segments"])
         except Exception as e:  # noqa: BLE001 - a merge is housekeeping; the write it follows is done
