@@ -28,8 +28,9 @@ chunks are addressed by key, never by row.
 
 A write costs what it changes: adding an article writes a segment holding it and a new manifest
 listing the old segments and the new one; removing one writes only a manifest (the deletion
-list). Segments are merged by size tiers (`merge_plan`, `askdesk optimize`), which drops what
-was deleted. A reader loads only the segments it does not hold yet (`load(reuse=...)`).
+list). Segments are merged by size tiers (merge.py, `askdesk optimize`), which drops what was
+deleted. A segment's own files are written and read by segment.py. A reader loads only the
+segments it does not hold yet (`load(reuse=...)`).
 
 A writer writes new folders beside the live ones (a temporary name, renamed into place) and only
 then points CURRENT at the new generation: a crash at any point leaves CURRENT naming the last
