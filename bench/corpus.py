@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "squad-dev"
 RESULTS = ROOT / "bench" / "results"
 CACHE = RESULTS / "cache"
-GENERATOR_VERSION = 3  # bump when the corpus generator changes: cached corpora and indexes are rebuilt
+GENERATOR_VERSION = 4  # bump when the corpus generator changes (4: index format 3): cached indexes are rebuilt
 
 
 def parse_size(s: str) -> int:
@@ -274,6 +274,6 @@ def build_synthetic(index_dir: Path, n_chunks: int, embedder: CachedEmbedder, co
     with index_mod.lock(index_dir):
         index_mod.publish(index_dir, gen)
     stamp.write_text(json.dumps(want))
-    print(f"  published synthetic index: {len(articles):,} articles, {len(gen.chunks):,} chunks, "
+    print(f"  published synthetic index: {len(articles):,} articles, {len(gen.new.chunks):,} chunks, "
           f"{len(sent_texts):,} sentences in {time.perf_counter() - t0:.0f} s", flush=True)
     return want

@@ -6,7 +6,7 @@ shared 2-core machine: the ratios are the result, the milliseconds are context.
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
 import os
 import statistics
@@ -104,7 +104,7 @@ def latency(index: Path, emb, config, questions: Sequence[str]) -> dict:
     from askdesk import Desk
 
     desk = Desk.open(index, config=config.replace(index=index), embedder=emb)
-    vectors = desk.snapshot.vectors
+    vectors = desk.snapshot.segments[0].vectors  # the bench's indexes are one segment (bench/corpus.py)
     raw = emb.model
     for q in questions[:10]:  # warm up: first-use loads, page faults
         desk.ask(q)
@@ -231,13 +231,14 @@ def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> d
     import faiss
 
     from askdesk import Desk
-    from askdesk.vectors import FaissIndex
+    from askdesk.vectors import FaissIndex, SegmentedVectors
 
     desk = Desk.open(index, config=config.replace(index=index), embedder=emb)
     snap = desk.snapshot
-    xb = np.ascontiguousarray(snap.vectors.all_vectors(), dtype=np.float32)
-    ids = snap.vectors.keys
-    dates = snap.vectors.dates
+    (seg,) = snap.segments  # the bench's indexes are one segment (bench/corpus.py)
+    xb = np.ascontiguousarray(seg.vectors.all_vectors(), dtype=np.float32)
+    ids = seg.vectors.keys
+    dates = seg.vectors.dates
     xq = np.stack([emb.embed_query(q) for q in questions])
     d = xb.shape[1]
 
@@ -311,9 +312,10 @@ def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> d
     texts: dict[str, list[str]] = {}
 
     def asks(ix, faiss_kind: dict) -> list[float]:
-        swapped = Desk.over(dataclasses.replace(snap, vectors=FaissIndex(ix, dates, faiss_kind),
-                                                manifest={**snap.manifest, "faiss": faiss_kind}),
-                            config=desk.config, embedder=emb)
+        other = copy.copy(snap)  # the same records, another FAISS index over the same rows
+        other.vectors = SegmentedVectors([FaissIndex(ix, dates, faiss_kind)], [None])
+        other.manifest = {**snap.manifest, "faiss": faiss_kind}
+        swapped = Desk.over(other, config=desk.config, embedder=emb)
         for q in questions[:10]:
             swapped.ask(q)
         ts, said = [], []

@@ -69,18 +69,19 @@ def parts(index: str) -> dict:
     steps["snapshot"] = status_mb("VmRSS")
     # Sizes of the parts, whether held (FAISS, article text) or read on demand (sentence vectors,
     # by pread; BM25 postings, memory-mapped; see rss_file_mb of `serve`).
-    vectors, lexical = snap.vectors, snap.lexical
+    (seg,) = snap.segments  # the bench's indexes are one segment (bench/corpus.py)
+    vectors, lexical = seg.vectors, seg.lexical
     inner = faiss.downcast_index(vectors.index.index)  # Flat: 4 bytes a dimension; IVF fp16: 2
     code_size = faiss.extract_index_ivf(inner).code_size if vectors.kind["kind"] == "ivf" else vectors.dim * 4
     arrays = {"faiss_vectors": len(vectors) * code_size,
-              "sentence_vectors_mapped": snap.sentence_vectors.nbytes,
+              "sentence_vectors_mapped": seg.sentence_vectors.nbytes,
               "bm25_postings_mapped": sum(np.asarray(a).nbytes for a in (lexical.indptr, lexical.docs, lexical.tfs)),
               "bm25_vocab": sum(len(w) + 1 for w in lexical.vocab),
               "article_text": sum(sys.getsizeof(a.text) for a in snap.articles.values())}
     steps["rss_anon"], steps["rss_file"] = status_mb("RssAnon"), status_mb("RssFile")
     return {"rss_steps_mb": steps, "array_mb": {k: v / 2**20 for k, v in arrays.items()},
             "n_chunks": len(snap.chunks), "n_articles": len(snap.articles),
-            "n_sentences": int(snap.sentence_vectors.shape[0]), "vocab": len(lexical.vocab),
+            "n_sentences": int(seg.sentence_vectors.shape[0]), "vocab": len(lexical.vocab),
             "peak_mb": status_mb("VmHWM"), "numpy": np.__version__}
 
 

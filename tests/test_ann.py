@@ -28,21 +28,23 @@ def ivf_config(fake_config):
     return fake_config.replace(ann_above=500, chunk_tokens=16, chunk_overlap=0)
 
 
-def all_vectors(snap):
-    return np.stack([snap.vectors.vector(r) for r in range(len(snap.chunks))])
+def all_vectors(seg):
+    return np.stack([seg.vectors.vector(r) for r in range(len(seg.chunks))])
 
 
 def chunk_vectors(snap) -> dict:
-    return {c.id: v for c, v in zip(snap.chunks, snap.vectors.all_vectors())}
+    """Every live chunk's stored vector, by chunk id, through the index's VectorIndex."""
+    chunks = snap.chunks
+    return dict(zip((c.id for c in chunks), snap.vectors.vectors([chunk_key(c.id) for c in chunks])))
 
 
 def test_above_the_threshold_the_index_is_ivf_and_finds_exact_duplicates(tmp_path, fake, ivf_config):
     desk = Desk.build(many_chunks(tmp_path / "corpus"), ivf_config.index, config=ivf_config, embedder=fake)
-    snap = desk.snapshot
+    (snap,) = desk.snapshot.segments
     n = len(snap.chunks)
     assert n > 1000
-    kind = snap.manifest["faiss"]
-    assert kind["kind"] == "ivf" and 1 <= kind["nlist"] <= n // 39 and kind["nprobe"] == min(kind["nlist"], 32)
+    kind = desk.snapshot.manifest["faiss"]
+    assert kind == snap.meta["faiss"] and kind["kind"] == "ivf" and 1 <= kind["nlist"] <= n // 39 and kind["nprobe"] == min(kind["nlist"], 32)
     vecs = all_vectors(snap)
     for r, c in list(enumerate(snap.chunks))[::97]:  # the stored vector is the chunk's embedding, in fp16
         want = fake.embed_documents([f"{snap.articles[c.article_id].title}\n{c.text}"])[0]
@@ -56,8 +58,8 @@ def test_above_the_threshold_the_index_is_ivf_and_finds_exact_duplicates(tmp_pat
 
 
 def test_allowed_mask_filters_inside_the_ivf_search(tmp_path, fake, ivf_config):
-    snap = Desk.build(many_chunks(tmp_path / "corpus"), ivf_config.index, config=ivf_config,
-                      embedder=fake).snapshot
+    (snap,) = Desk.build(many_chunks(tmp_path / "corpus"), ivf_config.index, config=ivf_config,
+                         embedder=fake).snapshot.segments
     n = len(snap.chunks)
     vecs = all_vectors(snap)
     rng = np.random.default_rng(1)
@@ -82,8 +84,8 @@ def test_ivf_index_reopens_and_takes_an_added_article(tmp_path, fake, ivf_config
     reopened = Desk.open(ivf_config.index, config=ivf_config, embedder=fake)
     snap = reopened.snapshot
     assert snap.manifest["faiss"] == before.manifest["faiss"]
-    q = snap.vectors.vector(7)
-    assert snap.vectors.search_rows(q, 5) == before.vectors.search_rows(q, 5)
+    q = snap.segments[0].vectors.vector(7)
+    assert snap.vectors.search(q, 5) == before.vectors.search(q, 5)
 
     new = write(tmp_path / "new.txt", "Harbor\n\nThe harbor authority bought twelve new cranes from Finland.")
     fake.embedded = 0
@@ -91,6 +93,9 @@ def test_ivf_index_reopens_and_takes_an_added_article(tmp_path, fake, ivf_config
     assert stats["added"] == 1 and fake.embedded <= 3  # old chunk vectors came back out of the IVF index
     after = reopened.snapshot
     assert after.manifest["faiss"]["kind"] == "ivf" and len(after.chunks) == len(snap.chunks) + 1
+    # the IVF segment is kept as it was; the article is a small exact segment beside it
+    assert [s.name for s in after.segments[:1]] == [s.name for s in snap.segments]
+    assert after.segments[1].meta["faiss"] == {"kind": "flat"} and len(after.segments[1].chunks) == 1
     old_vecs = chunk_vectors(snap)
     new_vecs = chunk_vectors(after)
     assert all(np.array_equal(new_vecs[cid], v) for cid, v in old_vecs.items())
@@ -98,39 +103,41 @@ def test_ivf_index_reopens_and_takes_an_added_article(tmp_path, fake, ivf_config
     assert answer.citations and "cranes" in answer.citations[0].sentence
 
 
-def centroids(snap):
-    ivf = faiss_ivf(snap)
+def centroids(seg):
+    ivf = faiss_ivf(seg)
     return ivf.quantizer.reconstruct_n(0, ivf.nlist)
 
 
-def faiss_ivf(snap):
+def faiss_ivf(seg):
     import faiss
 
-    return faiss.extract_index_ivf(snap.vectors.index)
+    return faiss.extract_index_ivf(seg.vectors.index)
 
 
-def test_an_add_keeps_the_ivf_lists_until_the_corpus_grows_half_again(tmp_path, fake, ivf_config):
+def test_a_merge_keeps_the_ivf_lists_until_the_corpus_grows_half_again(tmp_path, fake, ivf_config):
     corpus = many_chunks(tmp_path / "corpus", n_articles=40)
     desk = Desk.build(corpus, ivf_config.index, config=ivf_config, embedder=fake)
-    first = desk.snapshot
+    (first,) = desk.snapshot.segments
     n = len(first.chunks)
-    assert first.manifest["faiss"]["trained_on"] == n
+    assert first.meta["faiss"]["trained_on"] == n
 
     desk.add([write(tmp_path / "one.txt", "Harbor\n\nThe harbor authority bought twelve new cranes from Finland.")])
-    after = desk.snapshot
+    assert desk.optimize()["segments"] == 1
+    (after,) = desk.snapshot.segments
     assert len(after.chunks) == n + 1
     np.testing.assert_array_equal(centroids(after), centroids(first))  # no k-means for one article
-    assert after.manifest["faiss"] == first.manifest["faiss"]
+    assert after.meta["faiss"] == first.meta["faiss"]
     assert "cranes" in desk.ask("What did the harbor authority buy?").citations[0].sentence
     vecs = all_vectors(after)
     for r in range(0, n, 61):  # every vector still lands in a list the search probes
         assert after.vectors.search_rows(vecs[r], 1)[0][1] == pytest.approx(1.0, abs=2e-3)
 
     desk.add([many_chunks(tmp_path / "more", n_articles=25, seed=5)])  # +60%: past RETRAIN_RATIO
-    grown = desk.snapshot
+    desk.optimize()
+    (grown,) = desk.snapshot.segments
     assert len(grown.chunks) > vectors_mod.RETRAIN_RATIO * n
-    assert grown.manifest["faiss"]["trained_on"] == len(grown.chunks)
-    assert grown.manifest["faiss"]["nlist"] == vectors_mod.ivf_shape(len(grown.chunks))[0]
+    assert grown.meta["faiss"]["trained_on"] == len(grown.chunks)
+    assert grown.meta["faiss"]["nlist"] == vectors_mod.ivf_shape(len(grown.chunks))[0]
 
 
 def test_at_or_below_the_threshold_the_index_stays_exact(tmp_path, fake, fake_config):
@@ -174,18 +181,18 @@ def test_an_ivf_flat_index_from_before_fp16_still_opens(tmp_path, fake, ivf_conf
     import faiss
 
     desk = Desk.build(many_chunks(tmp_path / "corpus"), ivf_config.index, config=ivf_config, embedder=fake)
-    snap = desk.snapshot
+    (snap,) = desk.snapshot.segments
     vecs = fake.embed_documents([f"{snap.articles[c.article_id].title}\n{c.text}" for c in snap.chunks])
-    kind = {k: v for k, v in snap.manifest["faiss"].items() if k != "vectors"}  # as written then
+    kind = {k: v for k, v in snap.meta["faiss"].items() if k != "vectors"}  # as written then
     old = faiss.index_factory(vecs.shape[1], f"IDMap2,IVF{kind['nlist']},Flat", faiss.METRIC_INNER_PRODUCT)
     old.train(vecs)
     old.add_with_ids(vecs, np.array([chunk_key(c.id) for c in snap.chunks], dtype=np.int64))
     faiss.extract_index_ivf(old).make_direct_map()
     faiss.write_index(old, str(snap.path / "vectors.faiss"))
-    m = json.loads((snap.path / "manifest.json").read_text())
+    m = json.loads((snap.path / "segment.json").read_text())
     m["faiss"], m["files"]["vectors.faiss"] = kind, (snap.path / "vectors.faiss").stat().st_size
-    (snap.path / "manifest.json").write_text(json.dumps(m))
-    reopened = Desk.open(ivf_config.index, config=ivf_config, embedder=fake).snapshot
+    (snap.path / "segment.json").write_text(json.dumps(m))
+    (reopened,) = Desk.open(ivf_config.index, config=ivf_config, embedder=fake).snapshot.segments
     assert faiss_kind_name(reopened.vectors.index) == "IndexIVFFlat"
     np.testing.assert_array_equal(reopened.vectors.vector(7), vecs[7])  # float32, exact
     got = reopened.vectors.search_rows(vecs[7], 5)

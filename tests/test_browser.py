@@ -83,9 +83,8 @@ class App:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory, request):
-    """`python app.py` on a free port over a private copy of the bundled corpus."""
+def _launch(tmp_path_factory, request, *args: str):
+    """`python app.py ARGS` on a free port over a private copy of the bundled corpus."""
     _require_browser()
     d = tmp_path_factory.mktemp("page")
     shutil.copytree(ROOT / "corpus", d / "corpus")
@@ -97,7 +96,7 @@ def app(tmp_path_factory, request):
     log = d / "app.log"
     started = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=d, env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), *args], cwd=d, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     a = App(f"http://127.0.0.1:{port}/", d / "corpus", proc, log, started)
     try:
@@ -126,6 +125,18 @@ def app(tmp_path_factory, request):
             with capture.global_and_fixture_disabled():
                 print(f"\naskdesk page: serving {a.serving_s:.1f} s after launch, first answer shown "
                       f"{a.first_answer_s:.1f} s after launch; {a.timings}")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, request):
+    """`python app.py` on a free port over a private copy of the bundled corpus."""
+    yield from _launch(tmp_path_factory, request)
+
+
+@pytest.fixture(scope="module")
+def watched_app(tmp_path_factory, request):
+    """`python app.py --watch`: the page keeps its index in step with its corpus folder."""
+    yield from _launch(tmp_path_factory, request, "--watch")
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +337,9 @@ def set_dates(page, since: str = "", until: str = "") -> None:
 
 
 def test_news_conflict_quote_and_date_range(page, app, tmp_path):
-    for name, text in (("varsk_port_a.md", PORT_A), ("varsk_port_b.md", PORT_B)):
+    # The undated harbour article too, whichever test ran first: the last question's candidates
+    # are the same in any order.
+    for name, text in (("varsk_port_a.md", PORT_A), ("varsk_port_b.md", PORT_B), ("varsk_harbour.txt", HARBOUR)):
         status = upload(page, {"name": name, "mimeType": "text/markdown", "buffer": text.encode()})
         assert "Added 1 new" in status or "already in the index" in status, status
     ask(page, app, "How much cargo did the port of Varsk handle?")
@@ -348,7 +361,11 @@ def test_news_conflict_quote_and_date_range(page, app, tmp_path):
     assert "Daily Ledger" in sources and "Harbor Times" not in sources and "Reports differ" not in sources
     set_dates(page, since="2030-01-01")  # nothing published then (a new wording: the panel must change)
     ask(page, app, "How much cargo went through the port of Varsk?")
-    assert "Not answered" in last_reply(page)
+    # No dated report is used. The undated harbour article may be (Config.undated): then the
+    # reply says it has no date; whether its sentence answers is the refusal model's call.
+    reply, sources = last_reply(page), page.inner_text("#sources")
+    assert "Daily Ledger" not in sources and "Harbor Times" not in sources and "12.4 million" not in reply
+    assert "Not answered" in reply or "has no date" in reply
 
 
 def test_page_api_lists_only_its_public_endpoints(app):
@@ -365,3 +382,38 @@ def test_page_api_lists_only_its_public_endpoints(app):
         assert "$14.9 billion" in reply["citations"][0]["sentence"]
     finally:
         client.close()
+
+
+TUNNEL = """Brask tunnel opens to traffic
+
+The tunnel under the Brask strait opened to traffic on 14 April 2025, cutting the crossing to six minutes.
+Transport minister Aino Lehto said the tunnel cost 310 million euros and took five years to build.
+"""
+
+
+def test_the_live_note_shows_articles_that_land_in_the_watched_folder(browser, watched_app):
+    """A file written into the folder (as a wire feed or `askdesk feed` would) is indexed by the page's
+    watcher; an open page says so without a reload, with its title, and answers from it."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(watched_app.url)
+        page.wait_for_selector("#question textarea")
+        before = n_articles(page)
+        assert page.locator("#live-news .ad-live").get_attribute("data-count") == "0"
+        t0 = time.monotonic()
+        (watched_app.corpus / "wire").mkdir(exist_ok=True)
+        tmp = watched_app.corpus / "wire" / ".tunnel.txt.part"  # written whole, then renamed in, as feeds do
+        tmp.write_text(TUNNEL, encoding="utf-8")
+        tmp.rename(watched_app.corpus / "wire" / "tunnel.txt")
+        page.wait_for_function("() => document.querySelector('#live-news .ad-live')?.dataset.count === '1'",
+                               timeout=ADD_TIMEOUT_MS)
+        watched_app.timings["landed_to_shown_s"] = round(time.monotonic() - t0, 2)
+        note = page.inner_text("#live-news")
+        assert "1 new article since you opened the page" in note and "Brask tunnel opens to traffic" in note
+        assert n_articles(page) == before + 1  # the index panel was redrawn too
+        ask(page, watched_app, "How much did the tunnel under the Brask strait cost?")
+        assert "310 million euros" in last_reply(page)
+        assert "Brask tunnel opens to traffic" in page.inner_text("#sources")
+    finally:
+        context.close()

@@ -28,7 +28,7 @@ def one_clear_line(stderr: str) -> str:
 def test_help_lists_every_command():
     code, out, _ = run("--help")  # that it loads nothing heavy: test_imports.py; how fast: bench/core.py
     assert code == 0
-    for cmd in ("index", "add", "remove", "ask", "info", "rollback", "serve", "eval"):
+    for cmd in ("index", "add", "remove", "ask", "info", "rollback", "optimize", "watch", "feed", "serve", "eval"):
         assert re.search(rf"^\s+{cmd}\s", out, re.M), cmd
 
 
@@ -99,6 +99,13 @@ def test_index_ask_info_end_to_end(tmp_path):
 
     code, out, _ = run("ask", "How big was Nippon Steel's bid for US Steel?", env=env)
     assert code == 0 and "Sources:" in out and "[1] Trump and Ishiba" in out
+
+    # A follow-up: "he" and the topic come from the earlier question.
+    code, out, err = run("ask", "--json", "And what did Ishiba say?", "--after", "What did Trump say about tariffs?",
+                         env=env)
+    assert code == 0, err
+    d = json.loads(out)
+    assert not d["refused"] and d["citations"] and all("Ishiba" in (c["speaker"] or "") for c in d["citations"])
 
     code, out, _ = run("info", "--json", env=env)
     info = json.loads(out)

@@ -10,6 +10,7 @@ from conftest import write
 from askdesk import Desk
 from askdesk import answer as answer_mod
 from askdesk import index as index_mod
+from askdesk import segment as segment_mod
 from askdesk.chunk import chunk_article, split_sentences
 from askdesk.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError, IndexWriteError
 from askdesk.vectors import chunk_key
@@ -25,14 +26,17 @@ def test_round_trip_keeps_every_record(corpus, fake, fake_config):
     again = Desk.open(fake_config.index, config=fake_config, embedder=fake).snapshot
     assert again.articles == before.articles
     assert again.chunks == before.chunks
-    assert again.sentences == before.sentences
-    np.testing.assert_allclose(again.sentence_vectors, before.sentence_vectors)
+    (seg,), (seg0,) = again.segments, before.segments
+    assert seg.name == seg0.name and dict(seg.sentences) == dict(seg0.sentences)
+    np.testing.assert_allclose(seg.sentence_vectors, seg0.sentence_vectors)
     q = fake.embed_query("Nippon Steel bid")
     assert again.vectors.search(q, 3) == before.vectors.search(q, 3)
     assert again.lexical.search(["nippon"], 3) == before.lexical.search(["nippon"], 3)
     m = again.manifest
     assert m["model"] == "fake" and m["dim"] == fake.dim and m["tokenizer"] == "cl100k_base"
-    assert m["n_articles"] == 1 and m["n_chunks"] == len(before.chunks) and m["format_version"] == index_mod.FORMAT_VERSION == 2
+    assert m["n_articles"] == 1 and m["n_chunks"] == len(before.chunks) and m["format_version"] == index_mod.FORMAT_VERSION == 3
+    assert m["segments"] == [{"name": seg.name, "n_articles": 1, "n_chunks": len(before.chunks),
+                              "n_sentences": len(seg.sentence_vectors), "faiss": {"kind": "flat"}, "deleted": []}]
     assert m["faiss"] == {"kind": "flat"}  # one article is far below Config.ann_above
 
 
@@ -58,23 +62,32 @@ def test_newer_format_is_refused(corpus, fake, fake_config):
         Desk.open(fake_config.index, config=fake_config, embedder=fake)
 
 
-@pytest.mark.parametrize("name", ["vectors.faiss", "chunks.jsonl", "articles.jsonl", "sentences.npy",
+@pytest.mark.parametrize("name", ["vectors.faiss", "chunks.jsonl", "articles.jsonl", "sentences.npy", "hashes.npy",
                                   "lexical.docs.npy", "lexical.vocab.npy"])
 def test_truncated_file_is_refused(corpus, fake, fake_config, name):
     desk = build(corpus, fake, fake_config)
-    f = desk.snapshot.path / name
+    f = desk.snapshot.segments[0].path / name
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     with pytest.raises(IndexCorruptError, match="askdesk index"):
         Desk.open(fake_config.index, config=fake_config, embedder=fake)
 
 
 @pytest.mark.parametrize("name", ["chunks.jsonl", "articles.jsonl", "lexical.indptr.npy", "lexical.vocab.npy",
-                                  "sentences.npy"])
+                                  "sentences.npy", "hashes.npy", "segment.json"])
 def test_corrupt_same_size_file_is_refused(corpus, fake, fake_config, name):
     desk = build(corpus, fake, fake_config)
-    f = desk.snapshot.path / name
+    f = desk.snapshot.segments[0].path / name
     f.write_bytes(b"{" * f.stat().st_size)
-    with pytest.raises(IndexCorruptError, match="unreadable"):
+    with pytest.raises(IndexCorruptError, match="unreadable|not valid JSON"):
+        Desk.open(fake_config.index, config=fake_config, embedder=fake)
+
+
+def test_a_missing_segment_is_refused_with_the_fix(corpus, fake, fake_config):
+    import shutil
+
+    desk = build(corpus, fake, fake_config)
+    shutil.rmtree(desk.snapshot.segments[0].path)
+    with pytest.raises(IndexCorruptError, match="segment .* is missing; .*askdesk index"):
         Desk.open(fake_config.index, config=fake_config, embedder=fake)
 
 
@@ -83,7 +96,7 @@ def test_vectors_out_of_chunk_order_are_refused(tmp_path, fake, fake_config):
 
     for i in range(3):
         write(tmp_path / "corpus" / f"{i}.txt", f"Story {i}\n\nThe council approved plan {i} for the harbor.")
-    snap = build(tmp_path / "corpus", fake, fake_config).snapshot
+    snap = build(tmp_path / "corpus", fake, fake_config).snapshot.segments[0]
     ids = faiss.vector_to_array(snap.vectors.index.id_map)
     vecs = snap.vectors.all_vectors()
     swapped = faiss.IndexIDMap2(faiss.IndexFlatIP(vecs.shape[1]))
@@ -102,13 +115,14 @@ def test_crash_before_publish_keeps_last_good_index(corpus, fake, fake_config, m
     def boom(*a, **k):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(index_mod, "_write_atomic", boom)
+    monkeypatch.setattr(index_mod, "write_atomic", boom)
     with pytest.raises(IndexWriteError, match="could not write the new index .*Input/output error.*unchanged"):
         desk.sync(corpus)
     monkeypatch.undo()
     assert index_mod.current_generation(fake_config.index) == good
-    # the half-written generation went with the error, not at the next write
-    assert sorted(p.name for p in fake_config.index.iterdir() if p.is_dir()) == [good]
+    # the half-written generation (and its segment) went with the error, not at the next write
+    live = [s.name for s in desk.snapshot.segments]
+    assert sorted(p.name for p in fake_config.index.iterdir() if p.is_dir()) == sorted([good, *live])
     reopened = Desk.open(fake_config.index, config=fake_config, embedder=fake)
     assert reopened.ask("How big was Nippon Steel's bid?").text == answer
     assert reopened.info()["n_articles"] == 1
@@ -124,29 +138,32 @@ def test_second_writer_is_refused_with_a_clear_message(tmp_path):
 
 
 def test_no_pickle_anywhere_in_the_index(corpus, fake, fake_config):
-    path = build(corpus, fake, fake_config).snapshot.path
-    for f in path.iterdir():
+    snap = build(corpus, fake, fake_config).snapshot
+    path = snap.segments[0].path
+    for f in [*path.iterdir(), *snap.path.iterdir()]:
         assert b"\x80\x04\x95" not in f.read_bytes()[:64], f"{f.name} looks pickled"
     lexical = sorted(f.name for f in path.glob("lexical.*"))
     assert lexical == [f"lexical.{n}.npy" for n in sorted(("docs", "doc_len", "indptr", "keys", "tfs", "vocab"))]
     for f in lexical:
         np.load(path / f, allow_pickle=False)  # plain arrays: loading without pickle works
-    assert os.path.exists(path / "manifest.json")
+    assert os.path.exists(path / "segment.json") and os.path.exists(snap.path / "manifest.json")
 
 
 def test_old_snapshot_answers_after_its_generation_is_deleted(corpus, fake, fake_config, monkeypatch):
-    monkeypatch.setattr(index_mod, "SENTENCES_IN_MEMORY", 0)  # rows read from the file, as in a big index
+    monkeypatch.setattr(segment_mod, "SENTENCES_IN_MEMORY", 0)  # rows read from the file, as in a big index
     reader = build(corpus, fake, fake_config)
     old, retriever = reader.snapshot, reader.retriever  # what a reader in the middle of a question holds
     # Read from an open descriptor (records.SentenceVectors), which outlives the unlink below.
-    before = np.array(old.sentence_vectors)
+    (seg,) = old.segments
+    before = np.array(seg.sentence_vectors)
     write(corpus / "new.txt", "New\n\nA brand new article about shipbuilding in Korea.")
     writer = Desk(fake_config.index, config=fake_config, embedder=fake)
-    writer.sync(corpus)  # publishes a new generation; the old one is kept for rollback ...
+    writer.sync(corpus)  # publishes a new generation: the old segment and a new one; the old generation is kept
+    writer.optimize()  # one segment now; the generation before the sync (and its segment) still kept for rollback ...
     write(corpus / "newer.txt", "Newer\n\nAnother article, about fishing quotas in Norway.")
-    writer.sync(corpus)  # ... until the next one: then it is garbage-collected
-    assert not old.path.exists()
-    np.testing.assert_array_equal(np.asarray(old.sentence_vectors), before)
+    writer.sync(corpus)  # ... until the next write: then no kept generation lists the first segment
+    assert not old.path.exists() and not seg.path.exists()
+    np.testing.assert_array_equal(np.asarray(seg.sentence_vectors), before)
     q = "How big was Nippon Steel's bid?"
     qvec = fake.embed_query(q)
     hits = retriever.search(q, qvec, 3)
@@ -157,7 +174,7 @@ def test_old_snapshot_answers_after_its_generation_is_deleted(corpus, fake, fake
 
 
 def test_loaded_records_read_like_the_ones_written(corpus, fake, fake_config):
-    snap = Desk.open(build(corpus, fake, fake_config).index_dir, config=fake_config, embedder=fake).snapshot
+    (snap,) = Desk.open(build(corpus, fake, fake_config).index_dir, config=fake_config, embedder=fake).snapshot.segments
     row = 0
     for a in snap.articles.values():
         assert snap.sentences[a.id] == split_sentences(a.text)
@@ -177,18 +194,19 @@ def test_loaded_records_read_like_the_ones_written(corpus, fake, fake_config):
     # row i of the vectors, the chunk records and the BM25 documents is one chunk
     keys = [chunk_key(c.id) for c in snap.chunks]
     assert snap.vectors.keys.tolist() == keys and snap.lexical.keys.tolist() == keys
-    assert snap.chunks_of(keys[::-1]) == snap.chunks[::-1]
+    desk = Desk.open(fake_config.index, config=fake_config, embedder=fake)
+    assert desk.snapshot.chunks_of(keys[::-1]) == snap.chunks[::-1]
 
 
 def test_small_indexes_hold_their_sentence_vectors(corpus, fake, fake_config):
-    snap = build(corpus, fake, fake_config).snapshot
+    snap = build(corpus, fake, fake_config).snapshot.segments[0]
     assert isinstance(snap.sentence_vectors, np.ndarray)  # under SENTENCES_IN_MEMORY: one read at load
     np.testing.assert_array_equal(snap.sentence_vectors, np.load(snap.path / "sentences.npy"))
 
 
 def test_sentence_vectors_are_float16_read_on_demand_not_mapped(corpus, fake, fake_config, monkeypatch):
-    monkeypatch.setattr(index_mod, "SENTENCES_IN_MEMORY", 0)  # as a big index reads them
-    snap = build(corpus, fake, fake_config).snapshot
+    monkeypatch.setattr(segment_mod, "SENTENCES_IN_MEMORY", 0)  # as a big index reads them
+    snap = build(corpus, fake, fake_config).snapshot.segments[0]
     f = snap.path / "sentences.npy"
     whole = np.load(f, allow_pickle=False)
     assert whole.dtype == np.float16 and snap.sentence_vectors.dtype == np.float16
@@ -217,14 +235,14 @@ def test_old_float32_sentence_vectors_still_open_and_answer_the_same(corpus, fak
     desk = build(corpus, fake, fake_config)
     q = "How big was Nippon Steel's bid?"
     before = desk.ask(q)
-    path = desk.snapshot.path
+    path = desk.snapshot.segments[0].path
     f = path / "sentences.npy"
     np.save(f, np.load(f).astype(np.float32), allow_pickle=False)  # as a float32 writer would have
-    m = json.loads((path / "manifest.json").read_text())
+    m = json.loads((path / "segment.json").read_text())
     m["files"]["sentences.npy"] = f.stat().st_size
-    (path / "manifest.json").write_text(json.dumps(m))
+    (path / "segment.json").write_text(json.dumps(m))
     again = Desk.open(fake_config.index, config=fake_config, embedder=fake)
-    assert again.snapshot.sentence_vectors.dtype == np.float32
+    assert again.snapshot.segments[0].sentence_vectors.dtype == np.float32
     after = again.ask(q)
     assert after.text == before.text and after.citations == before.citations
 
@@ -239,7 +257,7 @@ def test_an_older_format_is_upgraded_by_a_sync_that_keeps_every_article(corpus, 
     m = json.loads(mf.read_text())
     m["format_version"] = 1
     mf.write_text(json.dumps(m))
-    with pytest.raises(IndexMismatchError, match=r"older than this askdesk's \(2\); upgrade it with: askdesk index "
+    with pytest.raises(IndexMismatchError, match=r"older than this askdesk's \(3\); upgrade it with: askdesk index "
                                                  r"--index .* \(embeds its 2 articles again and keeps them all\)"):
         Desk.open(fake_config.index, config=fake_config, embedder=fake)
     fresh = Desk(fake_config.index, config=fake_config, embedder=fake)

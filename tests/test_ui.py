@@ -437,3 +437,49 @@ def test_api_add_and_info(served, tmp_path):
     assert (tmp_path / "corpus" / "harbour.txt").read_text() == up.read_text()
     info = json.loads(client.predict(api_name="/info"))
     assert info["n_articles"] == 2 and "Harbour news" in [a["title"] for a in info["articles"]]
+
+
+def test_live_note_counts_and_escapes_the_arrived_titles():
+    from askdesk.render import live_html
+
+    assert 'data-count="0"' in live_html([]) and "new article" not in live_html([])
+    html = live_html([("Old <b>one</b>", "2025-03-01"), ("Newest", None)], serial=7)
+    assert 'data-live="7"' in html and 'data-count="2"' in html and "2 new articles since you opened the page" in html
+    assert html.index("Newest") < html.index("Old &lt;b&gt;one&lt;/b&gt;") and "<b>one</b>" not in html
+    assert "1 new article since you opened the page" in live_html([("One", None)])
+
+
+def test_arrivals_are_the_articles_written_since_the_page_opened(tmp_path, fake, fake_config):
+    from conftest import write
+
+    from askdesk import Desk
+    from askdesk.ui import Arrivals
+
+    write(tmp_path / "corpus" / "a.txt", "First\n\nThe first story, about the harbour.")
+    desk = Desk.build(tmp_path / "corpus", fake_config.index, config=fake_config, embedder=fake)
+    arrivals = Arrivals(desk)
+    opened = arrivals.poll()
+    assert arrivals.since(opened) == []  # what was there at start is not news
+    other = Desk.open(fake_config.index, config=fake_config, embedder=fake)  # another writer (a CLI add, a watcher)
+    other.add([write(tmp_path / "corpus" / "b.txt", "Second\n\nThe second story, about the ferry.")])
+    other.add([write(tmp_path / "corpus" / "c.txt", "Third\n\nThe third story, about the mill.")])
+    assert arrivals.poll() == opened + 2 and arrivals.since(opened) == [("Second", None), ("Third", None)]
+    other.optimize()  # a merge moves articles into a new segment: nothing new arrived
+    assert arrivals.poll() == opened + 2
+    other.remove(["b.txt"])
+    arrivals.poll()
+    assert arrivals.since(opened) == [("Third", None)]  # a removed arrival is not listed
+    assert arrivals.since(arrivals.poll()) == []
+
+
+def test_arrivals_before_the_first_article_count_everything_that_comes(tmp_path, fake, fake_config):
+    from conftest import write
+
+    from askdesk import Desk
+    from askdesk.ui import Arrivals
+
+    desk = Desk(fake_config.index, config=fake_config, embedder=fake)
+    arrivals = Arrivals(desk)  # no index yet
+    assert arrivals.poll() == 0
+    desk.add([write(tmp_path / "corpus" / "a.txt", "First\n\nThe first story, about the harbour.")])
+    assert arrivals.poll() == 1 and arrivals.since(0) == [("First", None)]

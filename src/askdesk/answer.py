@@ -82,7 +82,9 @@ def features(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarra
     dense: the best chunk cosine; coverage: the IDF share of the question's words in the best
     chunk; sentence_cos, sentence_lex: the best sentence's cosine and IDF share; specifics: the
     share of the question's names and numbers in its passage; type: whether it holds the kind
-    of thing asked for (1 when the question asks for no particular kind)."""
+    of thing asked for (1 when the question asks for no particular kind); focus: the share of the
+    question's words for what it asks in the sentence; sentence_specifics: its names and numbers
+    in the sentence."""
     return _evidence(question, hits, snap, qvec, lexical)[1]
 
 

@@ -1,15 +1,21 @@
 """The writer: plan -> embed -> assemble -> publish, under the index folder's lock.
 
-- `plan`: which articles the new generation holds, how each is split into sentences and chunks,
-  and which texts go through the model (only new text: an unchanged article keeps its vectors).
+- a selection (`for_sync`, `for_add`, `for_remove`, `for_files`) turns the live articles into a
+  `Delta`: the articles to write and the live ones to delete. Adding one article to 100k chunks
+  looks up its key; it does not go through every article.
+- `plan`: how each article to write is split into sentences and chunks, and which texts go
+  through the model (only new text: an article written again keeps its vectors).
 - `embed`: one model pass per chunk gives the chunk's vector and, pooled from the same token
   vectors, each of its sentences' vectors (embed.embed_with_spans).
-- `assemble`: records and vectors (new and reused) -> a `Generation`: FAISS over the chunks, BM25
-  over the same rows, sentence vectors in article order.
-- `index.publish`: written beside the live generation, made live with one os.replace.
+- `assemble`: records and vectors -> a new segment: FAISS over its chunks, BM25 over the same
+  rows, sentence vectors in article order.
+- `index.publish`: the new segment and a manifest listing it beside the kept segments (with the
+  deletions), made live with one os.replace.
 
-`write` runs the four; `Desk.sync`, `add` and `remove` call it with a selection (`for_sync`,
-`for_add`, `for_remove`) that turns the live generation's articles into the new one's.
+Merging segments (by size tiers after a write, or all of them: `askdesk optimize`) is merge.py.
+A write that cannot reuse
+the live index (another model or chunking, an older format, a damaged file) embeds every article
+again into one segment, keeping them all.
 """
 
 from __future__ import annotations
@@ -29,15 +35,25 @@ from .embed import Embedder, embed_with_spans
 from .errors import EmptyCorpusError, IndexCorruptError, IndexMismatchError
 from .ingest import Skipped, dedupe, drop_near_duplicates
 from .lexical import BM25
+from .records import sentence_hash
+from .selection import (  # noqa: F401 - the writer's selections: build.for_add, ... as before
+    Delta,
+    Held,
+    Selection,
+    for_add,
+    for_files,
+    for_remove,
+    for_sync,
+    in_folder,
+    key,
+)
 from .types import Article, Chunk
 from .vectors import FaissIndex, chunk_key, day_number
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
-# old articles, the folder the index was last synced with -> (the new generation's articles,
-# the old ones as this selection sees them, for counting what changed)
-Selection = Callable[[list[Article], "Path | None"], tuple[list[Article], list[Article]]]
+CHANGED_LISTED = 1000  # a write of more articles than this lists none of them in Changes.changed
 
 
 @dataclass
@@ -55,78 +71,12 @@ class Changes:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     decoded: list[tuple[str, str]] = field(default_factory=list)  # (file, encoding) of non-UTF-8 files read
     reembedded: bool = False  # the index was built with other settings or another model: all embedded again
+    # Each article a write added, updated or removed: (change, path or id, title). Kept for writes of up
+    # to CHANGED_LISTED articles (a watched folder's batch); a whole rebuild leaves it empty.
+    changed: list[tuple[str, str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-# ---- selections: the live articles -> the new generation's --------------------------------------
-
-def key(a: Article) -> str:
-    """What makes two versions of an article the same article: its url, else its path, else its id."""
-    return a.url or a.path or a.id
-
-
-def in_folder(a: Article) -> bool:
-    """Whether the article was read from the synced folder: its path is relative to it (files
-    from anywhere else keep an absolute path, see ingest.read_articles)."""
-    return bool(a.path) and not Path(a.path).is_absolute()
-
-
-def for_sync(articles: list[Article], folder: Path | None, *, unreadable: set[str] = frozenset(),
-             prune: bool = False, kept: list[Article] | None = None) -> Selection:
-    """Hold ``articles`` (read from ``folder``, or given), plus what the user did not remove.
-
-    An old article goes only when its file was deleted from the folder the index was last synced
-    with (``folder`` is that folder), or with ``prune``. Articles from a folder recorded before
-    ``folder`` get absolute paths, so that "a.txt" there is never taken for "a.txt" here.
-    ``unreadable``: files of ``folder`` that exist but were skipped (their articles stay).
-    ``kept``: filled with the old articles kept that are not in ``folder``.
-    """
-    articles = dedupe(articles)
-    keys, ids = {key(a) for a in articles}, {a.id for a in articles}
-    kept = kept if kept is not None else []
-
-    def select(old: list[Article], recorded: Path | None) -> tuple[list[Article], list[Article]]:
-        seen = []
-        for a in old:
-            mine = folder is not None and recorded == folder and in_folder(a)
-            if folder is not None and recorded is not None and not mine and in_folder(a) and a.url is None:
-                a = dataclasses.replace(a, path=str(recorded / a.path))
-            seen.append(a)
-            if key(a) in keys or a.id in ids:
-                continue  # updated or unchanged
-            if prune or mine and str(folder / a.path) not in unreadable:
-                continue  # pruned, or its file was deleted from this folder: the user removed it
-            kept.append(a)
-        return articles + kept, seen
-
-    return select
-
-
-def for_add(new: list[Article]) -> Selection:
-    """The old articles with ``new`` added (or replacing the versions with the same key)."""
-    def select(old: list[Article], recorded: Path | None) -> tuple[list[Article], list[Article]]:
-        keys = {key(a) for a in new}
-        return dedupe([a for a in old if key(a) not in keys] + new), old
-
-    return select
-
-
-def for_remove(ids: set[str]) -> Selection:
-    """The old articles less those with the given ids."""
-    return lambda old, recorded: ([a for a in old if a.id not in ids], old)
-
-
-def diff(old: list[Article], new: list[Article]) -> Changes:
-    """What changed: an article is the same when its id is (its path may have moved), updated
-    when its key (url or path) is and its text is not."""
-    old_ids, new_ids = {a.id for a in old}, {a.id for a in new}
-    old_keys, new_keys = {key(a) for a in old}, {key(a) for a in new}
-    unchanged = sum(1 for a in new if a.id in old_ids)
-    updated = sum(1 for a in new if a.id not in old_ids and key(a) in old_keys)
-    removed = sum(1 for a in old if a.id not in new_ids and key(a) not in new_keys)
-    return Changes(added=len(new) - unchanged - updated, updated=updated, removed=removed, unchanged=unchanged)
 
 
 # ---- plan ----------------------------------------------------------------------------------------
@@ -146,6 +96,8 @@ class Plan:
     sentences: dict[str, list[tuple[int, int]]]  # article id -> sentence spans
     chunks: dict[str, list[Chunk]]  # article id -> its chunks
     reused: set[str]  # article ids whose chunk and sentence vectors come from the old generation
+    hashes: dict[str, np.ndarray] = field(default_factory=dict)  # article id -> its sentences' hashes
+    kept: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # reused: (chunk, sentence) vectors
     texts: list[str] = field(default_factory=list)  # to embed: chunk texts after their title line, or lone sentences
     spans: list[list[tuple[int, int]]] = field(default_factory=list)  # per text, sentence spans pooled from its pass
     chunk_text: dict[str, int] = field(default_factory=dict)  # chunk id -> its row in texts
@@ -167,11 +119,15 @@ def plan(articles: list[Article], old: index_mod.FolderSnapshot | None, cfg: Con
     p = Plan(articles, {}, {}, set())
     for a in articles:
         prefix = title_prefix(a)
-        if old is not None and a.id in old.articles:
-            p.sentences[a.id] = old.sentences[a.id]
+        if old is not None and old.find(a.id) is not None:
+            chunks, spans, chunk_vecs, sentence_vecs, hashes = old.article_parts(a.id)
+            p.sentences[a.id], p.chunks[a.id], p.hashes[a.id] = spans, list(chunks), hashes
+            p.kept[a.id] = (chunk_vecs, sentence_vecs)
             p.reused.add(a.id)
             continue
         p.sentences[a.id] = split_sentences(a.text)
+        p.hashes[a.id] = np.fromiter((sentence_hash(a.text[s:e]) for s, e in p.sentences[a.id]), np.int64,
+                                     len(p.sentences[a.id]))
         p.chunks[a.id] = chunk_article(a, max_tokens=cfg.chunk_tokens, overlap=cfg.chunk_overlap,
                                        fits=lambda t, pre=prefix: fits(pre + t))
         rows = {}
@@ -191,10 +147,6 @@ def plan(articles: list[Article], old: index_mod.FolderSnapshot | None, cfg: Con
                 p.spans[rows[c.id]].append((s + off, e + off))
                 slots.append((rows[c.id], len(p.spans[rows[c.id]]) - 1))
         p.sentence_slots[a.id] = slots
-    if old is not None:
-        for c in old.chunks:
-            if c.article_id in p.reused:
-                p.chunks.setdefault(c.article_id, []).append(c)
     return p
 
 
@@ -237,44 +189,60 @@ def embed(p: Plan, embedder: Embedder, progress: Progress | None = None
 # ---- assemble ------------------------------------------------------------------------------------
 
 def assemble(p: Plan, chunk_vectors: Mapping[str, np.ndarray], sentence_vectors: Mapping[str, np.ndarray], *,
-             manifest: dict, ann_above: int, old: index_mod.FolderSnapshot | None = None) -> index_mod.Generation:
-    """Records and vectors -> a `Generation` ready for `index.publish`.
+             manifest: dict, ann_above: int) -> index_mod.Generation:
+    """Records and vectors -> a `Generation` holding them as one new segment, for `index.publish`.
 
-    ``chunk_vectors`` and ``sentence_vectors`` cover the articles the plan does not reuse from
-    ``old`` (bench/ passes vectors it made itself); the reused ones are read from ``old``.
+    ``chunk_vectors`` and ``sentence_vectors`` cover the articles the plan does not reuse
+    (bench/ passes vectors it made itself); the reused ones come with the plan.
     """
     chunks = [c for a in p.articles for c in p.chunks.get(a.id, ())]
     if not chunks:
         raise EmptyCorpusError("no article has any text to index; add articles with text (askdesk add FILE)")
-    old_rows: dict[str, int] = {}
-    old_vecs = None
-    if old is not None and p.reused:
-        old_rows = {c.id: r for r, c in enumerate(old.chunks) if c.article_id in p.reused}
-        old_vecs = old.vectors.all_vectors()
     dim = int(manifest["dim"])
     vecs = np.empty((len(chunks), dim), np.float32)
-    for i, c in enumerate(chunks):
-        vecs[i] = old_vecs[old_rows[c.id]] if c.id in old_rows else chunk_vectors[c.id]
+    i = 0
     blocks = []
     for a in p.articles:
-        if a.id in p.reused:
-            r, n = old.sentence_row[a.id], len(p.sentences[a.id])
-            blocks.append(np.asarray(old.sentence_vectors[r:r + n], dtype=np.float32))
+        cs = p.chunks.get(a.id, ())
+        if a.id in p.kept:
+            cv, sv = p.kept[a.id]
+            vecs[i:i + len(cs)] = cv
+            blocks.append(np.asarray(sv, dtype=np.float32).reshape(-1, dim))
         else:
+            for j, c in enumerate(cs):
+                vecs[i + j] = chunk_vectors[c.id]
             blocks.append(np.asarray(sentence_vectors[a.id], dtype=np.float32).reshape(-1, dim))
+        i += len(cs)
     sent_vecs = np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32)
     keys = np.fromiter((chunk_key(c.id) for c in chunks), np.int64, len(chunks))
     day = {a.id: day_number(a.date) for a in p.articles}
     dates = np.fromiter((day[c.article_id] for c in chunks), np.int32, len(chunks))
     titles = {a.id: a.title for a in p.articles}
-    if old is not None and old_rows:  # same article id: same title and text, so the same terms as before
-        lexical = old.lexical.refit([old_rows.get(c.id) for c in chunks],
-                                    lambda i: f"{titles[chunks[i].article_id]} {chunks[i].text}", keys, dates=dates)
-    else:
-        lexical = BM25.fit((f"{titles[c.article_id]} {c.text}" for c in chunks), keys, dates=dates)
-    vectors = FaissIndex.build(vecs, keys, dates, ann_above=ann_above, previous=old.vectors if old else None)
-    return index_mod.Generation(manifest=manifest, articles=p.articles, sentences=p.sentences,
-                                sentence_vectors=sent_vecs, chunks=chunks, vectors=vectors, lexical=lexical)
+    lexical = BM25.fit((f"{titles[c.article_id]} {c.text}" for c in chunks), keys, dates=dates)
+    vectors = FaissIndex.build(vecs, keys, dates, ann_above=ann_above)
+    hashes = np.concatenate([p.hashes[a.id] for a in p.articles]) if p.articles else np.zeros(0, np.int64)
+    new = index_mod.NewSegment(articles=p.articles, sentences=p.sentences, sentence_vectors=sent_vecs,
+                               hashes=hashes, chunks=chunks, vectors=vectors, lexical=lexical)
+    return index_mod.Generation(manifest=manifest, new=new)
+
+
+def kept_segments(old: index_mod.FolderSnapshot, remove: set[str]) -> list[index_mod.Kept]:
+    """The live segments, each with ``remove`` added to its deletions (a segment left empty goes)."""
+    out = [kept_segment(seg, dead | {i for i in remove if i in seg.position})
+           for seg, dead in zip(old.segments, old.deleted)]
+    return [k for k in out if k is not None]
+
+
+def kept_segment(seg: index_mod.Segment, dead: frozenset[str]) -> index_mod.Kept | None:
+    """A segment as the next generation keeps it, with its live counts; None when nothing of it is live."""
+    if len(dead) >= len(seg.articles):
+        return None
+    pos = np.fromiter((seg.position[i] for i in dead), np.int64, len(dead))
+    first = seg.chunk_first
+    return index_mod.Kept(seg.name, frozenset(dead), len(seg.articles) - len(dead),
+                          len(seg) - int(np.sum(first[pos + 1] - first[pos])),
+                          len(seg.sentence_vectors) - sum(len(seg.sentences[i]) for i in dead),
+                          seg.meta.get("faiss", {"kind": "flat"}))
 
 
 # ---- write: the four steps under the lock --------------------------------------------------------
@@ -283,6 +251,10 @@ def write(index_dir: Path, select: Selection, *, config: Config, embedder: Embed
           current: Callable[[], index_mod.FolderSnapshot | None], skipped: Sequence[Skipped] = (),
           progress: Progress | None = None, corpus: Path | None = None, record_corpus: bool = False) -> Changes:
     """Publish the generation ``select`` makes of the live one; returns what changed.
+
+    The new articles go into one new segment; the live segments stay, with the removed and
+    replaced articles added to their deletions. With another model or chunking, an older
+    format or a damaged index, every article is embedded again into one segment.
 
     Args:
         current: the live generation, loaded (the caller's, so that it is not read twice).
@@ -301,22 +273,28 @@ def write(index_dir: Path, select: Selection, *, config: Config, embedder: Embed
             recorded_entry = (index_mod.read_manifest(index_dir / index_mod.current_generation(index_dir))
                               .get("corpus") if why != "corrupt" else None)
         recorded = Path(recorded_entry["path"]) if recorded_entry else None
-        planned, seen = select(old_articles, recorded)
-        articles, dupes = drop_near_duplicates(planned, known=old.sentences if old is not None else None)
-        if not articles:
-            raise EmptyCorpusError("that would leave the index empty; add articles first (askdesk add FILE)")
-        changes = diff(seen, articles)
-        changes.skipped = [(s.path, s.reason) for s in [*skipped, *dupes]]
-        old_ids = {a.id for a in old_articles}
-        changes.decoded = [(a.path or a.id, a.encoding) for a in articles if a.encoding and a.id not in old_ids]
-        record = index_mod.corpus_record(corpus, index_dir) if record_corpus else recorded_entry
         reuse = old is not None and all(old.manifest.get(k) == v for k, v in settings(config).items())
-        changes.reembedded = bool(old_articles) and not reuse
-        nothing = (reuse and not (changes.added or changes.updated or changes.removed) and record == recorded_entry
-                   and {(a.id, a.path) for a in articles} == {(a.id, a.path) for a in old_articles})
-        if nothing:
+        held = Held(old) if reuse else Held(articles=old.all_articles() if old is not None else old_articles)
+        n_old = len(held)
+        delta = select(held, recorded)
+        if reuse:
+            articles, dupes = _drop_near_duplicates(delta, old)
+        else:  # everything is written again: the whole set, as one list
+            articles = dedupe([a for a in held.all() if a.id not in delta.remove] + delta.write)
+            articles, dupes = drop_near_duplicates(articles)
+        changes = _count(delta, articles, n_old, held, full=not reuse)
+        changes.skipped = [(s.path, s.reason) for s in [*skipped, *dupes]]
+        changes.decoded = [(a.path or a.id, a.encoding) for a in articles if a.encoding and held.get(a.id) is None]
+        changes.reembedded = n_old > 0 and not reuse
+        if reuse and len(articles) + len(delta.remove) <= CHANGED_LISTED:
+            changes.changed = _changed(delta, articles, held)
+        record = index_mod.corpus_record(corpus, index_dir) if record_corpus else recorded_entry
+        left = (changes.unchanged + changes.added + changes.updated) if reuse else len(articles)
+        if not left:
+            raise EmptyCorpusError("that would leave the index empty; add articles first (askdesk add FILE)")
+        if reuse and not articles and not delta.remove and record == recorded_entry:
             changes.n_articles, changes.n_chunks = old.manifest["n_articles"], old.manifest["n_chunks"]
-            return changes
+            return changes  # nothing changed: no new generation
         p = plan(articles, old if reuse else None, config, embedder.fits)
         logger.info("embedding %d texts (%d articles reused)", len(p.texts), len(p.reused))
         chunk_vectors, sentence_vectors, changes.embedded = embed(p, embedder, progress)
@@ -326,11 +304,75 @@ def write(index_dir: Path, select: Selection, *, config: Config, embedder: Embed
         ran = getattr(embedder, "int8_active", None) if p.texts else (old.manifest.get("embedder") or {}).get("int8")
         manifest = {"model": config.model, "dim": int(dim), "tokenizer": ENCODING, **settings(config),
                     "embedder": {"int8": ran}, "corpus": record}
-        gen = assemble(p, chunk_vectors, sentence_vectors, manifest=manifest, ann_above=config.ann_above,
-                       old=old if reuse else None)
+        gen = (assemble(p, chunk_vectors, sentence_vectors, manifest=manifest, ann_above=config.ann_above)
+               if articles else index_mod.Generation(manifest=manifest))
+        if reuse:
+            gen.kept = kept_segments(old, delta.remove)
         index_mod.publish(index_dir, gen)
-        changes.n_articles, changes.n_chunks = len(gen.articles), len(gen.chunks)
+        new = gen.new
+        changes.n_articles = sum(k.n_articles for k in gen.kept) + (len(new.articles) if new else 0)
+        changes.n_chunks = sum(k.n_chunks for k in gen.kept) + (len(new.chunks) if new else 0)
         return changes
+
+
+def _drop_near_duplicates(delta: Delta, old: index_mod.FolderSnapshot, share: float = 0.8
+                          ) -> tuple[list[Article], list[Skipped]]:
+    """The articles to write less the copies of a story the index (or an earlier one of them)
+    holds: ``share`` of its sentences already stand in one article (ingest.drop_near_duplicates'
+    rule, with the index's sentences looked up by hash instead of split again)."""
+    owner: dict[int, int] = {}  # sentence hash -> position in kept, for the articles written here
+    kept: list[Article] = []
+    dropped: list[Skipped] = []
+    for a in delta.write:
+        hashes = list({sentence_hash(a.text[s:e]) for s, e in split_sentences(a.text)})
+        if old.get(a.id) is None and hashes:  # a live article written again is no copy of itself
+            there = old.hash_owners(hashes, exclude=delta.remove)
+            counts: dict[object, int] = {}
+            for h, aid in zip(hashes, there):
+                who = aid if aid is not None else owner.get(h)
+                if who is not None:
+                    counts[who] = counts.get(who, 0) + 1
+            twin = max(counts, key=counts.get) if counts else None
+            if twin is not None and counts[twin] >= share * len(hashes):
+                other = kept[twin] if isinstance(twin, int) else old.article(twin)
+                dropped.append(Skipped(a.path or a.id, f"near-duplicate of {other.path or other.id}"))
+                continue
+        for h in hashes:
+            owner.setdefault(h, len(kept))
+        kept.append(a)
+    return kept, dropped
+
+
+def _changed(delta: Delta, articles: list[Article], held: Held) -> list[tuple[str, str, str]]:
+    """(change, path or id, title) of each article added, updated or removed (not those only moved)."""
+    out, written = [], {a.id for a in articles}
+    for a in articles:
+        if held.get(a.id) is None:
+            out.append(("updated" if a.id in delta.replaces else "added", a.path or a.id, a.title))
+    replaced = {o for w, olds in delta.replaces.items() if w in written for o in olds}
+    for i in sorted(delta.remove - written - replaced):
+        a = held.get(i)
+        if a is not None:
+            out.append(("removed", a.path or a.id, a.title))
+    return out
+
+
+def _count(delta: Delta, articles: list[Article], n_old: int, held: Held, *, full: bool) -> Changes:
+    """What a write did: an article is unchanged when its id was live (its path may have moved),
+    updated when it replaces live articles with its key, removed when it goes without a newer
+    version; the counts `askdesk index` prints."""
+    written = {a.id for a in articles}
+    live = {a.id for a in articles if held.get(a.id) is not None}
+    updated = sum(1 for a in articles if a.id in delta.replaces and a.id not in live)
+    added = len(articles) - len(live) - updated
+    if full:  # the new set is ``articles``; everything else live went
+        gone = n_old - len(live)
+        olds = {o for a in articles if a.id in delta.replaces and a.id not in live for o in delta.replaces[a.id]}
+        replaced = len(olds - written)
+        return Changes(added=added, updated=updated, removed=max(0, gone - replaced), unchanged=len(live))
+    lost = {o for w, olds in delta.replaces.items() if w not in written for o in olds}  # updates dropped as copies
+    return Changes(added=added, updated=updated, removed=delta.removed + len(lost),
+                   unchanged=n_old - len(delta.remove) + len(live))
 
 
 def _old(index_dir: Path, current: Callable[[], index_mod.FolderSnapshot | None]
@@ -349,4 +391,4 @@ def _old(index_dir: Path, current: Callable[[], index_mod.FolderSnapshot | None]
     except IndexCorruptError as e:
         logger.warning("%s: building a new generation from what it still holds", e)
         return None, index_mod.load_articles(index_dir), "corrupt"
-    return old, (old.all_articles() if old is not None else []), None
+    return old, [], None  # its articles are read through it (Held), not listed

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--since", metavar="DATE", help="only articles published on or after DATE (YYYY-MM-DD)")
     s.add_argument("--until", metavar="DATE", help="only articles published on or before DATE")
     s.add_argument("--as-of", metavar="DATE", dest="as_of", help="answer as of DATE: nothing published later is used")
+    s.add_argument("--after", metavar="QUESTION", action="append", default=[], dest="history",
+                   help="an earlier question of the conversation, for a follow-up (\"And what did Ishiba say?\"); "
+                        "repeat it, oldest first")
     s.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible /v1 base URL of an LLM that writes the answer, "
                                                      "e.g. http://localhost:11434/v1 (default: $ASKDESK_LLM_URL)")
     s.add_argument("--llm-model", metavar="NAME", help="the LLM's model name, e.g. llama3.2 "
@@ -61,6 +64,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print as JSON")
 
     sub.add_parser("rollback", help="bring back the index as it was before the last write (again: undo that)")
+
+    sub.add_parser("optimize", help="merge the index's segments into one, dropping deleted rows (no re-embedding)")
+
+    s = sub.add_parser("watch", help="keep the index in step with a folder (and its feeds) until Ctrl-C")
+    s.add_argument("corpus", nargs="?", help="the folder to watch (default: $ASKDESK_CORPUS, else the folder the "
+                                            "index was built from, else ./corpus)")
+    s.add_argument("--quiet", type=float, default=None, metavar="S", help="seconds without a change that end a "
+                   "batch of changes (default 0.5): a copy of many files is one write")
+    s.add_argument("--no-feeds", action="store_true", help="do not poll the folder's feeds (askdesk feed)")
+
+    s = sub.add_parser("feed", help="subscribe the corpus folder to RSS/Atom feeds that `askdesk watch` polls")
+    fsub = s.add_subparsers(dest="feed_command", metavar="ACTION", required=True)
+    for name, text in (("add", "subscribe to a feed (it is fetched once to check it)"),
+                       ("remove", "unsubscribe (the articles it brought stay)"), ("list", "the feeds and their state")):
+        f = fsub.add_parser(name, help=text, parents=[common])
+        if name != "list":
+            f.add_argument("url", help="the feed's address (http or https)")
+        else:
+            f.add_argument("--json", action="store_true", help="print as JSON")
+        f.add_argument("--corpus", help="the article folder whose feeds these are (default: as for watch)")
 
     s = sub.add_parser("serve", help="open the chat page (http://127.0.0.1:7860)")
     add_serve_arguments(s)
@@ -86,6 +109,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", help="article folder to sync with at start and to add uploads to (default: "
                                     "$ASKDESK_CORPUS, else the folder the index was built from, else ./corpus)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--watch", action="store_true", help="keep the index in step with the folder (and its feeds) "
+                                                        "while serving, as askdesk watch does")
 
 
 def _common(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
@@ -200,8 +225,8 @@ def cmd_ask(args) -> int:
 
     cfg = _config(args).replace(llm_url=args.llm_url, llm_model=args.llm_model)
     # The question and dates are checked before anything loads.
-    answer = Desk(cfg.index, config=cfg).ask(" ".join(args.question), since=args.since, until=args.until,
-                                             as_of=args.as_of)
+    answer = Desk(cfg.index, config=cfg).ask(" ".join(args.question), history=args.history, since=args.since,
+                                             until=args.until, as_of=args.as_of)
     if args.json:
         print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
         return 0
@@ -258,6 +283,93 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def cmd_optimize(args) -> int:
+    import time
+
+    t0 = time.perf_counter()
+    out = _desk(args).optimize()
+    if not out["merges"]:
+        print(f"{_config(args).index} is one segment already, with nothing deleted: nothing to do")
+        return 0
+    print(f"merged {out['segments_before']:,} segments into {out['segments']:,} ({out['n_chunks']:,} chunks, "
+          f"{out['expunged']:,} deleted chunks dropped) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _corpus_folder(args, desk) -> Path:
+    """The folder `watch` and `feed` work on: the argument, else $ASKDESK_CORPUS, the recorded one, ./corpus."""
+    return Path(args.corpus) if getattr(args, "corpus", None) else desk.corpus or Path("corpus")
+
+
+def _say(line: str) -> None:
+    import time
+
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+
+def cmd_watch(args) -> int:
+    from .desk import Desk
+    from .errors import BadInputError
+    from .feeds import Feeds
+    from .watch import QUIET_S, Watcher
+
+    cfg = _config(args)
+    folder = _corpus_folder(args, Desk(cfg.index, config=cfg, embedder=_NoModel()))
+    if not folder.is_dir():
+        raise BadInputError(f"corpus folder {str(folder)!r} does not exist; create it, or give the folder to watch")
+    desk = Desk(cfg.index, config=cfg.replace(corpus=folder))  # its files' paths are recorded relative to it
+    desk.merge_in_background = True  # a batch is live as soon as it is written; merges follow
+    feeds = None if args.no_feeds else Feeds(folder, max_bytes=cfg.max_file_bytes, host_delay=cfg.feed_host_delay,
+                                             log=_say)
+    w = Watcher(desk, folder, quiet=args.quiet if args.quiet is not None else QUIET_S, feeds=feeds,
+                feed_every=cfg.feed_every, log=_say)
+    try:
+        desk.embedder.embed_documents(["warm up"])  # the model loads now (~5 s), not when the first file lands
+        w.run()
+    except KeyboardInterrupt:
+        w.stop.set()
+        _say(f"stopped watching {folder}; the index holds every batch written so far")
+        return 0
+    return 0
+
+
+def cmd_feed(args) -> int:
+    from .desk import Desk
+    from .feeds import Feeds
+
+    cfg = _config(args)
+    if getattr(args, "corpus", None):
+        cfg = cfg.replace(corpus=Path(args.corpus))
+    folder = _corpus_folder(args, Desk(cfg.index, config=cfg, embedder=_NoModel()))
+    feeds = Feeds(folder, max_bytes=cfg.max_file_bytes, host_delay=cfg.feed_host_delay)
+    if args.feed_command == "add":
+        feed, n = feeds.add(args.url)
+        print(f"subscribed {folder} to {feed.title or feed.url} ({n} entries now); `askdesk watch` fetches new "
+              f"entries every {cfg.feed_every / 60:g} minutes")
+    elif args.feed_command == "remove":
+        feed = feeds.remove(args.url)
+        print(f"unsubscribed from {feed.title or feed.url}; the articles it brought stay in {folder}")
+    else:
+        items = feeds.load()
+        if args.json:
+            from dataclasses import asdict
+
+            print(json.dumps([{**asdict(f), "seen": len(f.seen)} for f in items], indent=2, ensure_ascii=False))
+            return 0
+        if not items:
+            print(f"no feeds for {folder}; add one with: askdesk feed add URL")
+        for f in items:
+            polled = "never polled" if f.last_poll is None else f"{len(f.seen):,} entries seen"
+            print(f"{f.url}  {f.title or ''}  ({polled}{'; last error: ' + f.last_error if f.last_error else ''})")
+    return 0
+
+
+class _NoModel:
+    """An embedder that is never used: `feed` only reads where the corpus is (no model load)."""
+
+    name, dim = "none", 0
+
+
 def cmd_serve(args) -> int:
     import os
 
@@ -268,7 +380,7 @@ def cmd_serve(args) -> int:
     cfg = _config(args)
     if args.corpus:
         cfg = cfg.replace(corpus=Path(args.corpus))
-    ui.launch(cfg, host=args.host, port=args.port, share=args.share)
+    ui.launch(cfg, host=args.host, port=args.port, share=args.share, watch=args.watch)
     return 0
 
 
@@ -284,7 +396,8 @@ def cmd_eval(args) -> int:
 
 
 COMMANDS = {"index": cmd_index, "add": cmd_add, "remove": cmd_remove, "ask": cmd_ask, "info": cmd_info,
-            "rollback": cmd_rollback, "serve": cmd_serve, "eval": cmd_eval}
+            "rollback": cmd_rollback, "optimize": cmd_optimize, "watch": cmd_watch, "feed": cmd_feed,
+            "serve": cmd_serve, "eval": cmd_eval}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -39,6 +39,11 @@ class Config:
     undated: str = "after"
     refuse_below: float | None = None  # None: the threshold calibrated for MiniLM (answer.REFUSAL_MODEL)
     lock_wait: float = 30.0  # seconds a writer waits for another writer before giving up
+    # A size tier of the index (segments under 1,000 chunks, then each 10x larger) holding this many
+    # segments is merged into one after a write; 0: only `askdesk optimize` merges.
+    merge_segments: int = 10
+    feed_every: float = 900.0  # seconds between two polls of a feed by `askdesk watch` (15 minutes)
+    feed_host_delay: float = 2.0  # seconds between two requests to one host (feeds and their pages)
     max_question_chars: int = 2000  # longer questions are refused as bad input
     max_file_bytes: int = 5_000_000  # articles larger than this are skipped at ingest
     # Written answers (askdesk.generate): an OpenAI-compatible /v1 base URL and model; None: extractive only.
@@ -75,6 +80,9 @@ class Config:
                 f"chunk_overlap={self.chunk_overlap!r} must be between 0 and half of chunk_tokens "
                 f"({self.chunk_tokens // 2}); the default is 40"
             )
+        if self.merge_segments < 0 or self.merge_segments == 1:
+            raise BadInputError(f"merge_segments={self.merge_segments!r} must be 0 (merge only on askdesk optimize) "
+                                "or 2 or more (default 10)")
         if self.ann_above < 0:
             raise BadInputError(f"ann_above={self.ann_above!r} must be 0 or more (chunks; default 50000)")
         if self.undated not in ("after", "include", "exclude"):

@@ -21,6 +21,7 @@ from . import answer as answer_mod
 from . import build, dialog, news
 from . import generate as generate_mod
 from . import index as index_mod
+from . import merge as merge_mod
 from .answer import REFUSAL
 from .config import Config
 from .embed import Embedder, SentenceTransformerEmbedder
@@ -79,6 +80,11 @@ class Desk:
         self._loaded: _Loaded | None = None
         self._pinned: _Loaded | None = None  # Desk.over: this snapshot, never reloaded
         self._load_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # this process's writers (a watcher, the page, a merge) take turns
+        self._merging: threading.Thread | None = None
+        # Merge full size tiers after a write in a thread of their own (the page, `askdesk watch`), so the
+        # write returns as soon as its articles are live; False: in the write's call (the CLI, scripts).
+        self.merge_in_background = False
         self.generator = generator if generator is not None else generate_mod.from_config(self.config)
 
     # -- opening and building -------------------------------------------------------------
@@ -166,6 +172,29 @@ class Desk:
         new, skipped = read_articles(paths, root=self.corpus, max_bytes=self.config.max_file_bytes)
         return self._write(build.for_add(new), skipped, progress).to_dict()
 
+    def update(self, paths: Sequence[str | Path], *, progress: Progress | None = None) -> dict:
+        """Bring these files of the corpus folder into the index in one write: a file that
+        exists is added or updated, one that no longer exists has its article removed
+        (what `askdesk watch` does with a batch of changes). Unreadable files are skipped
+        with their reason in "skipped". Returns what changed."""
+        root = self.corpus
+        there = [Path(p) for p in paths if Path(p).is_file()]
+        gone = [Path(p) for p in paths if not Path(p).exists()]
+        new, skipped = read_articles(there, root=root, max_bytes=self.config.max_file_bytes) if there else ([], [])
+        rel = [_corpus_path(p, root) for p in gone]
+        return self._write(build.for_files(new, rel), skipped, progress).to_dict()
+
+    def optimize(self) -> dict:
+        """Merge the index's segments into one, dropping what was deleted (nothing is embedded again).
+
+        Returns:
+            ``{"merges", "segments_before", "segments", "n_chunks", "expunged"}``.
+        """
+        self._check_writable()
+        with self._write_lock:
+            return merge_mod.compact(self.index_dir, config=self.config, current=lambda: self._current().snap,
+                                 everything=True)
+
     def remove(self, refs: Sequence[str]) -> dict:
         """Remove articles by id or path; raises BadInputError naming refs that match nothing."""
         by_ref = {ref: a.id for a in self._current().snap.all_articles() for ref in (a.id, a.path) if ref}
@@ -186,12 +215,40 @@ class Desk:
         with index_mod.lock(self.index_dir, timeout=self.config.lock_wait):
             return index_mod.rollback(self.index_dir)
 
-    def _write(self, select: build.Selection, skipped, progress, **kw) -> build.Changes:
+    def _check_writable(self) -> None:
         if self._pinned is not None:
             raise BadInputError("this desk answers from a snapshot in memory (Desk.over) and cannot write; "
                                 "open the index folder with Desk.open to change it")
-        return build.write(self.index_dir, select, config=self.config, embedder=self.embedder,
-                           current=lambda: self._current().snap, skipped=skipped, progress=progress, **kw)
+
+    def _write(self, select: build.Selection, skipped, progress, **kw) -> build.Changes:
+        self._check_writable()
+        with self._write_lock:
+            changes = build.write(self.index_dir, select, config=self.config, embedder=self.embedder,
+                                  current=lambda: self._current().snap, skipped=skipped, progress=progress, **kw)
+        if self.config.merge_segments >= 2:
+            if not self.merge_in_background:
+                self._merge_tiers()
+            elif self._merging is None or not self._merging.is_alive():
+                self._merging = threading.Thread(target=self._merge_tiers, name="askdesk-merge", daemon=True)
+                self._merging.start()
+        return changes
+
+    def _merge_tiers(self) -> None:
+        """Merge the full size tiers (build.merge_plan); a failure is logged: the index stays as it is."""
+        try:
+            with self._write_lock:
+                out = merge_mod.compact(self.index_dir, config=self.config, current=lambda: self._current().snap)
+            if out["merges"]:
+                logger.info("merged segments: %d -> %d", out["segments_before"], out["segments"])
+        except Exception as e:  # noqa: BLE001 - a merge is housekeeping; the write it follows is done
+            logger.warning("merging segments of %s failed (%s); the index is as it was, the next write tries again",
+                           self.index_dir, e)
+
+    def wait_for_merges(self, timeout: float | None = None) -> None:
+        """Wait until a background merge (`merge_in_background`) has finished."""
+        t = self._merging
+        if t is not None:
+            t.join(timeout)
 
     # -- asking ---------------------------------------------------------------------------
     def ask(self, question: str, *, history: Sequence[str] | None = None, since: str | date | None = None,
@@ -237,11 +294,21 @@ class Desk:
         return self._evidence(q, history, self._window(since, until, as_of), normalize_date(as_of))
 
     def _evidence(self, q: str, history: Sequence[str] | None, window: Window | None, as_of: str | None) -> Evidence:
-        if self._loaded is None and isinstance(getattr(type(self.embedder), "fast", None), property):
+        encoder = None
+        if (self._loaded is None and isinstance(getattr(type(self.embedder), "fast", None), property)
+                and index_mod.current_generation(self.index_dir) is not None):
             # A process's first question (the CLI's cold start): the question encoder loads
-            # (~0.5 s) while the index does, instead of after it.
-            threading.Thread(target=lambda: self.embedder.fast, name="askdesk-encoder", daemon=True).start()
-        loaded = self._current()
+            # (~0.5 s) while the index does, instead of after it. Only when there is an index to
+            # load: a process that exits on an error while that thread is inside onnxruntime's
+            # or torch's loader can abort ("FATAL: exception not rethrown").
+            encoder = threading.Thread(target=lambda: self.embedder.fast, name="askdesk-encoder", daemon=True)
+            encoder.start()
+        try:
+            loaded = self._current()
+        except BaseException:
+            if encoder is not None:
+                encoder.join()  # the same abort, for an index that exists but is refused
+            raise
         turn = dialog.read(q, history or ())
         # "last week" is resolved against as_of (default today) and cut from the text retrieval sees.
         period = resolve_period(q, as_of or date.today())
@@ -328,7 +395,7 @@ class Desk:
             "index": str(self.index_dir), "model": m["model"], "n_articles": m["n_articles"],
             "n_chunks": m["n_chunks"], "created": m["created"], "askdesk_version": m["askdesk_version"],
             "chunk_tokens": m["chunk_tokens"], "chunk_overlap": m["chunk_overlap"], "corpus": m.get("corpus"),
-            "embedder": m.get("embedder"),
+            "embedder": m.get("embedder"), "segments": len(m.get("segments", [])),
             "articles": [{"id": a.id, "title": a.title, "date": a.date, "source": a.source, "path": a.path,
                           "encoding": a.encoding} for a in snap.all_articles()],
         }
@@ -369,7 +436,21 @@ class Desk:
         with self._load_lock:
             gen = index_mod.current_generation(self.index_dir)
             if self._loaded is None or self._loaded.generation != gen:
-                snap = index_mod.load(self.index_dir, expect={"model": self.config.model})
+                old = self._loaded.snap if self._loaded is not None else None
+                snap = index_mod.load(self.index_dir, expect={"model": self.config.model},
+                                      reuse=old if isinstance(old, index_mod.FolderSnapshot) else None)
                 self._loaded = _Loaded(snap.path.name, snap, self._retriever(snap))
                 logger.info("loaded index %s", snap.path)
             return self._loaded
+
+
+def _corpus_path(path: Path, root: Path | None) -> str:
+    """How the index records a file's path: relative to the corpus folder when inside it, else absolute
+    (as ingest.read_articles records it; the file may be gone, so nothing is read)."""
+    path = Path(path).absolute()
+    if root is not None:
+        try:
+            return path.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return path.resolve().as_posix()

@@ -1,4 +1,4 @@
-"""The index folder: FAISS vectors, BM25 postings, article and chunk records, a manifest; atomic publish.
+"""The index folder: immutable segments, generations that list them, atomic publish.
 
 Layout (plain files, no pickle)::
 
@@ -6,9 +6,9 @@ Layout (plain files, no pickle)::
       CURRENT            the live generation's name, and on a second line the one before it (kept
                          for `askdesk rollback`); replaced atomically with os.replace
       .lock              held by the one process that writes
-      g-<time>-<hash>/   one complete generation
-        manifest.json    written last: format, askdesk version, model, chunking, counts, file sizes,
-                         the corpus folder, and "faiss": {"kind": "flat"} or
+      s-<time>-<hash>/   a segment: some articles with everything answering needs of them; never
+                         changed once written, shared by the generations that list it
+        segment.json     written last: counts, file sizes, "faiss": {"kind": "flat"} or
                          {"kind": "ivf", "nlist": .., "nprobe": .., "vectors": "fp16"}
         vectors.faiss    IndexIDMap2 keyed by chunk key (vectors.chunk_key), rows in chunks.jsonl
                          order, over exact inner product, or IVF with float16 vectors above
@@ -16,20 +16,27 @@ Layout (plain files, no pickle)::
         chunks.jsonl     one chunk a line: chunk id, article id, character span
         articles.jsonl   one article a line, with its sentence spans
         sentences.npy    float16 sentence vectors, rows in article order (for answering)
-        lexical.*.npy    BM25 postings, one array a file (lexical.BM25), memory-mapped when read
+        hashes.npy       a 64-bit hash of each sentence, same rows (finds near-duplicate articles)
+        lexical.*.npy    BM25 postings of its chunks, one array a file (lexical.BM25), memory-mapped
+      g-<time>-<hash>/   a generation
+        manifest.json    format, askdesk version, model, chunking, counts, the corpus folder, and
+                         the segments it holds, each with the ids of its articles deleted since
 
-One invariant ties the files together: row i of vectors.faiss, of chunks.jsonl and of the BM25
-documents is the same chunk, and each chunk's date is its article's (FolderSnapshot.chunk_dates).
-Outside this module and vectors/lexical, chunks are addressed by key, never by row.
+Within a segment row i of vectors.faiss, of chunks.jsonl and of the BM25 documents is the same
+chunk, and each chunk's date is its article's. Outside this module and vectors/lexical/records,
+chunks are addressed by key, never by row.
 
-A reader reads the sentences.npy rows it needs on demand (records.SentenceVectors), memory-maps
-the postings and slices chunk text from the article text, so a loaded index costs about its FAISS
-vectors, the article text and little else.
+A write costs what it changes: adding an article writes a segment holding it and a new manifest
+listing the old segments and the new one; removing one writes only a manifest (the deletion
+list). Segments are merged by size tiers (merge.py, `askdesk optimize`), which drops what was
+deleted. A segment's own files are written and read by segment.py. A reader loads only the
+segments it does not hold yet (`load(reuse=...)`).
 
-A writer builds a new generation in a temporary folder, renames it into place, and only then
-points CURRENT at it. A crash at any point leaves CURRENT naming the last good generation; a
-write that fails (a full disk) removes its temporary folder at once and says what to free.
-The generation before the live one is kept, so `rollback` can bring it back.
+A writer writes new folders beside the live ones (a temporary name, renamed into place) and only
+then points CURRENT at the new generation: a crash at any point leaves CURRENT naming the last
+good generation, whose segments are all still there; a write that fails (a full disk) removes
+what it wrote at once and says what to free. The generation before the live one is kept, with
+its segments, so `rollback` can bring it back; a segment goes only when no kept generation lists it.
 """
 
 from __future__ import annotations
@@ -44,41 +51,55 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
 from .errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError, IndexWriteError
-from .lexical import BM25
-from .records import FolderSnapshot, SentenceRows, Sentences, SentenceSpans, SentenceVectors, Snapshot, StoredChunk
-from .types import Article, Chunk
-from .vectors import FaissIndex, chunk_key, day_number
+from .records import FolderSnapshot, Segment, Sentences, Snapshot
+from .segment import (  # noqa: F401 - FORMAT_VERSION and NewSegment are the index's names too
+    FORMAT_VERSION,
+    SEGMENT,
+    NewSegment,
+    fsync_dir,
+    load_segment,
+    read_jsonl,
+    segment_bytes,
+    write_atomic,
+    write_segment,
+)
+from .types import Article
 
-__all__ = ["FolderSnapshot", "Generation", "Sentences", "Snapshot", "load", "publish", "lock", "rollback"]
+__all__ = ["FolderSnapshot", "Generation", "Kept", "NewSegment", "Segment", "Sentences", "Snapshot", "load",
+           "publish", "lock", "rollback"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: lexical.*.npy (variable-length vocabulary, Snowball stems), CURRENT's two lines
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
-FILES = ("vectors.faiss", "chunks.jsonl", "articles.jsonl", "sentences.npy")
-SENTENCES_IN_MEMORY = 64 << 20  # sentence vectors up to this size (~80k sentences, ~15k chunks) are read whole
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A segment of the live generation that the new one lists too, with its live counts."""
+
+    name: str
+    deleted: frozenset[str]  # ids of its articles that are gone
+    n_articles: int
+    n_chunks: int
+    n_sentences: int
+    faiss: dict
 
 
 @dataclass
 class Generation:
-    """A generation ready to publish: what `build.assemble` returns and `publish` writes."""
+    """A generation ready to publish: kept segments (with their deletions) and at most one new one."""
 
     manifest: dict  # model, dim, tokenizer, chunk settings, corpus: the writer's part
-    articles: list[Article]
-    sentences: dict[str, list[tuple[int, int]]]
-    sentence_vectors: np.ndarray  # rows in article order, then sentence order
-    chunks: list[Chunk]  # rows of vectors and lexical
-    vectors: FaissIndex
-    lexical: BM25
+    new: NewSegment | None = None
+    kept: list[Kept] = field(default_factory=list)
+    at: int | None = None  # where the new segment goes among the kept ones (None: last)
 
 
 def current_generation(index_dir: str | Path) -> str | None:
@@ -106,7 +127,7 @@ def _pointers(index_dir: Path) -> tuple[str | None, str | None]:
 
 
 def _point(index_dir: Path, live: str, previous: str | None) -> None:
-    _write_atomic(index_dir / CURRENT, live + "\n" + (previous + "\n" if previous else ""))
+    write_atomic(index_dir / CURRENT, live + "\n" + (previous + "\n" if previous else ""))
 
 
 def recorded_corpus(index_dir: str | Path) -> Path | None:
@@ -136,89 +157,78 @@ def corpus_record(folder: str | Path | None, index_dir: str | Path) -> dict | No
     return {"path": str(folder), "relative": os.path.relpath(folder, Path(index_dir).resolve())}
 
 
-def load(index_dir: str | Path, *, expect: dict | None = None) -> FolderSnapshot:
+def load(index_dir: str | Path, *, expect: dict | None = None, reuse: FolderSnapshot | None = None) -> FolderSnapshot:
     """Load the live generation, refusing an index that ``expect`` (model, chunking) does not match.
+
+    ``reuse``: a generation loaded before; its segments that the live one lists are taken as
+    they are (segments never change), so a reader loads only what was written since.
 
     Raises:
         IndexMissingError, IndexMismatchError, IndexCorruptError: each with the command that fixes it.
     """
     index_dir = Path(index_dir)
-    gen = current_generation(index_dir)
-    if gen is None:
-        raise IndexMissingError(f"no index at {str(index_dir)!r}; "
-                                f"build one with: askdesk index corpus/ --index {index_dir}")
+    for attempt in range(3):
+        gen = current_generation(index_dir)
+        if gen is None:
+            raise IndexMissingError(f"no index at {str(index_dir)!r}; "
+                                    f"build one with: askdesk index corpus/ --index {index_dir}")
+        try:
+            return _load(index_dir, gen, expect or {}, reuse)
+        except IndexCorruptError:
+            if attempt < 2 and current_generation(index_dir) != gen:
+                continue  # writers published twice while this read: the next generation is whole
+            raise
+    raise AssertionError("unreachable")
+
+
+def _load(index_dir: Path, gen: str, expect: dict, reuse: FolderSnapshot | None) -> FolderSnapshot:
     path = index_dir / gen
     manifest = read_manifest(path, index_dir)
-    check_manifest(manifest, expect or {}, index_dir)
-    for name, size in manifest.get("files", {}).items():
-        f = path / name
-        if not f.is_file() or f.stat().st_size != size:
-            raise IndexCorruptError(f"index file {str(f)!r} is missing or truncated; {_repair(index_dir)}")
-    try:
-        # Read by row on demand, not loaded: the answerer touches ~500 rows a question, so the
-        # file (377 MB at 100k chunks) stays in the page cache instead of this process's memory.
-        # Safe because a generation folder never changes after publish, and an old one is only
-        # ever unlinked (collect_garbage): an unlinked file stays readable through the open
-        # descriptor, so a reader still holding an old snapshot keeps answering.
-        vectors = SentenceVectors(path / "sentences.npy")
-        if vectors.nbytes <= SENTENCES_IN_MEMORY:
-            # Small enough to hold: one read now instead of ~100 preadv calls per question
-            # (with their Python around them, ~7% of a busy page's CPU at 10k chunks).
-            vectors = np.asarray(vectors)
-        articles: dict[str, Article] = {}
-        position: dict[str, int] = {}
-        first = [0]
-        spans = np.zeros((len(vectors), 2), dtype=np.int32)  # one row per sentence vector
-        for rec in _read_jsonl(path / "articles.jsonl"):
-            row, n = rec.pop("sentence_row"), len(rec["sentences"])
-            if row != first[-1] or row + n > len(spans):
-                raise ValueError(f"sentence rows out of order at article {rec['id']!r}")
-            spans[row:row + n] = np.asarray(rec.pop("sentences"), dtype=np.int32).reshape(n, 2)
-            position[rec["id"]] = len(first) - 1
-            first.append(row + n)
-            articles[rec["id"]] = Article(**rec)
-        starts = np.asarray(first, dtype=np.int64)
-        chunks: list[Chunk] = []
-        for rec in _read_jsonl(path / "chunks.jsonl"):
-            a = articles[rec["article_id"]]
-            chunks.append(StoredChunk(rec["id"], a.id, rec["start"], rec["end"], a.text))
-        day = {a.id: day_number(a.date) for a in articles.values()}
-        dates = np.fromiter((day[c.article_id] for c in chunks), np.int32, len(chunks))
-        index = FaissIndex.load(path / "vectors.faiss", manifest.get("faiss", {"kind": "flat"}), dates)
-        keys = np.fromiter((chunk_key(c.id) for c in chunks), np.int64, len(chunks))
-        if not np.array_equal(index.keys, keys):
-            raise ValueError("vectors.faiss is not in chunks.jsonl order")
-        lexical = BM25.load(path, dates=dates)
-        if not np.array_equal(lexical.keys, keys):
-            raise ValueError("the BM25 postings are not in chunks.jsonl order")
-        snap = FolderSnapshot(path, manifest, articles, SentenceSpans(position, starts, spans),
-                              SentenceRows(position, starts, spans), vectors, chunks, index, lexical)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise IndexCorruptError(f"index at {str(index_dir)!r} is unreadable ({type(e).__name__}: {str(e)[:120]}); "
-                                f"{_repair(index_dir)}") from None
-    if len(index) != len(chunks) or len(vectors) != first[-1]:
-        raise IndexCorruptError(f"index at {str(index_dir)!r} has mismatched counts; {_repair(index_dir)}")
-    return snap
+    check_manifest(manifest, expect, index_dir)
+    have = {s.name: s for s in reuse.segments} if reuse is not None else {}
+    segments, deleted = [], []
+    for entry in manifest.get("segments", []):
+        seg = have.get(entry["name"]) or load_segment(index_dir / entry["name"], _repair(index_dir))
+        dead = frozenset(entry.get("deleted", ()))
+        live = seg.live(dead)
+        if (len(seg) if live is None else int(live.sum())) != entry.get("n_chunks"):
+            raise IndexCorruptError(f"segment {entry['name']!r} of {str(index_dir)!r} does not hold the chunks its "
+                                    f"manifest counts; {_repair(index_dir)}")
+        segments.append(seg)
+        deleted.append(dead)
+    return FolderSnapshot(path, manifest, segments, deleted)
 
 
 def load_articles(index_dir: str | Path) -> list[Article]:
-    """The live generation's articles from articles.jsonl alone (any format version): what a
-    writer keeps when the rest of an index cannot be reused (another format, another model, a
-    damaged file), so that re-embedding never loses an article. [] when unreadable."""
+    """The live generation's articles from its articles.jsonl files alone (any format version):
+    what a writer keeps when the rest of an index cannot be reused (another format, another
+    model, a damaged file), so that re-embedding never loses an article. [] when unreadable."""
     index_dir = Path(index_dir)
     gen = current_generation(index_dir)
     if gen is None:
         return []
     try:
-        out = []
-        for rec in _read_jsonl(index_dir / gen / "articles.jsonl"):
-            rec.pop("sentences", None)
-            rec.pop("sentence_row", None)
-            out.append(Article(**rec))
-        return out
-    except (OSError, ValueError, TypeError) as e:
-        logger.warning("articles of %s unreadable (%s); nothing to keep from it", index_dir / gen, e)
-        return []
+        manifest = json.loads((index_dir / gen / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    if "segments" in manifest:  # format 3: each segment's articles, less the deleted ones
+        parts = [(index_dir / e["name"] / "articles.jsonl", frozenset(e.get("deleted", ())))
+                 for e in manifest["segments"]]
+    else:  # format 1 and 2: one articles.jsonl in the generation folder
+        parts = [(index_dir / gen / "articles.jsonl", frozenset())]
+    out: list[Article] = []
+    for f, dead in parts:
+        try:
+            got = []
+            for rec in read_jsonl(f):
+                rec.pop("sentences", None)
+                rec.pop("sentence_row", None)
+                if rec.get("id") not in dead:
+                    got.append(Article(**rec))
+            out += got
+        except (OSError, ValueError, TypeError) as e:
+            logger.warning("articles of %s unreadable (%s); nothing to keep from it", f.parent, e)
+    return out
 
 
 def _repair(index_dir: Path) -> str:
@@ -257,68 +267,61 @@ def check_manifest(manifest: dict, expect: dict, index_dir: Path) -> None:
                                      f"set ASKDESK_{key.upper()}={have}, or embed it again with: {redo} --{key} {want}")
 
 
-def publish(index_dir: str | Path, gen: Generation) -> Path:
-    """Write a new generation and make it live atomically. Caller holds ``lock(index_dir)``.
+def publish(index_dir: str | Path, gen: Generation, *, keep_previous: bool = False) -> Path:
+    """Write a new generation (and its new segment) and make it live atomically. Caller holds
+    ``lock(index_dir)``.
+
+    ``keep_previous``: CURRENT keeps naming the same previous generation (a merge: it changes
+    how the articles are stored, not which; `rollback` still returns to before the last write).
 
     Raises:
         IndexWriteError: the write failed (a full disk); nothing of it is left behind.
     """
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
-    content = hashlib.sha1("".join(c.id for c in gen.chunks).encode()).hexdigest()[:8]
-    name = f"g-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{content}"
-    tmp = index_dir / f".tmp-{name}"
-    # Serialized in memory and written by Python, so a full disk is an OSError with its errno
-    # (faiss.write_index reports it as a RuntimeError with the errno in its text).
-    faiss_bytes = gen.vectors.to_bytes()
-    old = current_generation(index_dir)
-    # What the generation will take on disk (for the message if it does not fit): the vectors,
-    # the postings, the article text and ~100 bytes of JSON per chunk and per sentence span.
-    need = (faiss_bytes.nbytes + gen.sentence_vectors.shape[0] * (gen.sentence_vectors.shape[1] * 2 + 16)
-            + gen.lexical.nbytes + sum(len(a.text.encode()) + 300 for a in gen.articles) + 100 * len(gen.chunks))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    live, previous = _pointers(index_dir)
+    entries = [{"name": k.name, "n_articles": k.n_articles, "n_chunks": k.n_chunks, "n_sentences": k.n_sentences,
+                "faiss": k.faiss, "deleted": sorted(k.deleted)} for k in gen.kept]
+    made: list[Path] = []
+    name = None
+    need = segment_bytes(gen.new) if gen.new is not None else 4096
     try:
-        tmp.mkdir()
-        with open(tmp / "vectors.faiss", "wb") as f:
-            f.write(memoryview(faiss_bytes))
-        del faiss_bytes
-        _write_jsonl(tmp / "chunks.jsonl", ({"id": c.id, "article_id": c.article_id, "start": c.start, "end": c.end}
-                                            for c in gen.chunks))
-        rows, row = {}, 0
-        for a in gen.articles:
-            rows[a.id] = row
-            row += len(gen.sentences[a.id])
-        _write_jsonl(tmp / "articles.jsonl", ({**a.__dict__, "sentences": gen.sentences[a.id],
-                                               "sentence_row": rows[a.id]} for a in gen.articles))
-        with open(tmp / "sentences.npy", "wb") as f:
-            np.save(f, gen.sentence_vectors.astype(np.float16), allow_pickle=False)
-        files = [*FILES, *gen.lexical.save(tmp)]
+        if gen.new is not None:
+            entry = write_segment(index_dir, gen.new, stamp, made)
+            entries.insert(len(entries) if gen.at is None else gen.at, entry)
+        content = hashlib.sha1(json.dumps([(e["name"], e["deleted"]) for e in entries]).encode()).hexdigest()[:8]
+        name = f"g-{stamp}-{content}"
+        biggest = max(entries, key=lambda e: e["n_chunks"], default={"faiss": {"kind": "flat"}})
         manifest = {
             **gen.manifest,
             "format_version": FORMAT_VERSION,
             "askdesk_version": __version__,
-            "n_articles": len(gen.articles),
-            "n_chunks": len(gen.chunks),
-            "n_sentences": int(gen.sentence_vectors.shape[0]),
-            "faiss": gen.vectors.kind,
-            "corpus_hash": hashlib.sha1("".join(sorted(a.id for a in gen.articles)).encode()).hexdigest(),
+            "n_articles": sum(e["n_articles"] for e in entries),
+            "n_chunks": sum(e["n_chunks"] for e in entries),
+            "n_sentences": sum(e["n_sentences"] for e in entries),
+            "faiss": biggest["faiss"],  # the largest segment's (the others are small and exact)
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "files": {n: (tmp / n).stat().st_size for n in files},
+            "segments": entries,
         }
-        for n in files:
-            _fsync(tmp / n)
-        _write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
+        tmp = index_dir / f".tmp-{name}"
+        made.append(tmp)
+        tmp.mkdir()
+        write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
         os.rename(tmp, index_dir / name)
-        _fsync_dir(index_dir)
-        _point(index_dir, name, old)  # the publish: one os.replace
+        made.append(index_dir / name)
+        fsync_dir(index_dir)
+        _point(index_dir, name, previous if keep_previous else live)  # the publish: one os.replace
     except OSError as e:
-        # Nothing half-written stays behind to keep the disk full: the new generation goes at
+        # Nothing half-written stays behind to keep the disk full: what this write made goes at
         # once, unless CURRENT already names it (then only the clean-up failed).
-        if current_generation(index_dir) != name:
-            for p in (tmp, index_dir / name):
+        if name is None or current_generation(index_dir) != name:
+            for p in made:
                 shutil.rmtree(p, ignore_errors=True)
         raise write_error(e, index_dir, need=need) from None
     collect_garbage(index_dir, keep=name)
-    logger.info("published %s (%d articles, %d chunks)", name, len(gen.articles), len(gen.chunks))
+    logger.info("published %s (%d articles, %d chunks in %d segments)", name, manifest["n_articles"],
+                manifest["n_chunks"], len(entries))
     return index_dir / name
 
 
@@ -370,20 +373,32 @@ def lock(index_dir: str | Path, *, timeout: float = 0.0) -> Iterator[None]:
 
 
 def collect_garbage(index_dir: str | Path, keep: str | None = None) -> None:
-    """Remove generations other than the live one and the one before it (`rollback`), and
-    folders a crashed writer left behind.
+    """Remove generations other than the live one and the one before it (`rollback`), segments
+    neither of them lists, and folders a crashed writer left behind.
 
-    Caller holds ``lock(index_dir)``. Removing an old generation never breaks a reader that
-    still holds it: its records are in memory, and its open ``sentences.npy`` and mapped
-    ``lexical.npz`` stay readable after the unlink (POSIX semantics; askdesk already needs ``fcntl``).
+    Caller holds ``lock(index_dir)``. Removing an old segment never breaks a reader that still
+    holds it: its records are in memory, and its open ``sentences.npy`` and mapped postings
+    stay readable after the unlink (POSIX semantics; askdesk already needs ``fcntl``).
     """
     index_dir = Path(index_dir)
     keep = keep or current_generation(index_dir)
     if keep is None or not index_dir.is_dir():
         return
-    kept = {keep, _pointers(index_dir)[1]}
+    kept = {keep, _pointers(index_dir)[1]} - {None}
+    listed: set[str] | None = set()
+    for g in kept:
+        try:
+            listed |= {e["name"] for e in json.loads((index_dir / g / MANIFEST).read_text()).get("segments", [])}
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            listed = None  # a kept manifest cannot be read: keep every segment
+            break
     for p in index_dir.iterdir():
-        if p.is_dir() and p.name not in kept and (p.name.startswith("g-") or p.name.startswith(".tmp-")):
+        if not p.is_dir():
+            continue
+        if (p.name.startswith("g-") and p.name not in kept or p.name.startswith(".tmp-")
+                or p.name.startswith("s-") and listed is not None and p.name not in listed):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -411,6 +426,10 @@ def rollback(index_dir: str | Path) -> dict:
         raise IndexMissingError(f"the index at {str(index_dir)!r} keeps no earlier generation to roll back to "
                                 "(it was written once, or by an askdesk that did not keep one)")
     m = read_manifest(index_dir / back)  # refuse a broken one before pointing at it
+    for e in m.get("segments", []):
+        if not (index_dir / e["name"] / SEGMENT).is_file():
+            raise IndexCorruptError(f"the generation before the live one ({back}) misses its segment {e['name']!r}; "
+                                    "it cannot be brought back")
     try:
         _point(index_dir, back, now)
     except OSError as e:
@@ -418,39 +437,3 @@ def rollback(index_dir: str | Path) -> dict:
     logger.info("rolled %s back from %s to %s", index_dir, now, back)
     return {"generation": back, "replaced": now, "n_articles": m.get("n_articles", 0),
             "n_chunks": m.get("n_chunks", 0), "created": m.get("created")}
-
-
-def _read_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
-
-
-def _write_jsonl(path: Path, rows) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

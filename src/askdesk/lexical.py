@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from .text import terms
-from .vectors import KeyRows, Window
+from .vectors import KeyRows, Segments, Window, merge_top
 
 FILES = ("indptr", "docs", "tfs", "doc_len", "keys", "vocab")
 
@@ -134,6 +134,44 @@ class BM25:
         return BM25([w for w, u in zip(words, used) if u], indptr, d[order].astype(np.int32),
                     c[order].astype(np.float32), doc_len, np.asarray(keys, np.int64), k1=self.k1, b=self.b, dates=dates)
 
+    @classmethod
+    def merge(cls, parts: Sequence[BM25], live: Sequence[np.ndarray | None], *,
+              dates: np.ndarray | None = None) -> BM25:
+        """One BM25 of the live documents of ``parts``, in part order then row order (a segment
+        merge): postings renumbered in numpy, nothing tokenized again."""
+        words: dict[str, int] = {}
+        ts, ds, cs, lens, keys = [], [], [], [], []
+        base = 0
+        for part, keep in zip(parts, live):
+            n = len(part.doc_len)
+            keep = np.ones(n, bool) if keep is None else np.asarray(keep, bool)
+            where = np.full(n, -1, np.int64)
+            where[keep] = base + np.arange(int(keep.sum()))
+            ids = np.fromiter((words.setdefault(w, len(words)) for w in part.vocab), np.int64, len(part.vocab))
+            t = np.repeat(ids, np.diff(np.asarray(part.indptr)))
+            d = where[np.asarray(part.docs)]
+            ok = d >= 0
+            ts.append(t[ok])
+            ds.append(d[ok])
+            cs.append(np.asarray(part.tfs)[ok])
+            lens.append(np.asarray(part.doc_len)[keep])
+            keys.append(part.keys[keep])
+            base += int(keep.sum())
+        t = np.concatenate(ts) if ts else np.zeros(0, np.int64)
+        d = np.concatenate(ds) if ds else np.zeros(0, np.int64)
+        c = np.concatenate(cs) if cs else np.zeros(0, np.float32)
+        df = np.bincount(t, minlength=len(words))
+        used = df > 0
+        t = (np.cumsum(used) - 1)[t]
+        order = np.lexsort((d, t))
+        indptr = np.zeros(int(used.sum()) + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum(df[used])
+        k1, b = (parts[0].k1, parts[0].b) if parts else (0.9, 0.4)
+        vocab = [w for w, u in zip(words, used) if u]
+        return cls(vocab, indptr, d[order].astype(np.int32), c[order].astype(np.float32),
+                   np.concatenate(lens).astype(np.float32) if lens else np.zeros(0, np.float32),
+                   np.concatenate(keys) if keys else np.zeros(0, np.int64), k1=k1, b=b, dates=dates)
+
     # -- storage ------------------------------------------------------------------------------
     def save(self, folder: Path, prefix: str = "lexical.") -> list[str]:
         """Write the postings as .npy files (`prefix` + name); returns the file names."""
@@ -202,3 +240,93 @@ def top_rows(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
     idx = np.argpartition(-scores, k - 1)[:k]
     idx = idx[np.argsort(-scores[idx], kind="stable")]
     return [(int(i), float(scores[i])) for i in idx if scores[i] > 0]
+
+
+class SegmentedBM25:
+    """One `LexicalIndex` over the BM25 postings of several segments, less their deleted rows.
+
+    The statistics are the whole index's: N and the average length over every live document,
+    a term's document frequency summed over the parts (deleted documents left out), so a chunk
+    scores as it would in one BM25 fitted over all live chunks (tests/test_segments.py).
+    """
+
+    def __init__(self, parts: Sequence[BM25], live: Sequence[np.ndarray | None], *, k1: float = 0.9, b: float = 0.4):
+        self.parts, self.live = list(parts), list(live)
+        self.k1, self.b = k1, b
+        self.n = sum(len(p) if m is None else int(np.count_nonzero(m)) for p, m in zip(self.parts, self.live))
+        total = sum(float(np.sum(np.asarray(p.doc_len) if m is None else np.asarray(p.doc_len)[m], dtype=np.float64))
+                    for p, m in zip(self.parts, self.live))
+        self.avgdl = total / self.n if self.n else 1.0
+        self.where = Segments([p.rows_of for p in self.parts], self.live)
+        self._norm: list[np.ndarray | None] = [None] * len(self.parts)
+        self._last: tuple[frozenset, list[np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _norm_of(self, i: int) -> np.ndarray:
+        norm = self._norm[i]
+        if norm is None:  # as BM25 computes it, with the whole index's average length
+            dl = np.asarray(self.parts[i].doc_len)
+            norm = self._norm[i] = (self.k1 * (1 - self.b + self.b * dl / max(self.avgdl, 1e-9))).astype(np.float32)
+        return norm
+
+    def _postings(self, term: str) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Per part, the live (docs, tfs) of ``term``."""
+        out = []
+        for part, live in zip(self.parts, self.live):
+            i = part.term_id.get(term)
+            if i is None:
+                out.append(None)
+                continue
+            lo, hi = part.indptr[i], part.indptr[i + 1]
+            d, tf = part.docs[lo:hi], part.tfs[lo:hi]
+            if live is not None:
+                keep = live[d]
+                d, tf = d[keep], tf[keep]
+            out.append((d, tf))
+        return out
+
+    def _idf(self, df: int) -> float:
+        return float(np.log1p((self.n - df + 0.5) / (df + 0.5)))
+
+    def scores(self, query_terms: Sequence[str]) -> list[np.ndarray]:
+        """Per part, the BM25 score of each of its rows (0 for deleted rows and no match)."""
+        wanted = frozenset(query_terms)
+        last = self._last
+        if last is not None and last[0] == wanted:
+            return last[1]
+        out = [np.zeros(len(p.doc_len), dtype=np.float32) for p in self.parts]
+        for t in wanted:
+            post = self._postings(t)
+            df = sum(len(x[0]) for x in post if x is not None)
+            if not df:
+                continue
+            idf = np.float64(self._idf(df))
+            for i, x in enumerate(post):
+                if x is not None and len(x[0]):
+                    d, tf = x
+                    out[i][d] += idf * tf * (self.k1 + 1) / (tf + self._norm_of(i)[d])
+        self._last = (wanted, out)
+        return out
+
+    def search(self, query_terms: Sequence[str], k: int, *, window: Window | None = None
+               ) -> list[tuple[int, float]]:
+        lists = []
+        for part, s in zip(self.parts, self.scores(query_terms)):
+            if window is not None:
+                if part.dates is None:
+                    raise ValueError("this BM25 holds no dates: build it with dates= to search in a window")
+                s = np.where(window.mask(part.dates), s, 0.0)
+            lists.append([(int(part.keys[r]), x) for r, x in top_rows(s, k)])
+        return merge_top(lists, k)
+
+    def scores_of(self, query_terms: Sequence[str], keys: Sequence[int]) -> np.ndarray:
+        if not len(keys):
+            return np.zeros(0, np.float32)
+        part, row = self.where.locate(keys)
+        s = self.scores(query_terms)
+        return np.array([s[i][r] for i, r in zip(part.tolist(), row.tolist())], dtype=np.float32)
+
+    def idf_of(self, term: str) -> float:
+        return self._idf(sum(len(x[0]) for x in self._postings(term) if x is not None))

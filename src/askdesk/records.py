@@ -1,6 +1,8 @@
 """How a loaded index holds its records, and what answering reads of it (the `Snapshot` seam).
 
-`FolderSnapshot` is one generation of the index folder in memory. Plain Python records cost more
+`Segment` is one segment folder in memory; `FolderSnapshot` is one generation: its segments, less
+their deleted articles, presented as one index (one `VectorIndex`, one `LexicalIndex`, records by
+chunk key). Plain Python records cost more
 than the vectors: a `Chunk` with its own copy of its text, a tuple of two ints per sentence.
 These views keep one copy of each article's text and flat numpy arrays, and give back the same
 values (`Chunk` fields, lists of span tuples) when read, so 100k chunks fit in a few hundred MB.
@@ -8,6 +10,7 @@ values (`Chunk` fields, lists of span tuples) when read, so 100k chunks fit in a
 
 from __future__ import annotations
 
+import hashlib
 import os
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,9 +21,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .lexical import BM25, LexicalIndex
+from .lexical import BM25, LexicalIndex, SegmentedBM25
 from .types import Article, Chunk
-from .vectors import FaissIndex, VectorIndex, chunk_key, day_number
+from .vectors import FaissIndex, SegmentedVectors, VectorIndex, chunk_key
 
 
 class StoredChunk(Chunk):
@@ -207,87 +210,263 @@ class Snapshot(Protocol):
         """Every article, in index order."""
 
 
-@dataclass
-class FolderSnapshot:
-    """One loaded generation of the index folder; never modified after load, so readers share it."""
+class Segment:
+    """One loaded segment folder of the index: articles, chunks, sentence vectors, FAISS and BM25
+    over its chunks only. Never changes after it is written, so generations (and readers) share it.
 
-    path: Path
-    manifest: dict
-    articles: dict[str, Article]
-    sentences: Mapping[str, list[tuple[int, int]]]  # article id -> sentence spans
-    sentence_row: Mapping[str, int]  # article id -> first row in sentence_vectors
-    sentence_vectors: SentenceVectors | np.ndarray  # float16 rows of sentences.npy: read on demand, or all if small
-    chunks: list[Chunk]  # in row order
-    vectors: FaissIndex
-    lexical: BM25
+    Rows are in article order: an article's chunks are one run of rows (``chunk_first``), its
+    sentences one run of sentence rows (``sentence_row``).
+    """
 
-    def article(self, article_id: str) -> Article:
-        return self.articles[article_id]
+    def __init__(self, name: str, path: Path, meta: dict, articles: dict[str, Article], position: dict[str, int],
+                 sentences: Mapping[str, list[tuple[int, int]]], sentence_row: Mapping[str, int],
+                 sentence_vectors: SentenceVectors | np.ndarray, chunks: list[Chunk], chunk_first: np.ndarray,
+                 vectors: FaissIndex, lexical: BM25, hashes: np.ndarray):
+        self.name, self.path, self.meta = name, path, meta
+        self.articles, self.position = articles, position
+        self.sentences, self.sentence_row, self.sentence_vectors = sentences, sentence_row, sentence_vectors
+        self.chunks, self.chunk_first = chunks, chunk_first
+        self.chunk_article = np.repeat(np.arange(len(articles), dtype=np.int32), np.diff(chunk_first))
+        self.vectors, self.lexical, self.hashes = vectors, lexical, hashes
 
-    def all_articles(self) -> list[Article]:
-        return list(self.articles.values())
+    def __len__(self) -> int:
+        return len(self.chunks)
 
-    def chunks_of(self, keys: Sequence[int]) -> list[Chunk]:
-        return [self.chunks[r] for r in self.vectors.rows_of(keys).tolist()]
+    def live(self, deleted: frozenset[str]) -> np.ndarray | None:
+        """Per chunk row, whether its article is live (None: all are)."""
+        pos = [self.position[a] for a in deleted if a in self.position]
+        if not pos:
+            return None
+        dead = np.zeros(len(self.articles), bool)
+        dead[pos] = True
+        return ~dead[self.chunk_article]
 
-    def chunk_count(self, article_id: str) -> int:
-        return self._chunk_counts[article_id]
+    def article_chunks(self, article_id: str) -> list[Chunk]:
+        i = self.position[article_id]
+        return self.chunks[int(self.chunk_first[i]):int(self.chunk_first[i + 1])]
 
     @cached_property
-    def _chunk_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for c in self.chunks:
-            counts[c.article_id] = counts.get(c.article_id, 0) + 1
-        return counts
-
-    @cached_property
-    def _sentence_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per chunk row, the rows in sentence_vectors of the whole sentences inside it, as [lo, hi).
-
-        Built on first use: a pass over every chunk (~0.3 s at 100k)."""
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per chunk row, [lo, hi) of the rows in sentence_vectors of the whole sentences inside it."""
         return sentence_ranges(self.chunks, self.sentences, self.sentence_row)
 
-    def sentence_bounds(self, chunks: Sequence[Chunk]) -> tuple[np.ndarray, np.ndarray]:
-        """[lo, hi) rows of each chunk's whole sentences in sentence_vectors."""
-        rows = self.vectors.rows_of([chunk_key(c.id) for c in chunks])
-        lo, hi = self._sentence_bounds
-        return lo[rows], hi[rows]
-
-    def sentences_of(self, article_ids: Sequence[str]) -> Sentences:
-        owner, arts, spans, rows = [], [], [], []
-        for i, aid in enumerate(article_ids):
-            a, base = self.articles[aid], self.sentence_row[aid]
-            for k, span in enumerate(self.sentences[aid]):
-                owner.append(i)
-                arts.append(a)
-                spans.append(span)
-                rows.append(base + k)
-        vecs = np.asarray(self.sentence_vectors[rows], dtype=np.float32) if rows else \
-            np.zeros((0, self.vectors.dim), np.float32)
-        return Sentences(np.asarray(owner, dtype=np.int64), tuple(arts), tuple(spans), vecs)
-
-    def sentences_in(self, chunks: Sequence[Chunk]) -> Sentences:
-        lo, hi = self.sentence_bounds(chunks)
-        owner, arts, spans, rows = [], [], [], []
-        for i, (c, a_, b_) in enumerate(zip(chunks, lo.tolist(), hi.tolist())):
-            if b_ <= a_:
-                continue
-            a = self.articles[c.article_id]
-            base, all_spans = self.sentence_row[a.id], self.sentences[a.id]
-            for row in range(a_, b_):
-                owner.append(i)
-                arts.append(a)
-                spans.append(all_spans[row - base])
-                rows.append(row)
-        vecs = np.asarray(self.sentence_vectors[rows], dtype=np.float32) if rows else \
-            np.zeros((0, self.vectors.dim), np.float32)
-        return Sentences(np.asarray(owner, dtype=np.int64), tuple(arts), tuple(spans), vecs)
+    @cached_property
+    def by_url(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for a in self.articles.values():
+            if a.url:
+                out.setdefault(a.url, []).append(a.id)
+        return out
 
     @cached_property
-    def chunk_dates(self) -> np.ndarray:
-        """Per chunk row, its article's `day_number` (0: undated)."""
-        day = {a.id: day_number(a.date) for a in self.articles.values()}
-        return np.fromiter((day[c.article_id] for c in self.chunks), np.int32, len(self.chunks))
+    def by_path(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for a in self.articles.values():
+            if a.path:
+                out.setdefault(a.path, []).append(a.id)
+        return out
+
+    @cached_property
+    def hash_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sentence hashes sorted, and the article position of each (for near-duplicates)."""
+        first = np.asarray([self.sentence_row[a] for a in self.articles] + [len(self.hashes)], np.int64)
+        owner = np.repeat(np.arange(len(self.articles), dtype=np.int64), np.diff(first))
+        order = np.argsort(self.hashes, kind="stable")
+        return self.hashes[order], owner[order]
+
+
+def sentence_hash(text: str) -> int:
+    """A sentence's stable 64-bit hash, whitespace and case folded (for near-duplicate articles)."""
+    digest = hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+TAIL_CHUNKS = 256  # segments this small (recent adds, small merges) are searched as one part
+
+
+class FolderSnapshot:
+    """One generation of the index folder, loaded: its segments less their deleted articles,
+    presented as one index (`Snapshot`): one `VectorIndex` and one `LexicalIndex` over the
+    segments, records looked up by chunk key. Never modified after load, so readers share it.
+    """
+
+    def __init__(self, path: Path, manifest: dict, segments: Sequence[Segment], deleted: Sequence[frozenset[str]]):
+        self.path, self.manifest = path, manifest
+        self.segments, self.deleted = tuple(segments), tuple(deleted)
+        self.live = [s.live(d) for s, d in zip(self.segments, self.deleted)]
+        # What a question searches: each large segment as it is, and the small ones (the recent
+        # adds) as one part built here in memory, so 50 one-article segments cost a question one
+        # search, not 50. Built from their live rows only: a cost of the tail, not of the index.
+        small = [i for i, s in enumerate(self.segments) if len(s) <= TAIL_CHUNKS and s.vectors.kind["kind"] == "flat"]
+        if len(small) < 2:
+            small = []
+        vparts, lparts, lives = [], [], []
+        self._rows: list = []  # per part: its segment (an int), or (segment, row) arrays for the part of small ones
+        for i, (seg, live) in enumerate(zip(self.segments, self.live)):
+            if i not in small:
+                vparts.append(seg.vectors)
+                lparts.append(seg.lexical)
+                lives.append(live)
+                self._rows.append(i)
+        if small:
+            vecs, keys, dates, seg_of, row_of = [], [], [], [], []
+            for i in small:
+                seg, live = self.segments[i], self.live[i]
+                rows = np.arange(len(seg)) if live is None else np.flatnonzero(live)
+                vecs.append(seg.vectors.all_vectors()[rows])
+                keys.append(seg.vectors.keys[rows])
+                dates.append(seg.vectors.dates[rows])
+                seg_of.append(np.full(len(rows), i, np.int64))
+                row_of.append(rows)
+            d = np.concatenate(dates)
+            vparts.append(FaissIndex.build(np.concatenate(vecs), np.concatenate(keys), d, ann_above=len(d) + 1))
+            lparts.append(BM25.merge([self.segments[i].lexical for i in small], [self.live[i] for i in small], dates=d))
+            lives.append(None)
+            self._rows.append((np.concatenate(seg_of), np.concatenate(row_of)))
+        self.vectors = SegmentedVectors(vparts, lives, dim=manifest.get("dim"))
+        self.lexical = SegmentedBM25(lparts, lives)
+
+    def _locate(self, keys: Sequence[int]) -> tuple[list[int], list[int]]:
+        """(segment, row in it) of each live chunk key."""
+        part, row = self.vectors.where.locate(keys)
+        segs, rows = [], []
+        for p, r in zip(part.tolist(), row.tolist()):
+            where = self._rows[p]
+            if isinstance(where, int):
+                segs.append(where)
+                rows.append(r)
+            else:
+                segs.append(int(where[0][r]))
+                rows.append(int(where[1][r]))
+        return segs, rows
+
+    # -- articles ---------------------------------------------------------------------------------
+    def find(self, article_id: str) -> tuple[Segment, int] | None:
+        """(segment, position) of a live article, or None."""
+        for seg, dead in zip(reversed(self.segments), reversed(self.deleted)):
+            i = seg.position.get(article_id)
+            if i is not None and article_id not in dead:
+                return seg, i
+        return None
+
+    def get(self, article_id: str) -> Article | None:
+        found = self.find(article_id)
+        return found[0].articles[article_id] if found else None
+
+    def article(self, article_id: str) -> Article:
+        a = self.get(article_id)
+        if a is None:
+            raise KeyError(article_id)
+        return a
+
+    def all_articles(self) -> list[Article]:
+        return [a for seg, dead in zip(self.segments, self.deleted) for a in seg.articles.values() if a.id not in dead]
+
+    def _live_ids(self, index: str, value: str) -> list[Article]:
+        out = []
+        for seg, dead in zip(self.segments, self.deleted):
+            out += [seg.articles[i] for i in getattr(seg, index).get(value, ()) if i not in dead]
+        return out
+
+    def with_url(self, url: str) -> list[Article]:
+        return self._live_ids("by_url", url)
+
+    def with_path(self, path: str) -> list[Article]:
+        return self._live_ids("by_path", path)
+
+    @property
+    def articles(self) -> dict[str, Article]:
+        """Every live article by id, in index order."""
+        return {a.id: a for a in self.all_articles()}
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        """Every live chunk, in index order."""
+        return [c for seg, live in zip(self.segments, self.live)
+                for c in (seg.chunks if live is None else [seg.chunks[r] for r in np.flatnonzero(live).tolist()])]
+
+    # -- what answering reads ---------------------------------------------------------------------
+    def chunks_of(self, keys: Sequence[int]) -> list[Chunk]:
+        part, row = self._locate(keys)
+        return [self.segments[i].chunks[r] for i, r in zip(part, row)]
+
+    def sentences_in(self, chunks: Sequence[Chunk]) -> Sentences:
+        part, row = self._locate([chunk_key(c.id) for c in chunks])
+        owner, arts, spans, where = [], [], [], []
+        wanted: dict[int, list[int]] = {}  # segment -> its sentence rows, in request order
+        for j, (c, i, r) in enumerate(zip(chunks, part, row)):
+            seg = self.segments[i]
+            lo, hi = seg.bounds
+            a_, b_ = int(lo[r]), int(hi[r])
+            if b_ <= a_:
+                continue
+            a = seg.articles[c.article_id]
+            base, all_spans = seg.sentence_row[a.id], seg.sentences[a.id]
+            rows = wanted.setdefault(i, [])
+            for s in range(a_, b_):
+                owner.append(j)
+                arts.append(a)
+                spans.append(all_spans[s - base])
+                where.append((i, len(rows)))
+                rows.append(s)
+        if not where:
+            return Sentences(np.zeros(0, np.int64), (), (), np.zeros((0, self.vectors.dim), np.float32))
+        got = {i: np.asarray(self.segments[i].sentence_vectors[rows], dtype=np.float32) for i, rows in wanted.items()}
+        vecs = np.stack([got[i][k] for i, k in where])
+        return Sentences(np.asarray(owner, dtype=np.int64), tuple(arts), tuple(spans), vecs)
+
+    def chunk_count(self, article_id: str) -> int:
+        found = self.find(article_id)
+        if found is None:
+            raise KeyError(article_id)
+        seg, i = found
+        return int(seg.chunk_first[i + 1] - seg.chunk_first[i])
+
+    def sentences_of(self, article_ids: Sequence[str]) -> Sentences:
+        owner, arts, spans, vecs = [], [], [], []
+        for j, aid in enumerate(article_ids):
+            seg, _ = self.find(aid)
+            a, base, all_spans = seg.articles[aid], seg.sentence_row[aid], seg.sentences[aid]
+            owner += [j] * len(all_spans)
+            arts += [a] * len(all_spans)
+            spans += all_spans
+            vecs.append(np.asarray(seg.sentence_vectors[base:base + len(all_spans)], dtype=np.float32))
+        if not owner:
+            return Sentences(np.zeros(0, np.int64), (), (), np.zeros((0, self.vectors.dim), np.float32))
+        return Sentences(np.asarray(owner, dtype=np.int64), tuple(arts), tuple(spans), np.concatenate(vecs))
+
+    # -- what the writer reads --------------------------------------------------------------------
+    def article_parts(self, article_id: str) -> tuple[list[Chunk], list[tuple[int, int]], np.ndarray, np.ndarray,
+                                                      np.ndarray]:
+        """A live article's chunks, sentence spans, chunk vectors, sentence vectors and sentence hashes."""
+        seg, i = self.find(article_id)
+        lo, hi = int(seg.chunk_first[i]), int(seg.chunk_first[i + 1])
+        r, n = seg.sentence_row[article_id], len(seg.sentences[article_id])
+        chunk_vecs = (np.stack([seg.vectors.vector(x) for x in range(lo, hi)]) if hi > lo
+                      else np.zeros((0, self.vectors.dim), np.float32))
+        return (seg.chunks[lo:hi], seg.sentences[article_id], chunk_vecs,
+                np.asarray(seg.sentence_vectors[r:r + n], dtype=np.float32), seg.hashes[r:r + n])
+
+    def hash_owners(self, hashes: Sequence[int], exclude: set[str] = frozenset()) -> list[str | None]:
+        """Per sentence hash, the id of the first live article (not in ``exclude``) holding that sentence."""
+        hashes = np.asarray(hashes, dtype=np.int64)
+        out: list[str | None] = [None] * len(hashes)
+        for seg, dead in zip(self.segments, self.deleted):
+            keys, owner = seg.hash_order
+            if not len(keys):
+                continue
+            ids = list(seg.articles)
+            lo = np.searchsorted(keys, hashes, "left")
+            hi = np.searchsorted(keys, hashes, "right")
+            for j in range(len(hashes)):
+                if out[j] is not None:
+                    continue
+                for k in range(lo[j], hi[j]):
+                    aid = ids[owner[k]]
+                    if aid not in dead and aid not in exclude:
+                        out[j] = aid
+                        break
+        return out
 
 
 def sentence_ranges(chunks: Sequence[Chunk], sentences, sentence_row) -> tuple[np.ndarray, np.ndarray]:

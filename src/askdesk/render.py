@@ -201,6 +201,20 @@ def index_html(info: dict) -> str:
             f"<table><tr><th>Title</th><th>Date</th></tr>{rows}</table>{more}</div>")
 
 
+def live_html(arrived: Sequence[tuple[str, str | None]], *, serial: int = 0) -> str:
+    """The page's live note: the articles that arrived since the page was opened, newest first.
+
+    ``arrived``: (title, date) oldest first; ``serial`` (``data-live``) numbers the index's
+    arrivals seen so far, so a reader can tell a new note from the last one."""
+    n = len(arrived)
+    if not n:
+        return f'<div class="ad-live" data-live="{int(serial)}" data-count="0"></div>'
+    items = "".join(f"<li>{esc(t)}{' · ' + esc(d) if d else ''}</li>" for t, d in list(arrived)[::-1][:MAX_LISTED])
+    more = f'<p class="ad-muted">… and {n - MAX_LISTED:,} more</p>' if n > MAX_LISTED else ""
+    return (f'<div class="ad-live" data-live="{int(serial)}" data-count="{n}"><p><b>{n:,} new '
+            f'article{"s" * (n != 1)} since you opened the page</b></p><ul>{items}</ul>{more}</div>')
+
+
 def add_html(result: dict | None, *, serial: int = 0, adding: Sequence[str] = (), error: str | None = None) -> str:
     """What an upload did (or that one is under way), in a few lines; every name and reason escaped.
 

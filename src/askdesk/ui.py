@@ -27,6 +27,7 @@ from .render import (
     answer_markdown,
     changes_lines,
     index_html,
+    live_html,
     md_text,
     sources_empty,
     sources_html,
@@ -55,6 +56,7 @@ QUEUE_SIZE = 64  # requests waiting beyond this are turned away instead of pilin
 THINKING = "_Searching the articles…_"
 EMPTY_INDEX_NOTE = "No articles yet: add some with the upload box (.txt, .md or .html), then ask."
 STREAM_EVERY_S = 0.1  # a streamed answer refreshes the chat at most this often
+LIVE_EVERY_S = 2.0  # the page asks this often whether articles arrived (a cheap call while none did)
 DATES_HELP = ("Only articles published in this range (YYYY-MM-DD; either end may stay empty). \"As of\" answers as "
               "of that day: nothing later is used, and \"last week\" or \"yesterday\" in a question count from it.")
 CSS = """
@@ -70,7 +72,69 @@ CSS = """
 .ad-quote { margin: .3em 0; font-style: italic; }
 .ad-speaker { font-style: normal; font-weight: 600; }
 .ad-conflicts { border: 1px solid #f59e0b; border-radius: 4px; padding: .3em .8em; margin: .6em 0; }
+.ad-live:not(:empty) { border-left: 3px solid #10b981; padding: .2em .8em; margin: .4em 0; }
 """
+
+
+class Arrivals:
+    """The articles that became answerable while the page runs, numbered in order of arrival.
+
+    Each poll compares the live generation with the one seen before: the articles of segments it
+    had not seen, that were not live then, arrived (a merge's segment brings none). Whoever wrote
+    them (an upload, `serve --watch`, `askdesk add` in another process) does not matter.
+    """
+
+    KEPT = 500  # arrivals remembered; a page open longer than this many arrivals shows the last ones
+
+    def __init__(self, desk: Any):
+        import threading
+        from collections import deque
+
+        self.desk = desk
+        self.seq = 0
+        self.log: deque = deque(maxlen=self.KEPT)  # (seq, article id, title, date)
+        self._lock = threading.Lock()
+        try:
+            self._snap: Any = desk.snapshot  # what is there at start is not news
+        except (AskdeskError, OSError, AttributeError):  # no index yet (or a desk that keeps none)
+            self._snap = _NoIndex()
+
+    def poll(self) -> int:
+        """The number of the last arrival, after looking at the live generation."""
+        try:
+            snap = self.desk.snapshot
+        except (AskdeskError, OSError, AttributeError):
+            return self.seq  # no index yet (or one being replaced): nothing new
+        with self._lock:
+            old = self._snap
+            if snap is old:
+                return self.seq
+            if hasattr(snap, "segments") and hasattr(old, "segments"):
+                known = {s.name for s in old.segments}
+                for seg, dead in zip(snap.segments, snap.deleted):
+                    if seg.name in known:
+                        continue
+                    for a in seg.articles.values():
+                        if a.id not in dead and old.get(a.id) is None:
+                            self.seq += 1
+                            self.log.append((self.seq, a.id, a.title, a.date))
+            self._snap = snap
+            return self.seq
+
+    def since(self, seq: int) -> list[tuple[str, str | None]]:
+        """(title, date) of the articles that arrived after ``seq`` and are still live, oldest first."""
+        snap = self._snap
+        return [(t, d) for n, aid, t, d in list(self.log) if n > seq and snap.get(aid) is not None]
+
+
+class _NoIndex:
+    """The generation before the first write: no segments, no articles."""
+
+    segments: tuple = ()
+
+    @staticmethod
+    def get(article_id: str) -> None:
+        return None
 
 
 # ---- uploads: files land inside the corpus folder, under safe names ----
@@ -141,6 +205,7 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
     # so a reader of the page (a test, a screen reader's "changed" event) can tell a new one
     # from the one before, even when the question or the report reads the same.
     answers, uploads = itertools.count(1), itertools.count(1)
+    arrivals = Arrivals(desk)
 
     def article_text(article_id: str) -> str | None:
         try:
@@ -272,9 +337,13 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
                             label=f"Drop .txt, .md or .html files (up to {cfg.max_file_bytes / 1e6:g} MB each); "
                                   "they are added to the index at once")
             add_status = gr.HTML(elem_id="add-status", js_on_load=None)
+        live = gr.HTML(live_html([]), elem_id="live-news", js_on_load=None)
         with gr.Accordion("Index", open=False, elem_id="index-panel"):
             index_panel = gr.HTML(index_html(_info(desk, cfg)), elem_id="index-info", js_on_load=None)
         asked = gr.State([])  # this conversation's questions, oldest first: the desk's follow-up context
+        opened = gr.State(0)  # the number of the last arrival when this page was opened
+        shown = gr.State(0)  # ... and when its live note was last drawn
+        timer = gr.Timer(LIVE_EVERY_S)
 
         # The page's own events are private: programs use the endpoints below (README, "The page's API").
         ask_io = dict(fn=respond, inputs=[question, chatbot, asked, since, until, as_of],
@@ -333,8 +402,20 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         # One writer at a time; asks run on their own queue, so they go on during an add.
         files.upload(add_files, files, [add_status, index_panel, files], concurrency_id="add", concurrency_limit=1,
                      api_visibility="private")
-        demo.load(lambda: index_html(_info(desk, cfg)), None, index_panel, queue=False,  # fresh counts on reload
+        def page_opened():
+            seq = arrivals.poll()
+            return index_html(_info(desk, cfg)), seq, seq
+
+        def live_tick(since: int, drawn: int):
+            """Articles arrived since the page was opened: the note and the index panel, redrawn only on news."""
+            seq = arrivals.poll()
+            if seq == drawn:
+                return gr.skip(), gr.skip(), gr.skip()
+            return live_html(arrivals.since(since), serial=seq), index_html(_info(desk, cfg)), seq
+
+        demo.load(page_opened, None, [index_panel, opened, shown], queue=False,  # fresh counts on reload
                   api_visibility="private")
+        timer.tick(live_tick, [opened, shown], [live, index_panel, shown], queue=False, api_visibility="private")
     return demo
 
 
@@ -355,7 +436,7 @@ def auth_from_env(environ: dict[str, str] | None = None) -> tuple[str, str] | No
 
 
 def launch(cfg: Config | None = None, *, host: str | None = None, port: int | None = None, share: bool = False,
-           desk: Any = None, prevent_thread_lock: bool = False):
+           desk: Any = None, prevent_thread_lock: bool = False, watch: bool = False):
     """Open (building if needed) the index and serve the page.
 
     Args:
@@ -364,6 +445,7 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
         port: None honours GRADIO_SERVER_PORT, else 7860.
         share: a public gradio.live link; off unless asked for.
         desk: an already open Desk (tests); by default `open_desk(cfg)`.
+        watch: keep the index in step with the corpus folder and its feeds while serving (`askdesk watch`).
 
     Raises:
         AskdeskError: the index cannot be opened or built, or ASKDESK_AUTH is malformed.
@@ -378,6 +460,19 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
         desk = open_desk(cfg)
         cfg = desk.config
     getattr(desk.embedder, "fast", None)  # load the question encoder now (~0.5 s), not on the first question
+    if watch:
+        from .feeds import Feeds
+        from .watch import watch_in_background
+
+        folder = cfg.corpus or Path("corpus")
+        folder.mkdir(parents=True, exist_ok=True)
+        desk.merge_in_background = True
+
+        def say(line: str) -> None:
+            print(f"askdesk: {line}", file=sys.stderr, flush=True)
+
+        feeds = Feeds(folder, max_bytes=cfg.max_file_bytes, host_delay=cfg.feed_host_delay, log=say)
+        watch_in_background(desk, folder, feeds=feeds, feed_every=cfg.feed_every, log=say)
     demo = build_ui(desk, cfg)
     demo.queue(default_concurrency_limit=ASK_CONCURRENCY, max_size=QUEUE_SIZE)
     # System fonts: the default theme pulls Google Fonts, which an offline machine cannot reach.

@@ -57,6 +57,14 @@ class KeyRows:
         self._order = np.argsort(self.keys, kind="stable")
         self._sorted = self.keys[self._order]
 
+    def find(self, keys: Sequence[int]) -> np.ndarray:
+        """The row of each key, -1 for a key not held."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if not len(keys) or not len(self._sorted):
+            return np.full(len(keys), -1, np.int64)
+        at = np.minimum(np.searchsorted(self._sorted, keys), len(self._sorted) - 1)
+        return np.where(self._sorted[at] == keys, self._order[at], -1)
+
     def __call__(self, keys: Sequence[int]) -> np.ndarray:
         """The row of each key; raises KeyError for a key not held."""
         keys = np.asarray(keys, dtype=np.int64)
@@ -281,3 +289,93 @@ class FaissIndex:
         rebuilt = FaissIndex.build(self.all_vectors()[keep], self.keys[keep], self.dates[keep], ann_above=ann_above,
                                    previous=self if kind["kind"] == "ivf" else None)
         self.__dict__.update(rebuilt.__dict__)
+
+
+class Segments:
+    """Chunk key -> (segment, row) over the parts of a segmented index, live rows only.
+
+    A key is live in one part at most (the writer deletes an article from its old segment when
+    it writes it again), so the first part that holds it live is the one.
+    """
+
+    def __init__(self, rows: Sequence[KeyRows], live: Sequence[np.ndarray | None]):
+        self.rows, self.live = list(rows), list(live)
+
+    def locate(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(part, row) of each key; raises KeyError for a key no part holds live."""
+        keys = np.asarray(keys, dtype=np.int64)
+        part = np.full(len(keys), -1, np.int64)
+        row = np.full(len(keys), -1, np.int64)
+        todo = np.arange(len(keys))
+        for i in range(len(self.rows) - 1, -1, -1):  # newest first: most lookups are of recent articles
+            if not len(todo):
+                break
+            r = self.rows[i].find(keys[todo])
+            ok = r >= 0
+            if self.live[i] is not None:
+                ok &= self.live[i][np.maximum(r, 0)]
+            part[todo[ok]], row[todo[ok]] = i, r[ok]
+            todo = todo[~ok]
+        if len(todo):
+            raise KeyError(f"chunk keys not in the index: {keys[todo[:3]].tolist()}")
+        return part, row
+
+
+def merge_top(lists: Sequence[Sequence[tuple[int, float]]], k: int) -> list[tuple[int, float]]:
+    """The ``k`` best (key, score) of several best-first lists, best first (ties: earlier list first)."""
+    if len(lists) == 1:
+        return list(lists[0][:k])
+    flat = [x for hits in lists for x in hits]
+    order = sorted(range(len(flat)), key=lambda i: -flat[i][1])  # stable: ties keep list order
+    return [flat[i] for i in order[:k]]
+
+
+class SegmentedVectors:
+    """One `VectorIndex` over the FAISS indexes of several segments, less their deleted rows.
+
+    A search runs in each part (deleted rows and the date window are a selector inside FAISS)
+    and keeps the best ``k`` of all. ``add`` puts the new vectors in a part of their own and
+    ``remove`` marks rows deleted, as the index folder's writer does with segment files.
+    """
+
+    def __init__(self, parts: Sequence[FaissIndex], live: Sequence[np.ndarray | None], *, dim: int | None = None):
+        self.parts, self.live = list(parts), list(live)
+        self.dim = dim if dim is not None else (self.parts[0].dim if self.parts else 0)
+        self.where = Segments([p.rows_of for p in self.parts], self.live)
+
+    def __len__(self) -> int:
+        return sum(len(p) if m is None else int(np.count_nonzero(m)) for p, m in zip(self.parts, self.live))
+
+    def search(self, query: np.ndarray, k: int, *, window: Window | None = None) -> list[tuple[int, float]]:
+        lists = []
+        for part, live in zip(self.parts, self.live):
+            allowed = live if window is None else (window.mask(part.dates) if live is None
+                                                     else live & window.mask(part.dates))
+            lists.append(part.search_rows(query, k, allowed=allowed, keys=True))
+        return merge_top(lists, k)
+
+    def vectors(self, keys: Sequence[int]) -> np.ndarray:
+        if not len(keys):
+            return np.zeros((0, self.dim), np.float32)
+        part, row = self.where.locate(keys)
+        return np.stack([self.parts[i].vector(r) for i, r in zip(part.tolist(), row.tolist())])
+
+    def add(self, keys: Sequence[int], vectors: np.ndarray, dates: Sequence[int]) -> None:
+        keys = np.asarray(keys, dtype=np.int64)
+        if not len(keys):
+            return
+        self.remove(keys)  # a key lives in one part only
+        self.parts.append(FaissIndex.build(vectors, keys, dates, ann_above=len(keys)))
+        self.live.append(None)
+        self.where = Segments([p.rows_of for p in self.parts], self.live)
+
+    def remove(self, keys: Sequence[int]) -> None:
+        keys = np.asarray(keys, dtype=np.int64)
+        for i, part in enumerate(self.parts):
+            r = part.rows_of.find(keys)
+            r = r[r >= 0]
+            if len(r):
+                live = np.ones(len(part), bool) if self.live[i] is None else self.live[i].copy()
+                live[r] = False
+                self.live[i] = live
+        self.where = Segments([p.rows_of for p in self.parts], self.live)
