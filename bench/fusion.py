@@ -124,7 +124,8 @@ def main() -> None:
         ok = all(s[n] >= floor[n] for n in data)
         # Sets from one source (realtimeqa's evidence and answer judgements) share one vote.
         group = {n: n.split("-")[0] for n in data}
-        votes = {g: [s[n] - fit_base["before (no length term)"][n] for n in data if group[n] == g] for g in group.values()}
+        before = fit_base["before (no length term)"]
+        votes = {g: [s[n] - before[n] for n in data if group[n] == g] for g in group.values()}
         gain = float(np.mean([np.mean(v) for v in votes.values()]))
         tried.append((ok, gain, w, s))
     ok, gain, best, fit_scores = max(tried, key=lambda t: (t[0], t[1]))
@@ -132,7 +133,8 @@ def main() -> None:
     out = {"chosen": best, "within the 0.005 floor everywhere": ok, "mean fit gain": round(gain, 4),
            "fit": {"chosen": fit_scores, **fit_base},
            "held out": {"chosen": scores(fused(**best), "held"),
-                        **{k: scores(listed(v) if isinstance(v, str) else fused(**v), "held") for k, v in base.items()}},
+                        **{k: scores(listed(v) if isinstance(v, str) else fused(**v), "held")
+                           for k, v in base.items()}},
            "shipped now": shipped}
     print(json.dumps(out, indent=1, default=lambda x: round(float(x), 4)))
 
