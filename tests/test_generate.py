@@ -29,14 +29,16 @@ class ScriptedLLM:
     """An OpenAI-compatible /v1/chat/completions server replying from a script.
 
     ``reply`` is called with the request body and returns a dict: {"text": ...} (streamed when the
-    client asks for a stream), {"status": 500}, or {"hold": True, ...}: no reply until the test
-    ends (`release`), the way a stuck model behaves.
+    client asks for a stream; "finish" sets finish_reason, default "stop"), {"status": 500}, or
+    {"hold": True, ...}: no reply until the test ends (`release`), the way a stuck model behaves.
+    ``hung_up`` is set when a client closed a stream before its end.
     """
 
     def __init__(self):
         self.requests: list[dict] = []
         self.reply = lambda body: {"text": REFUSAL}
         self.release = threading.Event()
+        self.hung_up = threading.Event()
         llm = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,18 +55,22 @@ class ScriptedLLM:
                     self.wfile.write(b'{"error": {"message": "model exploded"}}')
                     return
                 self.send_response(200)
+                finish = r.get("finish", "stop")
                 if body.get("stream"):
                     self.send_header("Content-Type", "text/event-stream")
                     self.end_headers()
-                    for piece in re.findall(r"\S+\s*", r["text"]):  # word by word, as models stream
-                        event = {"choices": [{"index": 0, "delta": {"content": piece}}]}
-                        self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
-                        self.wfile.flush()
-                    self.wfile.write(b": keep-alive\n\ndata: [DONE]\n\n")
+                    events = [{"delta": {"content": piece}} for piece in re.findall(r"\S+\s*", r["text"])]
+                    try:  # word by word, as models stream; then the finish reason, as llama.cpp's server sends it
+                        for event in [*events, {"delta": {}, "finish_reason": finish}]:
+                            self.wfile.write(f"data: {json.dumps({'choices': [{'index': 0, **event}]})}\n\n".encode())
+                            self.wfile.flush()
+                        self.wfile.write(b": keep-alive\n\ndata: [DONE]\n\n")
+                    except OSError:  # the client closed the stream
+                        llm.hung_up.set()
                 else:
                     self.send_header("Content-Type", "application/json")
                     self.end_headers()
-                    self.wfile.write(json.dumps({"choices": [{"index": 0, "message": {
+                    self.wfile.write(json.dumps({"choices": [{"index": 0, "finish_reason": finish, "message": {
                         "role": "assistant", "content": r["text"]}}]}).encode())
 
             def log_message(self, *args):
@@ -80,6 +86,11 @@ class ScriptedLLM:
         user = body["messages"][1]["content"]
         return next(int(n) for n, block in re.findall(r'<passage n="(\d+)">(.*?)</passage>', user, re.S)
                     if text in block)
+
+    def echo(self, body: dict) -> str:
+        """What a base model does with the prompt (Gemma 3 270M did this): continue it, markup and all."""
+        user = body["messages"][1]["content"]
+        return user[user.index("<passage"):].replace('n="1"', 'n="2"', 1)
 
 
 @pytest.fixture
@@ -172,11 +183,12 @@ def test_wrong_citation_number_is_dropped(built, fake, llm):
 
 def test_unsupported_number_is_marked(built, fake, llm):
     wrong = BID.replace("14.9", "19.4")
-    llm.reply = lambda b: {"text": f"{wrong} [{llm.passage_with(b, '14.9 billion')}]."}
+    llm.reply = lambda b: {"text": f"{BID} [{llm.passage_with(b, '14.9 billion')}]. "
+                                   f"{wrong} [{llm.passage_with(b, '14.9 billion')}]."}
     a = desk_for(built, fake, llm).ask(QUESTION)
-    s = a.sentences[0]
-    assert not s.supported and s.cites == (1,) and "$14.9 billion" in s.evidence
-    assert a.generator == "scripted" and "19.4" in a.text  # shown, but marked
+    s = a.sentences[1]
+    assert a.sentences[0].supported and not s.supported and s.cites == (1,) and "$14.9 billion" in s.evidence
+    assert a.generator == "scripted" and "19.4" in a.text and a.note is None  # one of two: shown, but marked
 
 
 @pytest.mark.parametrize("sentence,ok", [
@@ -273,9 +285,140 @@ def test_injected_article_is_quoted_and_cannot_strip_the_checks(built, fake, llm
     assert len(evil) == 1 and "‹/passage>" in evil[0] and '‹passage n="9">' in evil[0]
     assert user.count("</passage>") == user.count("<passage ") == len(blocks) and "9" not in [n for n, _ in blocks]
     assert user.index("Ignore previous instructions") < user.index(f"<question>{QUESTION}</question>")
-    assert a.generator == "scripted" and len(a.sentences) > 3 and not any(s.supported for s in a.sentences)
-    assert dropped.sentences == (Claim("Nippon Steel bid one dollar for US Steel.", (), False, None),)
-    assert dropped.citations == () and dropped.related  # the passages it was given are still listed
+    # A model that obeyed is not believed: the leaked rules are not shown, the uncited claim neither.
+    assert a.generator == dropped.generator == "extractive"
+    assert a.note.startswith("scripted's answer was not used: ") and generate.WHY_MARKUP in a.note
+    assert not any(line in a.text for line in generate.SYSTEM_PROMPT.splitlines())
+    assert dropped.note == generate.REJECTED_NOTE.format(model="scripted", why=generate.WHY_UNSUPPORTED_ONE)
+    assert dropped.text == a.text and dropped.citations and all(s.supported for s in dropped.sentences)  # extractive
+
+
+# ---- a weak LLM: its answer is used only when it passes the check, markup never shown ----
+
+SURPLUS = "Japan currently enjoys a trade surplus with the U.S., with a 2024 goods trade surplus recorded at $68.5 billion"
+
+
+def extractive_with(a, note):
+    """``a`` is the extractive answer, citations intact (not demoted to "related"), with ``note``."""
+    assert a.generator == "extractive" and not a.refused and a.note == note
+    assert a.text.startswith(BID) and "[1]" in a.text and "$14.9 billion" in a.citations[0].sentence
+    assert a.short == "$14.9 billion" and a.sentences and all(s.supported for s in a.sentences)
+    assert {"generate", "verify"} <= set(a.timings_ms)
+
+
+def rejected(*why):
+    return generate.REJECTED_NOTE.format(model="scripted", why=", ".join(why[:-1]) + " and " + why[-1]
+                                         if len(why) > 1 else why[0])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("reply,finish,why", [
+    ("{bid} [{n}]. The deal was approved by Congress [{n}]. Steel prices doubled to $900 a ton [{n}].", "stop",
+     [generate.WHY_UNSUPPORTED.format(bad=2, n=3)]),  # most sentences unsupported
+    ("{surplus} [{n}].", "stop", [generate.WHY_NO_ANSWER.format(short="$14.9 billion")]),  # backed, but not the answer
+    ("{bid} [{n}]. Currently standing at", "length", [generate.WHY_CUT]),  # cut off at max_tokens
+    ('<passage n="2">\ntitle: Trump and Ishiba\ndate: 2025-02-07\n</passage>', "stop", [generate.WHY_MARKUP]),
+    ("{bid} [{n}].\n</passage>", "stop", [generate.WHY_MARKUP]),  # a good answer that still copies markup
+    ("<question>{question}</question>\n{bid} [{n}].", "stop", [generate.WHY_MARKUP]),
+    ("{rule}\n{bid} [{n}].", "stop", [generate.WHY_MARKUP]),  # the rules, echoed
+])
+def test_a_failed_written_answer_gives_the_extractive_one_with_a_note(built, fake, llm, stream, reply, finish, why):
+    llm.reply = lambda b: {"finish": finish, "text": reply.format(
+        bid=BID, surplus=SURPLUS, question=QUESTION, rule=generate.SYSTEM_PROMPT.splitlines()[1],
+        n=llm.passage_with(b, "14.9 billion"))}
+    desk = desk_for(built, fake, llm)
+    pieces, a = drain(desk) if stream else ([], desk.ask(QUESTION))
+    extractive_with(a, rejected(*why))
+    shown = "".join(pieces)
+    assert not re.search(r"passage|question>|title:|date:|You answer", shown), shown
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_echoed_prompt_is_never_shown(built, fake, llm, stream):
+    """Gemma 3 270M's reply to the real prompt: the passage block again, cut off at max_tokens."""
+    llm.reply = lambda b: {"text": llm.echo(b), "finish": "length"}
+    desk = desk_for(built, fake, llm)
+    pieces, a = drain(desk) if stream else ([], desk.ask(QUESTION))
+    if stream:  # closed at the first tag: nothing shown, and nothing left to check
+        extractive_with(a, rejected(generate.WHY_MARKUP))
+        assert pieces == []
+    else:
+        n = len(generate.verify(generate.strip_markup(llm.echo(llm.requests[0]["body"]))[0], [], fake))
+        extractive_with(a, rejected(generate.WHY_CUT, generate.WHY_MARKUP,
+                                    generate.WHY_UNSUPPORTED.format(bad=n, n=n)))
+        assert n > 5
+    assert "<passage" not in json.dumps(a.to_dict()) and "title:" not in a.text
+
+
+class Pieces:
+    """The Generator seam streaming fixed pieces; records how many were read and whether it was closed."""
+
+    name = "pieces"
+
+    def __init__(self, pieces):
+        self.pieces, self.read, self.closed = pieces, 0, False
+
+    def complete(self, messages, *, stream=False, timeout=None):
+        def gen():
+            try:
+                for p in self.pieces:
+                    self.read += 1
+                    yield p
+            finally:
+                self.closed = True
+
+        return gen() if stream else "".join(self.pieces)
+
+
+@pytest.mark.parametrize("pieces,shown", [
+    (["The bid was ", "$14.9 billion [1].", "\n", "ti", "tle", ": Trump and Ishiba", "\n", "more"],
+     "The bid was $14.9 billion [1].\n"),  # "ti" held back until it is a title line
+    (["The bid was $14.9 billion [1]. ", "<", "/pass", "age", ">", " more", " more"], "The bid was $14.9 billion [1]. "),
+    (["You answer questions ", "about news articles using only the numbered passages you are given.", "\n", "x"], ""),
+    (["The bid <", "b>was</b> high [1].", " More", " text."], "The bid <b>was</b> high [1]. More text."),  # not ours
+])
+def test_streamed_markup_is_held_back_and_the_stream_closed(built, fake, pieces, shown):
+    gen = Pieces(pieces)
+    out, a = drain(Desk.open(built.index, config=built, embedder=fake, generator=gen))
+    assert "".join(out) == shown and gen.closed
+    if "more" in pieces[-1]:  # markup: the rest of the reply is never read
+        assert gen.read < len(pieces) and a.generator == "extractive" and generate.WHY_MARKUP in a.note
+
+
+def test_the_rules_reach_a_model_whose_chat_template_drops_the_system_role(built, fake, llm):
+    def gemma(messages):  # llama-cpp-python 0.3.36's format_gemma: system messages are dropped
+        turns = "".join(f"<start_of_turn>{'model' if m['role'] == 'assistant' else 'user'}\n{m['content']}<end_of_turn>\n"
+                        for m in messages if m["role"] != "system")
+        return turns + "<start_of_turn>model\n"
+
+    llm.reply = lambda b: {"text": f"{BID} [{llm.passage_with(b, '14.9 billion')}]."}
+    desk_for(built, fake, llm).ask(QUESTION)
+    prompt = gemma(llm.requests[0]["body"]["messages"])
+    assert generate.SYSTEM_PROMPT in prompt and prompt.index(generate.SYSTEM_PROMPT) < prompt.index("<passage")
+    assert "<" not in generate.SYSTEM_PROMPT  # the only tags in the prompt are the passages' and the question's
+
+
+@pytest.mark.parametrize("sentence,short,ok", [
+    ("The bid was $14.9bn.", "$14.9 billion", True),
+    ("The bid was 14.9 billion dollars.", "$14.9 billion", True),
+    ("The bid was blocked.", "$14.9 billion", False),
+    ("The surplus was $68.5 billion.", "$14.9 billion", False),
+    ("They met on Friday, February 7.", "February 7", True),
+    ("They met on 7 March.", "February 7", False),
+    ("Toyota and Isuzu plan to invest.", "Toyota and Isuzu", True),
+    ("Toyota plans to invest.", "Toyota and Isuzu", False),
+])
+def test_a_sentence_carries_the_short_answer(sentence, short, ok):
+    assert generate.carries(sentence, short) is ok
+
+
+def test_finish_reason_comes_through_the_client(llm):
+    llm.reply = lambda b: {"text": "Cut off here", "finish": "length"}
+    gen = generate.OpenAIGenerator(llm.url, "scripted")
+    whole = gen.complete([{"role": "user", "content": "hi"}])
+    *pieces, last = gen.complete([{"role": "user", "content": "hi"}], stream=True)
+    assert whole == "Cut off here" and whole.finish_reason == "length"
+    assert "".join(pieces) == "Cut off here" and last == "" and last.finish_reason == "length"
 
 
 # ---- settings, client details ----
@@ -316,7 +459,8 @@ def test_cli_flags_reach_the_desk(built, fake, llm, monkeypatch, capsys):
 
     monkeypatch.setattr(desk_mod, "SentenceTransformerEmbedder", lambda *a, **k: fake)
     monkeypatch.setenv("ASKDESK_REFUSE_BELOW", "0")  # as fake_config: the fake embedder's scores are not MiniLM's
-    llm.reply = lambda b: {"text": f"{BID.replace('14.9', '19.4')} [{llm.passage_with(b, '14.9 billion')}]."}
+    n = lambda b: llm.passage_with(b, "14.9 billion")  # noqa: E731
+    llm.reply = lambda b: {"text": f"{BID} [{n(b)}]. {BID.replace('14.9', '19.4')} [{n(b)}]."}
     code = cli.main(["--index", str(built.index), "--model", "fake", "ask", "--llm-url", llm.url,
                      "--llm-model", "scripted", QUESTION])
     out = capsys.readouterr().out
@@ -342,6 +486,23 @@ def test_page_streams_and_badges_unsupported_sentences(built, fake, llm, tmp_pat
     assert md.count(f"**{render.UNSUPPORTED}**") == 1 and "approved" in md and "<b>" not in md and "\\*deal\\*" in md
     assert md.index(render.UNSUPPORTED) > md.index("approved") and "\\[1\\]" in md
     assert "<mark>" in sources and asked == [QUESTION]
+
+
+def test_page_replaces_a_failed_stream_with_the_extractive_answer_and_its_note(built, fake, llm):
+    pytest.importorskip("gradio")
+    from askdesk import render, ui
+
+    llm.reply = lambda b: {"text": f"{BID} [{llm.passage_with(b, '14.9 billion')}].\n{llm.echo(b)}", "finish": "length"}
+    demo = ui.build_ui(desk_for(built, fake, llm), built)
+    respond = next(f.fn for f in demo.fns.values() if f.name == "respond")
+    steps = list(respond(QUESTION, [], []))
+    partial = [s[1][-1]["content"] for s in steps[1:-1]]
+    assert partial and all(re.search(r"passage|title:|date:", p) is None for p in partial)
+    _, chat, sources, asked = steps[-1]
+    md = chat[-1]["content"]
+    assert md.startswith(render.md_text(BID)) and "\\[1\\]" in md and render.UNSUPPORTED not in md
+    assert f"> {render.md_text(rejected(generate.WHY_MARKUP))}" in md and "passage" not in md
+    assert "<h3>Sources</h3>" in sources and "<mark>" in sources and asked == [QUESTION]
 
 
 # ---- a real local model (opt-in) ----

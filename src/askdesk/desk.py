@@ -264,8 +264,8 @@ class Desk:
 
         With a generator (``Desk(generator=...)`` or ``config.llm_url``/``llm_model``) the LLM
         writes the answer from the same passages unless the extractive answer refuses; each
-        sentence is then verified (``Answer.sentences``). If the LLM fails or times out, the
-        extractive answer comes back with ``Answer.note`` saying why.
+        sentence is then verified (``Answer.sentences``). If the LLM fails or times out, or its answer
+        fails its check (`generate.rejection`), the extractive answer comes back with ``Answer.note`` saying why.
 
         Raises:
             BadQuestionError: empty or over-long question.

@@ -135,6 +135,17 @@ def _verify(text: str, by_n: dict[int, Passage], embedder, threshold: float) -> 
     return out
 
 
+def carries(sentence: str, short: str) -> bool:
+    """Does ``sentence`` state the short answer ``short``: each of its numbers (in any notation:
+    "$14.9bn" carries "$14.9 billion") and names, or, when it has neither, its words?"""
+    have = {v for _, *pair in _numbers(sentence) for v in pair}
+    words = _words(sentence)
+    have |= {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS}
+    numbers = _numbers(short)
+    keys = _names(short) or ([] if numbers else [w for w in _words(short) if w not in _COMMON])
+    return all(set(pair) & have for _, *pair in numbers) and all(_found(w, words) for w in keys)
+
+
 def compose(raw: str, passages: Sequence[Passage], embedder, *,
             threshold: float = SUPPORT_COSINE) -> tuple[str, tuple[Claim, ...], tuple[Citation, ...]] | None:
     """A model's reply -> (text, sentences, citations), renumbered in order of first citation.
