@@ -71,3 +71,16 @@ def test_nothing_reloads_per_question(real_desk, monkeypatch):
     for _ in range(3):
         assert "$14.9 billion" in real_desk.ask("How big was Nippon Steel's bid for US Steel?").citations[0].sentence
     assert loads == [] and real_desk.embedder._model is model and real_desk.embedder.fast is encoder
+
+
+def test_who_said_what_about_what(real_desk):
+    a = real_desk.ask("What did Trump say about tariffs?")
+    assert not a.refused and a.citations[0].speaker == "Trump" and "reciprocal tariffs" in a.citations[0].quote
+    # A follow-up that names another speaker keeps the topic: Ishiba's words on trade come first.
+    b = real_desk.ask("And what did Ishiba say?", history=["What did Trump say about tariffs?"])
+    assert "Ishiba" in b.citations[0].speaker and "investment" in b.citations[0].sentence
+    # The article names North Korea, but never in a paragraph where Ishiba speaks: refused, and
+    # the note says what he is quoted on instead of passing another quote off as the answer.
+    c = real_desk.ask("What did Ishiba say about North Korea?")
+    assert c.refused and not c.citations and c.note.startswith("No article quotes Ishiba on North Korea")
+    assert c.related and all("Ishiba" in r.speaker for r in c.related)

@@ -277,19 +277,21 @@ def who_said(speaker: str, about: str | None, about_vec: np.ndarray | None, sent
 
 
 def _specifics_near(required: set[str], a: Article, st: Statement) -> float:
-    """1 when Y's names and numbers ("35%" in "the vote on the 35% offer") are in the statement or
-    the sentences around it; FAR_SPECIFICS when only elsewhere in its article (the offer named
-    in the lead, the statement paragraphs down); 0 when the article never names them."""
+    """1 when Y's names and numbers ("35%" in "the vote on the 35% offer") are in the statement's
+    paragraph; FAR_SPECIFICS when only elsewhere in its article (the offer named in the lead, the
+    statement paragraphs down); 0 when the article never names them."""
     if not required or required <= set(terms(_around(a.text, st.start, st.end))):
         return 1.0
     return FAR_SPECIFICS if required <= set(terms(a.title + " " + a.text)) else 0.0
 
 
-def _around(text: str, s: int, e: int, reach: int = 300) -> str:
-    """The statement with the sentences either side of it (up to ``reach`` characters each way)."""
-    lo = text.rfind(". ", max(0, s - reach), max(0, s - 2))
-    hi = text.find(". ", e, e + reach)
-    return text[lo + 1 if lo >= 0 else max(0, s - reach):hi if hi >= 0 else e + reach]
+def _around(text: str, s: int, e: int) -> str:
+    """The statement's paragraph (its line): the words a reporter puts next to a quotation are
+    about it; the next paragraph may start another subject ("The meeting highlighted ... North
+    Korea"). Hard-wrapped text gives a line, narrower: then FAR_SPECIFICS, not a wrong quote."""
+    lo = text.rfind("\n", 0, s)
+    hi = text.find("\n", e)
+    return text[lo + 1:hi if hi >= 0 else len(text)]
 
 
 def _statement_citation(n: int, st: Statement, a: Article, score: float) -> Citation:
