@@ -221,7 +221,7 @@ def memory(index: Path, questions: Sequence[str], model_mb: float) -> dict:
             "load_s": serve["load_s"], "torch_on_ask_path": serve["torch_imported"],
             "rss_file_mb": serve["rss_file_mb"], "faiss": serve["faiss"],
             "rss_steps_mb": parts["rss_steps_mb"], "array_mb": parts["array_mb"],
-            "n_sentences": parts["n_sentences"], "vocab": parts["vocab"], "vocab_dtype": parts["vocab_dtype"]}
+            "n_sentences": parts["n_sentences"], "vocab": parts["vocab"]}
 
 
 def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> dict:

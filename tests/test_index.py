@@ -275,3 +275,49 @@ def test_another_model_is_embedded_again_on_request(corpus, fake, fake_config):
     stats = Desk(fake_config.index, config=other, embedder=fake).sync(corpus)
     assert stats["reembedded"] and stats["n_articles"] == 1
     assert Desk.open(fake_config.index, config=other, embedder=fake).info()["model"] == "fake-2"
+
+
+def test_statements_are_found_when_indexed_and_kept_by_merges(corpus, tmp_path, fake, fake_config, monkeypatch):
+    from askdesk import news, quotes, records
+    from askdesk import segment as seg_mod
+
+    desk = build(corpus, fake, fake_config)
+    (seg,) = desk.snapshot.segments
+    rows = [json.loads(line) for line in (seg.path / "articles.jsonl").read_text().splitlines()]
+    article = desk.snapshot.article(rows[0]["id"])
+    assert rows[0]["statements"] == [st.to_row() for st in quotes.find_statements(article.text)]
+    assert any(r[0] == "Trump" and r[3] for r in rows[0]["statements"])  # a quotation, with its speaker
+
+    # Answering reads them from the index: finding them again would fail here.
+    def never(text):
+        raise AssertionError("statements found at question time")
+    for mod in (quotes, records, seg_mod, news):
+        monkeypatch.setattr(mod, "find_statements", never)
+    news.statements_of.cache_clear()  # found from the text by an earlier test: would hide a fallback
+    again = Desk.open(fake_config.index, config=fake_config, embedder=fake)
+    a = again.ask("What did Trump say about tariffs?")
+    assert a.citations and a.citations[0].speaker == "Trump"
+
+    # A merge copies them: nothing is found again.
+    monkeypatch.undo()
+    desk.add([write(tmp_path / "more" / "b.txt", "Ferry news\n\n\"The ferry will run again in May,\" said Ola Berg.")])
+    for mod in (quotes, records, seg_mod, news):
+        monkeypatch.setattr(mod, "find_statements", never)
+    assert desk.optimize()["segments"] == 1
+    (merged,) = desk.snapshot.segments
+    assert merged.statements[article.id] == tuple(quotes.Statement.from_row(r) for r in rows[0]["statements"])
+
+
+def test_a_segment_written_before_statements_were_stored_still_answers_who_said(corpus, fake, fake_config):
+    desk = build(corpus, fake, fake_config)
+    (seg,) = desk.snapshot.segments
+    f = seg.path / "articles.jsonl"
+    rows = [json.loads(line) for line in f.read_text().splitlines()]
+    f.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "statements"}) + "\n" for r in rows))
+    m = json.loads((seg.path / "segment.json").read_text())
+    m["files"]["articles.jsonl"] = f.stat().st_size
+    (seg.path / "segment.json").write_text(json.dumps(m))
+    again = Desk.open(fake_config.index, config=fake_config, embedder=fake)
+    assert again.snapshot.segments[0].statements == {}
+    a = again.ask("What did Trump say about tariffs?")
+    assert a.citations and a.citations[0].speaker == "Trump"  # found from the text on first use

@@ -346,7 +346,8 @@ class Desk:
             spoken = loaded.snap.sentences_of(list(dict.fromkeys(articles)))
             said, quoted, on, why = news.who_said(ev.turn.speaker, ev.turn.about, about_vec, spoken,
                                                   spoken.vectors @ ev.qvec, asked_about=asked,
-                                                  max_quotes=self.config.max_citations)
+                                                  max_quotes=self.config.max_citations,
+                                                  statements=_statements(loaded.snap))
             text, refused, cites, related = (said, False, quoted, ()) if said else (REFUSAL, True, (), on or related)
             note = " ".join(filter(None, (note, why))) or None
         t2 = time.perf_counter()
@@ -364,12 +365,13 @@ class Desk:
             yield dated(base)
             return
         if self.generator is None or ev.turn.kind == "quote" and ev.turn.speaker:
-            yield dated(news.enrich(base, block, scores))
+            yield dated(news.enrich(base, block, scores, _statements(loaded.snap)))
             return
         for item in generate_mod.written_answer(
                 base, generate_mod.passages_from_hits(hits, loaded.snap), self.generator, self.embedder,
                 stream=stream, history=list(history or ())):  # the generator's own timeout (config.llm_timeout)
-            yield dated(news.enrich(item, block, scores)) if isinstance(item, Answer) else item
+            yield dated(news.enrich(item, block, scores, _statements(loaded.snap))) \
+                if isinstance(item, Answer) else item
 
     def retrieve(self, question: str, *, k: int | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``question`` (fused dense + BM25), best first."""
@@ -442,6 +444,12 @@ class Desk:
                 self._loaded = _Loaded(snap.path.name, snap, self._retriever(snap))
                 logger.info("loaded index %s", snap.path)
             return self._loaded
+
+
+def _statements(snap: Snapshot) -> news.Statements | None:
+    """The index's stored statements, when its store keeps them (`Snapshot.statements_of`)."""
+    of = getattr(snap, "statements_of", None)
+    return (lambda a: of(a.id)) if of is not None else None
 
 
 def _corpus_path(path: Path, root: Path | None) -> str:

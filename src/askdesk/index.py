@@ -14,7 +14,7 @@ Layout (plain files, no pickle)::
                          order, over exact inner product, or IVF with float16 vectors above
                          Config.ann_above chunks (vectors.FaissIndex)
         chunks.jsonl     one chunk a line: chunk id, article id, character span
-        articles.jsonl   one article a line, with its sentence spans
+        articles.jsonl   one article a line, with its sentence spans and statements (who says what)
         sentences.npy    float16 sentence vectors, rows in article order (for answering)
         hashes.npy       a 64-bit hash of each sentence, same rows (finds near-duplicate articles)
         lexical.*.npy    BM25 postings of its chunks, one array a file (lexical.BM25), memory-mapped
@@ -51,7 +51,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -199,6 +199,9 @@ def _load(index_dir: Path, gen: str, expect: dict, reuse: FolderSnapshot | None)
     return FolderSnapshot(path, manifest, segments, deleted)
 
 
+ARTICLE_FIELDS = tuple(f.name for f in fields(Article))
+
+
 def load_articles(index_dir: str | Path) -> list[Article]:
     """The live generation's articles from its articles.jsonl files alone (any format version):
     what a writer keeps when the rest of an index cannot be reused (another format, another
@@ -221,10 +224,10 @@ def load_articles(index_dir: str | Path) -> list[Article]:
         try:
             got = []
             for rec in read_jsonl(f):
-                rec.pop("sentences", None)
-                rec.pop("sentence_row", None)
                 if rec.get("id") not in dead:
-                    got.append(Article(**rec))
+                    # An Article's own fields only: what else a format stores beside it (sentence
+                    # spans, statements) must never make its articles unreadable here.
+                    got.append(Article(**{k: rec[k] for k in ARTICLE_FIELDS if k in rec}))
             out += got
         except (OSError, ValueError, TypeError) as e:
             logger.warning("articles of %s unreadable (%s); nothing to keep from it", f.parent, e)

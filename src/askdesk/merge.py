@@ -99,7 +99,9 @@ def merge(snap: index_mod.FolderSnapshot, which: Sequence[int], *, ann_above: in
                                previous=previous)
     lexical = BM25.merge([seg.lexical for seg, _, _ in parts], [live for _, _, live in parts], dates=dates)
     new = index_mod.NewSegment(articles=articles, sentences=sentences, sentence_vectors=np.concatenate(sent_blocks),
-                               hashes=np.concatenate(hash_blocks), chunks=chunks, vectors=vectors, lexical=lexical)
+                               hashes=np.concatenate(hash_blocks), chunks=chunks, vectors=vectors, lexical=lexical,
+                               statements={a: st for seg, dead, _ in parts for a, st in seg.statements.items()
+                                           if a not in dead})
     return index_mod.Generation(manifest=manifest, new=new, kept=kept, at=at)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -175,14 +175,17 @@ def time_dependent(question: str, sentence: str) -> bool:
     return bool(_NOW_S.search(sentence) and any(f.unit != "date" for f in find_figures(sentence)))
 
 
-def enrich(answer: Answer, sentences: Sentences, scores: np.ndarray) -> Answer:
+def enrich(answer: Answer, sentences: Sentences, scores: np.ndarray, statements: Statements | None = None) -> Answer:
     """The news layer over an answer: quotations and speakers, disagreeing figures, "as of".
 
     Args:
         answer: what the answerer (or the LLM) returned; refusals come back unchanged.
         sentences: the sentences of the retrieved chunks (`Retriever.sentences`) ...
         scores: ... and each one's cosine to the question.
+        statements: an article's statements as its index stores them (`Snapshot.statements_of`);
+            by default found from its text (and cached).
     """
+    statements = statements or _found
     if answer.refused or not answer.citations:
         return answer
     passages = [_Scored(a, s, e, float(x)) for a, (s, e), x in zip(sentences.articles, sentences.spans, scores)]
@@ -192,7 +195,7 @@ def enrich(answer: Answer, sentences: Sentences, scores: np.ndarray) -> Answer:
             cites.append(c)
             continue
         a = next((p.article for p in passages if p.article.id == c.article_id), None)
-        q = next((st for st in statements_of(a.id, a.text) if st.quote and st.start < c.end and c.start < st.end),
+        q = next((st for st in statements(a) if st.quote and st.start < c.end and c.start < st.end),
                  None) if a else None
         cites.append(dataclasses.replace(c, quote=q.quote, speaker=q.speaker) if q else c)
     answer = dataclasses.replace(answer, citations=tuple(cites))
@@ -220,24 +223,34 @@ FAR_SPECIFICS = 0.7  # a statement whose article names Y's specifics only paragr
 QUOTE_BONUS = 0.1  # a quotation over reported speech of about the same match
 
 
+Statements = Callable[[Article], Sequence[Statement]]  # an article's statements
+
+
 @lru_cache(maxsize=4096)
 def statements_of(article_id: str, text: str) -> tuple[Statement, ...]:
-    """The article's statements (`quotes.find_statements`), found once per article."""
+    """The article's statements (`quotes.find_statements`), found once per article: for passages
+    from no index (an index stores them: `Snapshot.statements_of`)."""
     return tuple(find_statements(text))
+
+
+def _found(a: Article) -> tuple[Statement, ...]:
+    return statements_of(a.id, a.text)
 
 
 Said = tuple[str, tuple[Citation, ...], tuple[Citation, ...], str | None]  # text, citations, related, note
 
 
 def who_said(speaker: str, about: str | None, about_vec: np.ndarray | None, sentences: Sentences,
-             scores: np.ndarray, *, asked_about: bool = True, max_quotes: int = 2) -> Said:
+             scores: np.ndarray, *, asked_about: bool = True, max_quotes: int = 2,
+             statements: Statements | None = None) -> Said:
     """The answer to "What did X say (about Y)?" from X's statements in the retrieved passages.
 
     X's statements (quoted, or reported: "Ishiba reiterated ...") are ranked by how close their
     sentences are to the question (``scores``), how close they are to Y (``about_vec``) and how
     many of Y's words they hold, a quotation first. When the question itself asks about Y
     (``asked_about``; a follow-up that only carries the topic over does not), X's best statement
-    must also be close to Y, else it refuses and says what X is quoted on.
+    must also be close to Y, else it refuses and says what X is quoted on. ``statements``: an
+    article's statements as its index stores them (default: found from its text, cached).
 
     Returns:
         (text, citations, related, note): text "" means refused: none of the passages quotes X, or
@@ -247,7 +260,7 @@ def who_said(speaker: str, about: str | None, about_vec: np.ndarray | None, sent
     required = specifics(about) if about else set()
     best: dict[tuple[str, int], tuple[float, float, Statement, Article]] = {}  # rank, match to Y, ...
     for i, (a, (s, e)) in enumerate(zip(sentences.articles, sentences.spans)):
-        for st in statements_of(a.id, a.text):
+        for st in (statements or _found)(a):
             if st.start < e and s < st.end and speaker_matches(st.speaker, speaker, a.text):
                 words = set(terms(a.text[s:e]))
                 share = len(about_terms & words) / len(about_terms) if about_terms else 0.0

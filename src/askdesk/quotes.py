@@ -175,8 +175,28 @@ def _previous_person(text: str, pos: int, sentences: list[tuple[int, int]], *, p
 
 
 def _is_speaker(text: str, name: str) -> bool:
-    return bool(re.search(rf"\b{re.escape(name)}\s+{_VERBS}\b|{_VERBS}\s+{re.escape(name)}\b"
-                          rf"|[–—]\s*{re.escape(name)}\b", text))
+    """Whether the text has ``name`` speak: "Ishiba said", "said Ishiba", "– Ishiba"."""
+    return " ".join(name.split()) in _speakers(text)
+
+
+_SPEAKS_BEFORE = re.compile(rf"({_NAME})\s+{_VERBS}\b")
+_SPEAKS_AFTER = re.compile(rf"(?:{_VERBS}\s+|[–—]\s*)({_NAME})")
+
+
+@lru_cache(maxsize=64)
+def _speakers(text: str) -> frozenset[str]:
+    """Every name the text has speak, found in one pass (a search per name over the whole text was
+    most of the time of finding an article's statements): for "Prime Minister Shigeru Ishiba
+    said", each ending of the name ("Ishiba", "Shigeru Ishiba", ...); after the verb or a dash,
+    each beginning."""
+    out: set[str] = set()
+    for m in _SPEAKS_BEFORE.finditer(text):
+        w = m.group(1).split()
+        out.update(" ".join(w[i:]) for i in range(len(w)))
+    for m in _SPEAKS_AFTER.finditer(text):
+        w = m.group(1).split()
+        out.update(" ".join(w[:j]) for j in range(1, len(w) + 1))
+    return frozenset(out)
 
 
 def _clean_name(raw: str | None) -> str | None:
@@ -202,6 +222,15 @@ class Statement:
     start: int  # the sentence (or the quotation with its attribution), in the article text
     end: int
     quote: str | None = None  # the quoted words of a quotation; None for reported speech
+
+    def to_row(self) -> list:
+        """As an index stores it (a JSON list)."""
+        return [self.speaker, self.start, self.end, self.quote]
+
+    @classmethod
+    def from_row(cls, row: list) -> Statement:
+        speaker, start, end, quote = row
+        return cls(str(speaker), int(start), int(end), None if quote is None else str(quote))
 
 
 # Verbs of saying, and of stating a position in words ("stressed", "praised", "highlighted").
@@ -256,10 +285,25 @@ def _is_person(text: str, name: str) -> bool:
     words = name.split()
     if len(words) > 1:
         return not any(w.lower() in _NOT_NAMES for w in words)
-    last = re.escape(words[0])
-    titles = "|".join(sorted(_TITLES, key=len, reverse=True))
-    return bool(_is_speaker(text, words[0]) or re.search(rf"\b(?:{titles})\.?\s+(?:{_NAME}\s+)?{last}\b", text, re.I)
-                or re.search(rf"\b[A-Z][a-z]+\s+{last}\b", text))
+    return _is_speaker(text, words[0]) or words[0] in _titled_or_named(text)
+
+
+_AFTER_TITLE = re.compile(rf"\b(?i:{'|'.join(sorted(_TITLES, key=len, reverse=True))})\.?\s+({_NAME})")
+_AFTER_CAPITAL = re.compile(r"\b[A-Z][a-z]+\s+(?=([\w'’.\-]+))")
+
+
+@lru_cache(maxsize=64)
+def _titled_or_named(text: str) -> frozenset[str]:
+    """Words the text puts after a title ("Minister Ishiba", "Gov. Wes Moore": each word of the
+    name) or after another capitalised word ("Shigeru Ishiba"), in one pass over the text."""
+    out: set[str] = set()
+    for m in _AFTER_TITLE.finditer(text):
+        out.update(m.group(1).split())
+    for m in _AFTER_CAPITAL.finditer(text):
+        word = m.group(1)
+        out.add(word)
+        out.add(re.match(r"\w*", word).group(0))  # "Ishiba's" names Ishiba too
+    return frozenset(out)
 
 
 _ASKED = re.compile(r"\b(?:did|does|do|has|have|had|will|would)\s+(?P<name>.+?)\s+(?:say|said|tell|told|think|"

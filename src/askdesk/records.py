@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from .lexical import BM25, LexicalIndex, SegmentedBM25
+from .quotes import Statement, find_statements
 from .types import Article, Chunk
 from .vectors import FaissIndex, SegmentedVectors, VectorIndex, chunk_key
 
@@ -206,6 +207,10 @@ class Snapshot(Protocol):
     def sentences_of(self, article_ids: Sequence[str]) -> Sentences:
         """Every sentence of each article, with its vector (``chunk``: the article's position)."""
 
+    def statements_of(self, article_id: str) -> tuple[Statement, ...]:
+        """The article's statements (quotations and reported speech with their speakers), as
+        found when it was indexed (`quotes.find_statements`)."""
+
     def all_articles(self) -> list[Article]:
         """Every article, in index order."""
 
@@ -221,8 +226,12 @@ class Segment:
     def __init__(self, name: str, path: Path, meta: dict, articles: dict[str, Article], position: dict[str, int],
                  sentences: Mapping[str, list[tuple[int, int]]], sentence_row: Mapping[str, int],
                  sentence_vectors: SentenceVectors | np.ndarray, chunks: list[Chunk], chunk_first: np.ndarray,
-                 vectors: FaissIndex, lexical: BM25, hashes: np.ndarray):
+                 vectors: FaissIndex, lexical: BM25, hashes: np.ndarray,
+                 statements: dict[str, tuple[Statement, ...]] | None = None):
         self.name, self.path, self.meta = name, path, meta
+        # Found when the segment was written (None: a segment written before they were stored;
+        # its articles' statements are found on first use and kept here).
+        self.statements = statements if statements is not None else {}
         self.articles, self.position = articles, position
         self.sentences, self.sentence_row, self.sentence_vectors = sentences, sentence_row, sentence_vectors
         self.chunks, self.chunk_first = chunks, chunk_first
@@ -421,6 +430,16 @@ class FolderSnapshot:
             raise KeyError(article_id)
         seg, i = found
         return int(seg.chunk_first[i + 1] - seg.chunk_first[i])
+
+    def statements_of(self, article_id: str) -> tuple[Statement, ...]:
+        found = self.find(article_id)
+        if found is None:
+            raise KeyError(article_id)
+        seg = found[0]
+        got = seg.statements.get(article_id)
+        if got is None:
+            got = seg.statements[article_id] = tuple(find_statements(seg.articles[article_id].text))
+        return got
 
     def sentences_of(self, article_ids: Sequence[str]) -> Sentences:
         owner, arts, spans, vecs = [], [], [], []

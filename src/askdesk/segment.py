@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import IndexCorruptError
 from .lexical import BM25
+from .quotes import Statement, find_statements
 from .records import Segment, SentenceRows, SentenceSpans, SentenceVectors, StoredChunk
 from .types import Article, Chunk
 from .vectors import FaissIndex, chunk_key, day_number
@@ -41,6 +42,8 @@ class NewSegment:
     chunks: list[Chunk]  # rows of vectors and lexical, in article order
     vectors: FaissIndex
     lexical: BM25
+    # Statements already found (an article copied by a merge); the others are found on write.
+    statements: dict[str, tuple[Statement, ...]] = field(default_factory=dict)
 
 
 
@@ -73,6 +76,7 @@ def load_segment(path: Path, fix: str) -> Segment:
             vectors = np.asarray(vectors)
         articles: dict[str, Article] = {}
         position: dict[str, int] = {}
+        statements: dict[str, tuple[Statement, ...]] = {}
         first = [0]
         spans = np.zeros((len(vectors), 2), dtype=np.int32)  # one row per sentence vector
         for rec in read_jsonl(path / "articles.jsonl"):
@@ -81,6 +85,8 @@ def load_segment(path: Path, fix: str) -> Segment:
                 raise ValueError(f"sentence rows out of order at article {rec['id']!r}")
             spans[row:row + n] = np.asarray(rec.pop("sentences"), dtype=np.int32).reshape(n, 2)
             position[rec["id"]] = len(first) - 1
+            if "statements" in rec:  # absent in a segment written before they were stored
+                statements[rec["id"]] = tuple(Statement.from_row(r) for r in rec.pop("statements"))
             first.append(row + n)
             articles[rec["id"]] = Article(**rec)
         starts = np.asarray(first, dtype=np.int64)
@@ -110,7 +116,8 @@ def load_segment(path: Path, fix: str) -> Segment:
         if hashes.shape != (len(vectors),):
             raise ValueError(f"hashes.npy holds {hashes.shape} for {len(vectors)} sentences")
         seg = Segment(path.name, path, meta, articles, position, SentenceSpans(position, starts, spans),
-                      SentenceRows(position, starts, spans), vectors, chunks, chunk_first, index, lexical, hashes)
+                      SentenceRows(position, starts, spans), vectors, chunks, chunk_first, index, lexical, hashes,
+                      statements)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         raise IndexCorruptError(f"index at {str(path.parent)!r} is unreadable ({type(e).__name__}: {str(e)[:120]}); "
                                 f"{fix}") from None
@@ -146,8 +153,11 @@ def write_segment(index_dir: Path, seg: NewSegment, stamp: str, made: list[Path]
     for a in seg.articles:
         rows[a.id] = row
         row += len(seg.sentences[a.id])
-    write_jsonl(tmp / "articles.jsonl", ({**a.__dict__, "sentences": seg.sentences[a.id],
-                                           "sentence_row": rows[a.id]} for a in seg.articles))
+    # Who says what is found here, once per article written (~3 ms an article), not per question.
+    write_jsonl(tmp / "articles.jsonl", ({**a.__dict__, "sentences": seg.sentences[a.id], "sentence_row": rows[a.id],
+                                           "statements": [st.to_row() for st in seg.statements.get(a.id)
+                                                          or find_statements(a.text)]}
+                                          for a in seg.articles))
     with open(tmp / "sentences.npy", "wb") as f:
         np.save(f, seg.sentence_vectors.astype(np.float16), allow_pickle=False)
     with open(tmp / "hashes.npy", "wb") as f:

@@ -1,0 +1,28 @@
+"""The benchmark suite runs: a smoke run of bench/run.py end to end (the real model, a 1k index).
+
+It checks that the suite still works against the current code and writes its numbers; what the
+numbers are is the benchmark's business, not a test's (timed tests measure the machine).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_quick_run_writes_its_numbers(tmp_path):
+    out = tmp_path / "latest.json"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--no-build", "--no-docs",
+                        "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=1800,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads(out.read_text())
+    text = json.dumps(result)
+    for key in ("ask_p50_ms", "cold_start_s", "peak_mb", "n_sentences"):
+        assert f'"{key}"' in text, key
+    assert "| 1k |" in p.stdout
