@@ -1,7 +1,10 @@
-"""The VectorIndex contract: every implementation (FAISS exact, FAISS IVF; another engine joins
-the parameter list) against a brute-force numpy oracle, with date windows, adds and removals."""
+"""The VectorIndex contract: every implementation (FAISS exact, FAISS IVF, Milvus through a
+Milvus Lite file) against a brute-force numpy oracle, with date windows, adds and removals."""
 
 from __future__ import annotations
+
+import itertools
+import os
 
 import numpy as np
 import pytest
@@ -11,20 +14,61 @@ from askdesk.vectors import FaissIndex, Window, day_number
 DIM = 24
 
 
-def _flat(vecs, keys, dates):
+def _flat(vecs, keys, dates, where):
     return FaissIndex.build(vecs, keys, dates, ann_above=10**9)
 
 
-def _ivf(vecs, keys, dates):
+def _ivf(vecs, keys, dates, where):
     return FaissIndex.build(vecs, keys, dates, ann_above=0)  # IVF from MIN_IVF (1,000) vectors on
 
 
-IMPLEMENTATIONS = {"faiss-flat": _flat, "faiss-ivf": _ivf}
+def _faiss_again(index, tmp_path):
+    path = tmp_path / "vectors.faiss"
+    path.write_bytes(index.to_bytes().tobytes())
+    return FaissIndex.load(path, index.kind, index.dates)
+
+
+_names = itertools.count()
+
+
+def _milvus(vecs, keys, dates, where):
+    """The chunks collection of a Milvus store, in a Milvus Lite file shared by the tests (collections of their own)."""
+    from askdesk.milvus import MilvusStore, MilvusVectors
+
+    store = MilvusStore(f"{where}#t{next(_names)}")
+    store.create("g1", DIM, "askdesk", parts=("chunks",))
+    index = MilvusVectors(store.client, store.names("g1")["chunks"], DIM)
+    index.add(keys, vecs, dates)
+    index.store = store
+    return index
+
+
+def _milvus_again(index, tmp_path):
+    from askdesk.milvus import MilvusStore, MilvusVectors
+
+    index.store.close()  # stops the engine: the file is read again from disk
+    store = MilvusStore(index.store.uri)
+    return MilvusVectors(store.client, store.names("g1")["chunks"], DIM)
+
+
+IMPLEMENTATIONS = {"faiss-flat": _flat, "faiss-ivf": _ivf, "milvus-lite": _milvus}
+REOPEN = {"faiss-flat": _faiss_again, "faiss-ivf": _faiss_again, "milvus-lite": _milvus_again}
+
+
+@pytest.fixture(scope="session")
+def milvus_file(tmp_path_factory):
+    if os.environ.get("ASKDESK_REQUIRE_MILVUS") != "1":
+        pytest.importorskip("pymilvus", reason="pip install 'askdesk[milvus]' to run the Milvus contract")
+    return tmp_path_factory.mktemp("milvus") / "contract.db"
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 def make(request):
-    return IMPLEMENTATIONS[request.param]
+    where = request.getfixturevalue("milvus_file") if request.param.startswith("milvus") else None
+    build = IMPLEMENTATIONS[request.param]
+    made = lambda vecs, keys, dates: build(vecs, keys, dates, where)  # noqa: E731
+    made.again = REOPEN[request.param]
+    return made
 
 
 def data(n=2000, seed=0):
@@ -117,12 +161,15 @@ def test_add_and_remove(make):
 def test_written_and_read_back_it_answers_the_same(make, tmp_path):
     vecs, keys, days = data(1500)
     index = make(vecs, keys, days)
-    path = tmp_path / "vectors.faiss"
-    path.write_bytes(index.to_bytes().tobytes())
-    again = FaissIndex.load(path, index.kind, days)
+    before = {r: index.search(vecs[r], 5) for r in (0, 77, 1499)}
+    window = Window("2025-03-01", "2025-03-31")
+    in_window = index.search(vecs[3], 5, window=window)
+    again = make.again(index, tmp_path)
+    assert len(again) == 1500
     for r in (0, 77, 1499):
-        assert again.search(vecs[r], 5) == index.search(vecs[r], 5)
-    np.testing.assert_array_equal(again.keys, index.keys)
+        assert again.search(vecs[r], 5) == before[r]
+    assert again.search(vecs[3], 5, window=window) == in_window  # the dates were stored too
+    np.testing.assert_allclose(again.vectors(keys[[5, 9]]), stored(vecs[[5, 9]]), atol=1e-3)
 
 
 def test_an_empty_index_finds_nothing(make):

@@ -1,0 +1,271 @@
+"""The writer of a Milvus store: a selection -> deletes and upserts of the articles it changes.
+
+The same selections as the folder's writer (`build.for_sync`, `for_add`, `for_remove`) turn the
+store's articles into the new list; only the difference is written: the rows of removed articles
+are deleted, new ones embedded and upserted, batch by batch (`milvus` has the layout and the order
+that keeps readers safe). An article's chunking and vectors are the folder's (`build.plan`,
+`build.embed`); a new model or chunking re-embeds every article into a new generation that goes live
+when complete.
+
+Crashes: each batch is recorded in the store's "journal" row before it is written and cleared
+after; `repair`, run at the start of every write, deletes what a killed writer's last batch left
+(the batches before it are complete and stay: a re-run embeds only what is missing).
+
+Two writers: in one process they queue on a lock (`Config.lock_wait`, then refused). Across
+processes a Milvus Lite file is opened by one process only, so a second one is refused at open; on
+a server a lease row ("writer") refuses the second writer, naming the first (pid, host, since when).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, build
+from .chunk import ENCODING, split_sentences
+from .config import Config
+from .embed import Embedder
+from .errors import EmptyCorpusError, IndexLockedError
+from .ingest import Skipped, drop_near_duplicates
+from .milvus import ARTICLES_PER_BATCH, EmbedArticles, Embedded, MilvusStore, text_hash
+from .types import Article
+
+logger = logging.getLogger(__name__)
+
+LEASE_S = 30.0  # a server's write lease; renewed every third of it while the write runs
+SETTLE_S = 0.5  # a claim is read back after this long: of two writers claiming at once, one wins
+FORMAT = 1  # the store's layout (milvus.py); recorded in each generation's manifest
+
+
+def local_embedding(config: Config, embedder: Embedder) -> EmbedArticles:
+    """Embedding in this process: `build.plan` and `build.embed`, a batch of articles at a time."""
+    def run(articles: list[Article]) -> Iterator[Embedded]:
+        for i in range(0, len(articles), ARTICLES_PER_BATCH):
+            batch = articles[i:i + ARTICLES_PER_BATCH]
+            p = build.plan(batch, None, config, embedder.fits)
+            chunk_vectors, sentence_vectors, n = build.embed(p, embedder)
+            for j, a in enumerate(batch):
+                cs = p.chunks.get(a.id, [])
+                vecs = (np.stack([chunk_vectors[c.id] for c in cs]) if cs
+                        else np.zeros((0, embedder.dim), np.float32))
+                yield Embedded(a, p.sentences[a.id], cs, vecs, sentence_vectors[a.id], n if j == 0 else 0)
+    return run
+
+
+def write(store: MilvusStore, select: build.Selection, *, config: Config, embedder: Embedder,
+          skipped: Sequence[Skipped] = (), progress: build.Progress | None = None, corpus: Path | None = None,
+          record_corpus: bool = False, embedding: EmbedArticles | None = None) -> build.Changes:
+    """Apply the articles ``select`` makes of the store's to the store; returns what changed.
+
+    Args:
+        embedding: how new articles are chunked and embedded (`local_embedding` when None; the Ray
+            job's `rayjob.ray_embedding`).
+        corpus, record_corpus: as for `build.write`.
+
+    Raises:
+        EmptyCorpusError: the selection leaves no article.
+        IndexLockedError: another writer holds the store.
+    """
+    with writing(store, config.lock_wait):
+        repair(store)
+        live = store.live()
+        gen = live["gen"] if live else None
+        manifest = (store.manifest(gen) or {}) if gen else {}
+        old = store.listing(gen) if gen else []
+        recorded_entry = manifest.get("corpus")
+        recorded = Path(recorded_entry["path"]) if recorded_entry else None
+        planned, seen = select(old, recorded)
+        old_ids = {a.id for a in old}
+        reuse = gen is not None and all(manifest.get(k) == v for k, v in
+                                        {"model": config.model, **build.settings(config)}.items())
+        if not reuse and old_ids:  # a new model or chunking: every kept article is embedded again
+            full = store.read_articles(gen, [a.id for a in planned if a.id in old_ids])
+            planned = [full[a.id][0] if a.id in full else a for a in planned]
+        articles, dupes = near_duplicates(store, gen if reuse else None, planned, old_ids if reuse else set())
+        if not articles:
+            raise EmptyCorpusError("that would leave the index empty; add articles first (askdesk add FILE)")
+        changes = build.diff(seen, articles)
+        changes.skipped = [(s.path, s.reason) for s in [*skipped, *dupes]]
+        changes.decoded = [(a.path or a.id, a.encoding) for a in articles if a.encoding and a.id not in old_ids]
+        changes.reembedded = bool(old_ids) and not reuse
+        record = store.corpus_record(corpus) if record_corpus else recorded_entry
+        keep = {a.id for a in articles}
+        paths = {a.id: a.path for a in old}
+        new = [a for a in articles if a.id not in old_ids] if reuse else articles
+        gone = [a.id for a in old if a.id not in keep] if reuse else []
+        moved = [a for a in articles if a.id in paths and a.path != paths[a.id]] if reuse else []
+        if reuse and not (new or gone or moved) and record == recorded_entry:
+            changes.n_articles, changes.n_chunks = len(articles), _chunks(store, gen)
+            return changes
+        target = gen if reuse else f"g{max([int(g[1:]) for g in store.generations()] + [0]) + 1}"
+        if not reuse:
+            store.create(target, embedder.dim, "askdesk")
+            store.put_meta(f"manifest:{target}", {**_manifest(config, embedder, manifest), "corpus": record})
+            if gen is None:  # a new store answers as it fills: each batch written is complete
+                store.put_meta("live", {"gen": target, "version": 0})
+        for i in range(0, len(gone), ARTICLES_PER_BATCH * 8):
+            ids = gone[i:i + ARTICLES_PER_BATCH * 8]
+            store.put_meta("journal", {"gen": target, "ids": ids, "pid": os.getpid()})
+            store.delete_articles(target, ids)
+        if moved:  # same text, another path (the folder moved): the records only
+            full = store.read_articles(target, [a.id for a in moved])
+            store.put_records(target, [(a, full[a.id][1]) for a in moved if a.id in full])
+        changes.embedded = _embed_and_write(store, target, new, (embedding or local_embedding(config, embedder)),
+                                            progress)
+        m = {**(manifest if reuse else store.manifest(target) or {}), **_manifest(config, embedder, manifest),
+             "corpus": record}
+        store.put_meta(f"manifest:{target}", m)
+        live = store.live() or {"version": 0}
+        # A rebuild goes live here; its predecessor stays until the next write (a question in flight may read it)
+        store.put_meta("live", {"gen": target, "version": int(live.get("version", 0)) + 1})
+        store.delete_meta("journal")
+        changes.n_articles, changes.n_chunks = len(articles), _chunks(store, target)
+        return changes
+
+
+def _embed_and_write(store: MilvusStore, gen: str, new: list[Article], embedding: EmbedArticles,
+                     progress: build.Progress | None) -> int:
+    """Embed ``new`` and write it a batch at a time; returns the texts that went through the model."""
+    done = chunks = encoded = 0
+    batch: list[Embedded] = []
+
+    def flush() -> None:
+        nonlocal done, chunks
+        store.put_meta("journal", {"gen": gen, "ids": [e.article.id for e in batch], "pid": os.getpid()})
+        store.write_articles(gen, batch, "askdesk")
+        done += len(batch)
+        chunks += sum(len(e.chunks) for e in batch)
+        batch.clear()
+        if progress:
+            progress(done, len(new), f"articles ({chunks:,} chunks)")
+
+    if progress:
+        progress(0, len(new), "articles (0 chunks)")
+    for e in embedding(new):
+        batch.append(e)
+        encoded += e.encoded
+        if len(batch) >= ARTICLES_PER_BATCH:
+            flush()
+    if batch:
+        flush()
+    return encoded
+
+
+def _manifest(config: Config, embedder: Embedder, old: dict) -> dict:
+    int8 = getattr(embedder, "int8_active", None)
+    return {"model": config.model, "dim": int(embedder.dim), "tokenizer": ENCODING, **build.settings(config),
+            "embedder": {"int8": int8 if int8 is not None else (old.get("embedder") or {}).get("int8")},
+            "askdesk_version": __version__, "format": FORMAT, "analyzer": "askdesk",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _chunks(store: MilvusStore, gen: str) -> int:
+    return int(store.client.query(store.names(gen)["chunks"], filter="", output_fields=["count(*)"])[0]["count(*)"])
+
+
+def near_duplicates(store: MilvusStore, gen: str | None, planned: list[Article], old_ids: set[str]
+                    ) -> tuple[list[Article], list[Skipped]]:
+    """`ingest.drop_near_duplicates` over the new articles and the stored ones sharing a sentence
+    with them (found by the sentence hashes the store keeps), in ``planned``'s order; the other
+    stored articles cannot take part and are not read."""
+    new = [a for a in planned if a.id not in old_ids]
+    if not new:
+        return planned, []
+    related: set[str] = set()
+    if gen is not None and old_ids:
+        hashes = {text_hash(a.text[s:e]) for a in new for s, e in split_sentences(a.text)}
+        related = (store.holders(gen, sorted(hashes)) & old_ids) & {a.id for a in planned}
+    full = store.read_articles(gen, sorted(related)) if related else {}
+    part = [full[a.id][0] if a.id in full else a for a in planned if a.id in full or a.id not in old_ids]
+    kept, dupes = drop_near_duplicates(part, known={i: spans for i, (_, spans) in full.items()})
+    dropped = {a.id for a in part} - {a.id for a in kept}
+    return [a for a in planned if a.id not in dropped], dupes
+
+
+def repair(store: MilvusStore) -> None:
+    """Finish what a killed writer left: delete its last batch's rows, drop a rebuild that never went live."""
+    journal = store.get_meta("journal")
+    live = store.live()
+    if journal:
+        if live is None or journal["gen"] != live["gen"]:
+            store.drop(journal["gen"])
+        else:
+            store.delete_articles(journal["gen"], journal["ids"])
+        logger.warning("finished a write to %s that was interrupted (%d articles of its last batch deleted; "
+                       "they are written again when selected)", store.uri, len(journal["ids"]))
+        store.delete_meta("journal")
+    for g in store.generations():
+        if live is None or g != live["gen"]:
+            store.drop(g)
+
+
+# ---- two writers --------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def writing(store: MilvusStore, wait: float) -> Iterator[None]:
+    """Hold the store for one writer: the in-process lock, and on a server the lease row too."""
+    lock = store.writer_lock()
+    if not (lock.acquire(timeout=wait) if wait > 0 else lock.acquire(blocking=False)):
+        raise IndexLockedError(f"another write to the Milvus store {store.uri!r} is running in this process; "
+                               "wait for it to finish and run again")
+    try:
+        if store.kind == "lite":  # Milvus Lite: this process is the file's only user
+            yield
+            return
+        with _lease(store, wait):
+            yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def _lease(store: MilvusStore, wait: float) -> Iterator[None]:
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + wait
+    while True:
+        held = store.get_meta("writer")
+        if held is None or held["expires"] < time.time():
+            store.put_meta("writer", _claim(token))
+            time.sleep(SETTLE_S)  # a writer that found it free at the same moment has written its claim by now
+            held = store.get_meta("writer")
+            if held and held["token"] == token:
+                break
+        if time.monotonic() >= deadline:
+            raise IndexLockedError(
+                f"another askdesk process is writing the Milvus store {store.uri!r} (pid {held['pid']} on "
+                f"{held['host']}, since {held['since']}); writers are refused, never interleaved: wait for it "
+                f"to finish and run again (a writer that died releases the store {LEASE_S:.0f} s after)")
+        time.sleep(0.2)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(LEASE_S / 3):
+            with contextlib.suppress(Exception):  # a missed renewal is retried; the lease has slack
+                store.put_meta("writer", _claim(token, since=held["since"]))
+
+    beat = threading.Thread(target=renew, name="askdesk-lease", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        with contextlib.suppress(Exception):
+            if (store.get_meta("writer") or {}).get("token") == token:
+                store.delete_meta("writer")
+
+
+def _claim(token: str, since: str | None = None) -> dict:
+    host, pid, _ = token.split(":")
+    return {"token": token, "host": host, "pid": int(pid), "expires": time.time() + LEASE_S,
+            "since": since or datetime.now(timezone.utc).isoformat(timespec="seconds")}
