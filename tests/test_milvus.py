@@ -22,7 +22,7 @@ from askdesk.text import terms
 from askdesk.types import Article, Chunk
 from askdesk.vectors import Window, chunk_key, day_number
 
-if os.environ.get("ASKDESK_REQUIRE_MILVUS") != "1":
+if os.environ.get("ASKDESK_REQUIRE_ENGINES") != "1":
     pytest.importorskip("pymilvus", reason="pip install 'askdesk[milvus]' to test the Milvus store")
 
 from askdesk import milvus, upsert  # noqa: E402
@@ -236,7 +236,7 @@ def test_an_interrupted_write_is_finished_by_the_next(tmp_path, monkeypatch):
     desk = Desk(config=cfg, embedder=FakeEmbedder())
     with pytest.raises(KeyboardInterrupt):
         desk.sync(c)
-    journal = desk.store.get_meta("journal")
+    (_, journal), = desk.store.journal()
     assert len(journal["ids"]) == 3
     # What readers see meanwhile: every chunk a search can find has its article (articles are written first).
     snap = desk.snapshot
@@ -247,7 +247,7 @@ def test_an_interrupted_write_is_finished_by_the_next(tmp_path, monkeypatch):
     monkeypatch.setattr(milvus.MilvusStore, "write_articles", real)
     fake = FakeEmbedder()
     stats = Desk(config=cfg, embedder=fake).sync(c)
-    assert stats["n_articles"] == 11 and desk.store.get_meta("journal") is None
+    assert stats["n_articles"] == 11 and desk.store.journal() == []
     assert stats["added"] == 5  # the 6 of the two complete batches stayed; only the other 5 were embedded
     reference = Desk.build(c, cfg.index, config=cfg.replace(store=str(tmp_path / "index")), embedder=FakeEmbedder())
     keys = reference.snapshot.vectors.keys.tolist()

@@ -50,7 +50,7 @@ class Config:
     # The embedding job on Ray Data (`askdesk index --ray`): a cluster address, or "auto" (RAY_ADDRESS,
     # else a Ray started on this machine); None embeds in this process.
     ray: str | None = None
-    device: str = "cpu"  # where the embedding model runs: "cpu" (int8 there), "cuda", "cuda:1", "auto"
+    device: str = "auto"  # where the embedding model runs: "auto" (a GPU torch sees, else the CPU), "cpu", "cuda:1"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Config:

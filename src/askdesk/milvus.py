@@ -455,6 +455,25 @@ class MilvusStore:
     def names(self, gen: str) -> dict[str, str]:
         return {k: f"{self.name}_{gen}_{k}" for k in ("articles", "sentences", "chunks")}
 
+    # Milvus Lite's upsert deletes the old row, then inserts the new one: a process killed between
+    # the two loses the row (4 kills in 12 while one row was upserted in a loop). So the rows a crash
+    # must not lose are never replaced: a write inserts a new "live:N" row (and deletes the older
+    # ones after), and a "journal:N" row per batch, deleted when the batch is complete. Only the
+    # lease ("writer") is upserted: losing it frees the store, as its expiry would.
+    def _rows(self, prefix: str) -> list[tuple[int, dict]]:
+        if not self.client.has_collection(self.meta):
+            return []
+        rows = self.client.query(self.meta, filter=f'key like "{prefix}:%"', output_fields=["key", "value"],
+                                 limit=MAX_LIMIT)
+        return sorted((int(r["key"].rsplit(":", 1)[1]), json.loads(r["value"])) for r in rows)
+
+    def _insert_meta(self, prefix: str, value: dict) -> str:
+        self._ensure_meta()
+        old = self._rows(prefix)
+        key = f"{prefix}:{(old[-1][0] + 1 if old else 1):012d}"
+        self.client.insert(self.meta, [{"key": key, "value": json.dumps(value), "_v": [0.0, 0.0]}])
+        return key
+
     def get_meta(self, key: str) -> dict | None:
         if not self.client.has_collection(self.meta):
             return None
@@ -462,12 +481,13 @@ class MilvusStore:
         return json.loads(rows[0]["value"]) if rows else None
 
     def put_meta(self, key: str, value: dict) -> None:
+        """Replace a row that may be lost in a crash (the lease)."""
         self._ensure_meta()
         self.client.upsert(self.meta, [{"key": key, "value": json.dumps(value), "_v": [0.0, 0.0]}])
 
-    def delete_meta(self, key: str) -> None:
-        if self.client.has_collection(self.meta):
-            self.client.delete(self.meta, ids=[key])
+    def delete_meta(self, *keys: str) -> None:
+        if keys and self.client.has_collection(self.meta):
+            self.client.delete(self.meta, ids=list(keys))
 
     def _ensure_meta(self) -> None:
         if self.client.has_collection(self.meta):
@@ -482,11 +502,31 @@ class MilvusStore:
         _create(self.client, self.meta, s, ip)
 
     def live(self) -> dict | None:
-        """``{"gen", "version"}`` of the generation answering, or None for an empty store."""
-        return self.get_meta("live")
+        """``{"gen", "version", "manifest"}`` of the generation answering (version: counts the
+        writes), or None for an empty store."""
+        rows = self._rows("live")
+        return {**rows[-1][1], "version": rows[-1][0]} if rows else None
+
+    def set_live(self, gen: str, manifest: dict) -> None:
+        """Point the store at ``gen`` with its manifest: one inserted row (older ones deleted after)."""
+        old = self._rows("live")
+        self._insert_meta("live", {"gen": gen, "manifest": manifest})
+        self.delete_meta(*(f"live:{n:012d}" for n, _ in old))
 
     def manifest(self, gen: str) -> dict | None:
-        return self.get_meta(f"manifest:{gen}")
+        live = self.live()
+        return live["manifest"] if live and live["gen"] == gen else None
+
+    def journal(self) -> list[tuple[str, dict]]:
+        """The batches a write has begun and not finished: (row key, {"gen", "ids"})."""
+        return [(f"journal:{n:012d}", v) for n, v in self._rows("journal")]
+
+    def begin(self, gen: str, ids: Sequence[str]) -> str:
+        """Record the articles a batch is about to change; returns the row `end` deletes."""
+        return self._insert_meta("journal", {"gen": gen, "ids": list(ids), "pid": os.getpid()})
+
+    def end(self, key: str) -> None:
+        self.delete_meta(key)
 
     # -- generations ----------------------------------------------------------------------------
     def create(self, gen: str, dim: int, analyzer: str, parts: Sequence[str] = ("articles", "sentences", "chunks")
@@ -556,7 +596,6 @@ class MilvusStore:
         for n in self.names(gen).values():
             if self.client.has_collection(n):
                 self.client.drop_collection(n)
-        self.delete_meta(f"manifest:{gen}")
 
     def generations(self) -> list[str]:
         """Every generation with collections in the store (a killed rebuild's too)."""
@@ -573,7 +612,7 @@ class MilvusStore:
             raise IndexMissingError(f"no index in the Milvus store {self.uri!r}; build one with: "
                                     f"askdesk index corpus/ --store {self.uri}")
         gen = live["gen"]
-        m = dict(self.manifest(gen) or {})
+        m = dict(live["manifest"])
         for key, want in (expect or {}).items():
             if m.get(key) != want:
                 raise IndexMismatchError(
@@ -584,8 +623,8 @@ class MilvusStore:
         m["n_chunks"] = _count(self.client, names["chunks"])
         m["n_articles"] = _count(self.client, names["articles"], "part == 0")
         m["store"] = self.uri
-        if self.get_meta("journal"):
-            logger.warning("a write to %s was interrupted; the next `askdesk index` or `add` finishes it", self.uri)
+        if self.journal():
+            logger.info("a write to %s is running, or was interrupted (the next write finishes it)", self.uri)
         return MilvusSnapshot(self, gen, m, sentences=self.sentences, embedder=embedder)
 
     def read_articles(self, gen: str, ids: Sequence[str] | None
@@ -629,7 +668,7 @@ class MilvusStore:
         """The article folder the store was last synced with, if it still exists (for a Milvus
         Lite file, also where it is from the file: a project folder moved as a whole finds it)."""
         live = self.live()
-        corpus = ((self.manifest(live["gen"]) or {}).get("corpus") or {}) if live else {}
+        corpus = (live["manifest"].get("corpus") or {}) if live else {}
         for p in (corpus.get("path"), corpus.get("relative") and Path(self.where).parent / corpus["relative"]):
             if p and Path(p).is_dir():
                 return Path(p).resolve()

@@ -146,17 +146,25 @@ def _connect(address: str | None) -> bool:
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no calls home from an offline desk
     local = address == "local" or (address in (None, "", "auto") and not os.environ.get("RAY_ADDRESS"))
-    try:
-        if local:  # every socket on loopback, a worker per core
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
-                     log_to_driver=False)
-        else:
-            ray.init(address=None if address == "auto" else address, log_to_driver=False)
-    except Exception as e:  # noqa: BLE001 - whatever Ray raises, the advice is the same
-        raise StoreUnavailableError(f"cannot reach the Ray cluster at {address!r} ({str(e)[:200]}); "
-                                    "start it (ray start --head) or check the address") from None
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # askdesk reports articles and chunks itself
+    quiet = logging.INFO if logging.getLogger("askdesk").isEnabledFor(logging.INFO) else logging.WARNING
+    for attempt in (1, 2):
+        try:
+            if local:
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level=quiet)
+            else:
+                ray.init(address=None if address == "auto" else address, log_to_driver=False, logging_level=quiet)
+            break
+        except Exception as e:  # noqa: BLE001 - whatever Ray raises, the advice is the same
+            ray.shutdown()
+            # A local start can time out waiting for its own GCS on a busy machine (seen once here): once more.
+            if local and attempt == 1:
+                logger.warning("starting Ray failed (%s); trying once more", str(e)[:200])
+                continue
+            where = "on this machine" if local else f"at {address!r}"
+            raise StoreUnavailableError(f"cannot start or reach Ray {where} ({str(e)[:200]}); start it "
+                                        "(ray start --head) or check the address") from None
+    logging.getLogger("ray.data").setLevel(max(quiet, logging.ERROR))  # its own progress lines: askdesk reports
+    ray.data.DataContext.get_current().enable_progress_bars = False
     return True
 
 

@@ -1,9 +1,10 @@
 """The writer of a Milvus store: a selection -> deletes and upserts of the articles it changes.
 
 The same selections as the folder's writer (`build.for_sync`, `for_add`, `for_remove`) turn the
-store's articles into the new list; only the difference is written: the rows of removed articles
-are deleted, new ones embedded and upserted, batch by batch (`milvus` has the layout and the order
-that keeps readers safe). An article's chunking and vectors are the folder's (`build.plan`,
+store's articles into the new list; only the difference is written: new articles are embedded and
+upserted, then the rows of removed ones deleted, batch by batch (`milvus` has the layout and the
+order within a batch that keeps readers safe; a reader during a write sees the old articles and
+some of the new). An article's chunking and vectors are the folder's (`build.plan`,
 `build.embed`); a new model or chunking re-embeds every article into a new generation that goes live
 when complete.
 
@@ -80,7 +81,7 @@ def write(store: MilvusStore, select: build.Selection, *, config: Config, embedd
         repair(store)
         live = store.live()
         gen = live["gen"] if live else None
-        manifest = (store.manifest(gen) or {}) if gen else {}
+        manifest = dict(live["manifest"]) if live else {}
         old = store.listing(gen) if gen else []
         recorded_entry = manifest.get("corpus")
         recorded = Path(recorded_entry["path"]) if recorded_entry else None
@@ -110,25 +111,25 @@ def write(store: MilvusStore, select: build.Selection, *, config: Config, embedd
         target = gen if reuse else f"g{max([int(g[1:]) for g in store.generations()] + [0]) + 1}"
         if not reuse:
             store.create(target, embedder.dim, "askdesk")
-            store.put_meta(f"manifest:{target}", {**_manifest(config, embedder, manifest), "corpus": record})
             if gen is None:  # a new store answers as it fills: each batch written is complete
-                store.put_meta("live", {"gen": target, "version": 0})
-        for i in range(0, len(gone), ARTICLES_PER_BATCH * 8):
-            ids = gone[i:i + ARTICLES_PER_BATCH * 8]
-            store.put_meta("journal", {"gen": target, "ids": ids, "pid": os.getpid()})
-            store.delete_articles(target, ids)
+                store.set_live(target, {**_manifest(config, embedder, manifest), "corpus": record})
         if moved:  # same text, another path (the folder moved): the records only
             full = store.read_articles(target, [a.id for a in moved])
+            key = store.begin(target, [a.id for a in moved])  # an upsert killed midway loses the row
             store.put_records(target, [(a, full[a.id][1]) for a in moved if a.id in full])
+            store.end(key)
+        # New articles first, removals last: while the write runs, a reader finds an updated story in
+        # its old version or its new one (or both for a moment), never in neither.
         changes.embedded = _embed_and_write(store, target, new, (embedding or local_embedding(config, embedder)),
                                             progress)
-        m = {**(manifest if reuse else store.manifest(target) or {}), **_manifest(config, embedder, manifest),
-             "corpus": record}
-        store.put_meta(f"manifest:{target}", m)
-        live = store.live() or {"version": 0}
+        for i in range(0, len(gone), ARTICLES_PER_BATCH * 8):
+            ids = gone[i:i + ARTICLES_PER_BATCH * 8]
+            key = store.begin(target, ids)
+            store.delete_articles(target, ids)
+            store.end(key)
         # A rebuild goes live here; its predecessor stays until the next write (a question in flight may read it)
-        store.put_meta("live", {"gen": target, "version": int(live.get("version", 0)) + 1})
-        store.delete_meta("journal")
+        store.set_live(target, {**(manifest if reuse else {}), **_manifest(config, embedder, manifest),
+                                "corpus": record})
         changes.n_articles, changes.n_chunks = len(articles), _chunks(store, target)
         return changes
 
@@ -141,8 +142,9 @@ def _embed_and_write(store: MilvusStore, gen: str, new: list[Article], embedding
 
     def flush() -> None:
         nonlocal done, chunks
-        store.put_meta("journal", {"gen": gen, "ids": [e.article.id for e in batch], "pid": os.getpid()})
+        key = store.begin(gen, [e.article.id for e in batch])
         store.write_articles(gen, batch, "askdesk")
+        store.end(key)
         done += len(batch)
         chunks += sum(len(e.chunks) for e in batch)
         batch.clear()
@@ -194,16 +196,13 @@ def near_duplicates(store: MilvusStore, gen: str | None, planned: list[Article],
 
 def repair(store: MilvusStore) -> None:
     """Finish what a killed writer left: delete its last batch's rows, drop a rebuild that never went live."""
-    journal = store.get_meta("journal")
     live = store.live()
-    if journal:
-        if live is None or journal["gen"] != live["gen"]:
-            store.drop(journal["gen"])
-        else:
-            store.delete_articles(journal["gen"], journal["ids"])
-        logger.warning("finished a write to %s that was interrupted (%d articles of its last batch deleted; "
-                       "they are written again when selected)", store.uri, len(journal["ids"]))
-        store.delete_meta("journal")
+    for key, batch in store.journal():
+        if live is not None and batch["gen"] == live["gen"]:  # (a rebuild's generation goes below)
+            store.delete_articles(batch["gen"], batch["ids"])
+        logger.warning("finished a write to %s that was interrupted: %d articles of its last batch deleted "
+                       "(written again when selected)", store.uri, len(batch["ids"]))
+        store.end(key)
     for g in store.generations():
         if live is None or g != live["gen"]:
             store.drop(g)
