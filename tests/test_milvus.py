@@ -290,3 +290,32 @@ def news_desk(tmp_path_factory):
 for _name, _test in inspect.getmembers(test_news, inspect.isfunction):
     if _name.startswith("test_") and "news_desk" in inspect.signature(_test).parameters:
         globals()[_name] = _test  # collected here, with this module's news_desk: the Milvus store
+
+
+# ---- the page on a store ----------------------------------------------------------------------------
+
+def test_the_page_serves_a_store_from_empty_to_answering(tmp_path, monkeypatch):
+    """`ui.open_desk` with ASKDESK_STORE: an empty store starts the page empty, an upload writes the
+    store, the next question is answered from it; reopened, the page syncs the store with its folder."""
+    pytest.importorskip("gradio")
+    from askdesk import desk as desk_mod
+    from askdesk import ui
+
+    monkeypatch.setattr(desk_mod, "SentenceTransformerEmbedder", lambda *a, **k: FakeEmbedder())
+    (tmp_path / "corpus").mkdir()
+    cfg = config(tmp_path, corpus=tmp_path / "corpus", store=str(tmp_path / "desk.db"))
+    desk = ui.open_desk(cfg)
+    fns = {f.name: f.fn for f in ui.build_ui(desk, desk.config).fns.values()}
+    _box, chat, _sources, _asked = fns["respond"]("When did the harbour open?", [], [])
+    assert chat[-1]["content"] == ui.EMPTY_INDEX_NOTE
+    up = write(tmp_path / "up" / "harbour.txt", "Harbour news\n\nThe harbour of Varsk opened in 1901 after six years.")
+    *_, (status, index, _files) = fns["add_files"]([str(up)], progress=lambda *a, **k: None)
+    assert "Added <b>1</b> new" in status and '<span id="n-articles">1</span>' in index
+    _box, chat, sources, _asked = fns["respond"]("When did the harbour of Varsk open?", [], [])
+    assert "1901" in chat[-1]["content"] and "Harbour news" in sources
+    assert desk.store.recorded_corpus() is None  # an upload adds to the folder; it syncs nothing
+    desk.close()
+    write(tmp_path / "corpus" / "mill.txt", "Mill output\n\nThe steel mill reported output of 3 million tonnes.")
+    again = ui.open_desk(cfg)
+    assert again.indexed and again.info()["n_articles"] == 2 and again.store.uri == cfg.store
+    again.close()

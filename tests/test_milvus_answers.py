@@ -115,3 +115,43 @@ def test_cli_eval_through_a_store_measures_what_the_folder_does(tmp_path):
         assert not desk.indexed and Desk(store=db + "#eval").info()["n_articles"] == 40
     finally:
         desk.close()
+
+
+def test_the_page_serves_a_store(tmp_path):
+    """`ASKDESK_STORE=... askdesk serve` (what `make chat` runs): the page syncs the store with the
+    folder, and a program asking over HTTP gets the cited answer."""
+    pytest.importorskip("gradio_client")
+    import socket
+    import time
+
+    from gradio_client import Client
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for f in CORPUS.iterdir():
+        (corpus / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "ASKDESK_STORE": str(tmp_path / "desk.db"), "ASKDESK_CORPUS": str(corpus)}
+    p = subprocess.Popen([sys.executable, "-m", "askdesk.cli", "serve", "--port", str(port)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while True:  # until the page answers (it syncs the store first)
+            assert p.poll() is None, p.stderr.read()
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                assert time.monotonic() < deadline, "the page did not come up"
+                time.sleep(0.5)
+        reply = json.loads(client.predict(QUESTION, [], api_name="/ask"))
+        assert "$14.9 billion" in reply["answer"] and "$14.9 billion" in reply["citations"][0]["sentence"]
+        info = json.loads(client.predict(api_name="/info"))
+        assert info["n_articles"] == 1 and info["index"] == str(tmp_path / "desk.db")
+        client.close()
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
