@@ -319,3 +319,17 @@ def test_the_page_serves_a_store_from_empty_to_answering(tmp_path, monkeypatch):
     again = ui.open_desk(cfg)
     assert again.indexed and again.info()["n_articles"] == 2 and again.store.uri == cfg.store
     again.close()
+
+
+def test_an_index_folder_copied_into_a_store_answers_the_same(pair, tmp_path):
+    folder, _ = pair
+    store = milvus.MilvusStore(str(tmp_path / "copy.db"))
+    assert upsert.copy(folder.snapshot, store) == folder.info()["n_chunks"]  # nothing embedded: the vectors move
+    copied = Desk(config=folder.config, embedder=FakeEmbedder(), store=store.uri)
+    for q, kw in QUESTIONS:
+        assert copied.ask(q, **kw).text == folder.ask(q, **kw).text
+    with pytest.raises(BadInputError, match="already holds an index"):
+        upsert.copy(folder.snapshot, store)
+    stats = copied.sync(folder.config.corpus)  # and it takes writes as a store built by askdesk does
+    assert stats["embedded"] == 0 and stats["unchanged"] == folder.info()["n_articles"]
+    copied.close()

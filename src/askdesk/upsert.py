@@ -36,10 +36,12 @@ from . import __version__, build
 from .chunk import ENCODING, split_sentences
 from .config import Config
 from .embed import Embedder
-from .errors import EmptyCorpusError, IndexLockedError
+from .errors import BadInputError, EmptyCorpusError, IndexLockedError
 from .ingest import Skipped, drop_near_duplicates
 from .milvus import ARTICLES_PER_BATCH, EmbedArticles, Embedded, MilvusStore, text_hash
+from .records import FolderSnapshot
 from .types import Article
+from .vectors import chunk_key
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +111,12 @@ def write(store: MilvusStore, select: build.Selection, *, config: Config, embedd
             changes.n_articles, changes.n_chunks = len(articles), _chunks(store, gen)
             return changes
         target = gen if reuse else f"g{max([int(g[1:]) for g in store.generations()] + [0]) + 1}"
+        analyzer = manifest.get("analyzer", "askdesk") if reuse else store.analyzer  # as its collections were made
         if not reuse:
-            store.create(target, embedder.dim, "askdesk")
+            store.create(target, embedder.dim, analyzer)
             if gen is None:  # a new store answers as it fills: each batch written is complete
-                store.set_live(target, {**_manifest(config, embedder, manifest), "corpus": record})
+                store.set_live(target, {**_manifest(config, embedder, manifest), "analyzer": analyzer,
+                                        "corpus": record})
         if moved:  # same text, another path (the folder moved): the records only
             full = store.read_articles(target, [a.id for a in moved])
             key = store.begin(target, [a.id for a in moved])  # an upsert killed midway loses the row
@@ -120,8 +124,8 @@ def write(store: MilvusStore, select: build.Selection, *, config: Config, embedd
             store.end(key)
         # New articles first, removals last: while the write runs, a reader finds an updated story in
         # its old version or its new one (or both for a moment), never in neither.
-        changes.embedded = _embed_and_write(store, target, new, (embedding or local_embedding(config, embedder)),
-                                            progress)
+        changes.embedded = _embed_and_write(store, target, analyzer, new,
+                                            embedding or local_embedding(config, embedder), progress)
         for i in range(0, len(gone), ARTICLES_PER_BATCH * 8):
             ids = gone[i:i + ARTICLES_PER_BATCH * 8]
             key = store.begin(target, ids)
@@ -129,12 +133,12 @@ def write(store: MilvusStore, select: build.Selection, *, config: Config, embedd
             store.end(key)
         # A rebuild goes live here; its predecessor stays until the next write (a question in flight may read it)
         store.set_live(target, {**(manifest if reuse else {}), **_manifest(config, embedder, manifest),
-                                "corpus": record})
+                                "analyzer": analyzer, "corpus": record})
         changes.n_articles, changes.n_chunks = len(articles), _chunks(store, target)
         return changes
 
 
-def _embed_and_write(store: MilvusStore, gen: str, new: list[Article], embedding: EmbedArticles,
+def _embed_and_write(store: MilvusStore, gen: str, analyzer: str, new: list[Article], embedding: EmbedArticles,
                      progress: build.Progress | None) -> int:
     """Embed ``new`` and write it a batch at a time; returns the texts that went through the model."""
     done = chunks = encoded = 0
@@ -143,7 +147,7 @@ def _embed_and_write(store: MilvusStore, gen: str, new: list[Article], embedding
     def flush() -> None:
         nonlocal done, chunks
         key = store.begin(gen, [e.article.id for e in batch])
-        store.write_articles(gen, batch, "askdesk")
+        store.write_articles(gen, batch, analyzer)
         store.end(key)
         done += len(batch)
         chunks += sum(len(e.chunks) for e in batch)
@@ -167,12 +171,57 @@ def _manifest(config: Config, embedder: Embedder, old: dict) -> dict:
     int8 = getattr(embedder, "int8_active", None)
     return {"model": config.model, "dim": int(embedder.dim), "tokenizer": ENCODING, **build.settings(config),
             "embedder": {"int8": int8 if int8 is not None else (old.get("embedder") or {}).get("int8")},
-            "askdesk_version": __version__, "format": FORMAT, "analyzer": "askdesk",
+            "askdesk_version": __version__, "format": FORMAT,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def _chunks(store: MilvusStore, gen: str) -> int:
     return int(store.client.query(store.names(gen)["chunks"], filter="", output_fields=["count(*)"])[0]["count(*)"])
+
+
+def copy(snapshot: FolderSnapshot, store: MilvusStore, *, lock_wait: float = 30.0,
+         progress: build.Progress | None = None) -> int:
+    """Copy an index folder's live generation into an empty Milvus store, vectors as they are
+    (nothing is embedded again; an IVF index's vectors are its float16 ones). Returns the chunks copied.
+
+    Raises:
+        BadInputError: the store already holds an index (copy into another ``#name``).
+    """
+    with writing(store, lock_wait):
+        repair(store)
+        if store.live() is not None:
+            raise BadInputError(f"the Milvus store {store.uri!r} already holds an index; copy into an empty one "
+                                f"(another name: {store.uri.split('#')[0]}#copy)")
+        m = snapshot.manifest
+        manifest = {**{k: m[k] for k in ("model", "dim", "tokenizer", "embedder", *build.settings(Config()))
+                       if k in m},
+                    "askdesk_version": __version__, "format": FORMAT, "analyzer": store.analyzer,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "corpus": store.corpus_record((m.get("corpus") or {}).get("path"))}
+        store.create("g1", int(m["dim"]), store.analyzer)
+        store.set_live("g1", manifest)
+        by_article: dict[str, list] = {}
+        for c in snapshot.chunks:
+            by_article.setdefault(c.article_id, []).append(c)
+        articles = snapshot.all_articles()
+        done = chunks = 0
+        for i in range(0, len(articles), ARTICLES_PER_BATCH * 4):
+            batch = []
+            for a in articles[i:i + ARTICLES_PER_BATCH * 4]:
+                cs, spans = by_article.get(a.id, []), snapshot.sentences[a.id]
+                row = snapshot.sentence_row[a.id]
+                vecs = (snapshot.vectors.vectors([chunk_key(c.id) for c in cs]) if cs
+                        else np.zeros((0, int(m["dim"])), np.float32))
+                batch.append(Embedded(a, list(spans), cs, vecs,
+                                      np.asarray(snapshot.sentence_vectors[row:row + len(spans)], np.float32)))
+            key = store.begin("g1", [e.article.id for e in batch])
+            store.write_articles("g1", batch, store.analyzer)
+            store.end(key)
+            done, chunks = done + len(batch), chunks + sum(len(e.chunks) for e in batch)
+            if progress:
+                progress(done, len(articles), f"articles ({chunks:,} chunks)")
+        store.set_live("g1", manifest)  # a write: readers reload
+        return chunks
 
 
 def near_duplicates(store: MilvusStore, gen: str | None, planned: list[Article], old_ids: set[str]
