@@ -333,3 +333,30 @@ def test_an_index_folder_copied_into_a_store_answers_the_same(pair, tmp_path):
     stats = copied.sync(folder.config.corpus)  # and it takes writes as a store built by askdesk does
     assert stats["embedded"] == 0 and stats["unchanged"] == folder.info()["n_articles"]
     copied.close()
+
+
+def test_a_chunk_with_more_sentences_than_its_row_holds_gives_the_rest_its_own_vector(tmp_path, monkeypatch):
+    monkeypatch.setattr(milvus, "SENTENCE_BYTES", 3 * 64 * 2)  # 3 float16 vectors of 64 dimensions
+    c = tmp_path / "corpus"
+    write(c / "list.txt", "Results\n\nAlpha won. Beta lost. Gamma drew. Delta won. Epsilon lost.")
+    cfg = config(tmp_path)
+    folder = Desk.build(c, cfg.index, config=cfg, embedder=FakeEmbedder())
+    store = Desk.build(c, config=cfg, embedder=FakeEmbedder(), store=str(tmp_path / "desk.db"))
+    keys = folder.snapshot.vectors.keys.tolist()
+    chunks = folder.snapshot.chunks_of(keys)
+    a, b = folder.snapshot.sentences_in(chunks), store.snapshot.sentences_in(chunks)
+    assert len(a) == len(b) == 5 and b.spans == a.spans
+    np.testing.assert_allclose(b.vectors[:3], a.vectors[:3], atol=1e-3)  # stored in the row
+    np.testing.assert_allclose(b.vectors[3:], np.repeat(store.snapshot.vectors.vectors(keys), 2, axis=0), atol=1e-6)
+    store.close()
+
+
+def test_an_article_longer_than_a_row_comes_back_whole(tmp_path):
+    text = " ".join(f"Sentence number {i} of the long report says the harbour grew by {i} percent." for i in range(700))
+    c = tmp_path / "corpus"
+    write(c / "long.txt", "A long report\n\n" + text)
+    store = Desk.build(c, config=config(tmp_path), embedder=FakeEmbedder(), store=str(tmp_path / "desk.db"))
+    (a,) = store.snapshot.all_articles()
+    assert len(a.text) > 3 * milvus.PIECE and store.article(a.id).text.endswith(text[-200:])
+    assert "612 percent" in store.ask("By how much did the harbour grow according to sentence number 612?").text
+    store.close()
