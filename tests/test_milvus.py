@@ -360,3 +360,16 @@ def test_an_article_longer_than_a_row_comes_back_whole(tmp_path):
     assert len(a.text) > 3 * milvus.PIECE and store.article(a.id).text.endswith(text[-200:])
     assert "612 percent" in store.ask("By how much did the harbour grow according to sentence number 612?").text
     store.close()
+
+
+def test_a_store_of_another_layout_is_refused_and_index_brings_it_up_to_date(tmp_path):
+    c = news_corpus(tmp_path / "corpus")
+    cfg = config(tmp_path, store=str(tmp_path / "desk.db"))
+    desk = Desk.build(c, config=cfg, embedder=FakeEmbedder())
+    live = desk.store.live()
+    desk.store.set_live(live["gen"], {**live["manifest"], "format": 0})  # as an older askdesk wrote it
+    with pytest.raises(IndexMismatchError, match="layout 0.*askdesk index --store"):
+        Desk(config=cfg, embedder=FakeEmbedder()).ask("What did the council approve?")
+    stats = Desk(config=cfg, embedder=FakeEmbedder()).sync(c)
+    assert stats["reembedded"] and stats["n_articles"] == 5 and desk.store.live()["gen"] == "g2"
+    desk.close()

@@ -166,15 +166,18 @@ class Desk:
     def add(self, paths: Sequence[str | Path], *, progress: Progress | None = None) -> dict:
         """Add or update article files (or folders); identical articles are skipped. Returns what changed."""
         new, skipped = read_articles(paths, root=self.corpus, max_bytes=self.config.max_file_bytes)
-        return self._write(build.for_add(new), skipped, progress).to_dict()
+        scope = sorted({build.key(a) for a in new} | {a.id for a in new})  # a store reads only these
+        return self._write(build.for_add(new), skipped, progress, scope=scope).to_dict()
 
     def remove(self, refs: Sequence[str]) -> dict:
         """Remove articles by id or path; raises BadInputError naming refs that match nothing."""
-        by_ref = {ref: a.id for a in self._current().snap.all_articles() for ref in (a.id, a.path) if ref}
+        by_ref = (self.store.find(refs) if self.store is not None else
+                  {ref: a.id for a in self._current().snap.all_articles() for ref in (a.id, a.path) if ref})
         missing = [r for r in refs if r not in by_ref]
         if missing:
             raise BadInputError(f"no article with id or path {sorted(missing)[0]!r}; `askdesk info` lists them")
-        return self._write(build.for_remove({by_ref[r] for r in refs}), [], None).to_dict()
+        ids = {by_ref[r] for r in refs}
+        return self._write(build.for_remove(ids), [], None, scope=sorted(ids)).to_dict()
 
     def rollback(self) -> dict:
         """Make the index's previous generation live again (a second call undoes the first).
@@ -192,14 +195,14 @@ class Desk:
         with index_mod.lock(self.index_dir, timeout=self.config.lock_wait):
             return index_mod.rollback(self.index_dir)
 
-    def _write(self, select: build.Selection, skipped, progress, **kw) -> build.Changes:
+    def _write(self, select: build.Selection, skipped, progress, *, scope=None, **kw) -> build.Changes:
         if self._pinned is not None:
             raise BadInputError("this desk answers from a snapshot in memory (Desk.over) and cannot write; "
                                 "open the index folder with Desk.open to change it")
         if self.store is not None:
             embedding = rayjob.ray_embedding(self.config, self.embedder) if self.config.ray else None
             return upsert.write(self.store, select, config=self.config, embedder=self.embedder, skipped=skipped,
-                                progress=progress, embedding=embedding, **kw)
+                                progress=progress, embedding=embedding, scope=scope, **kw)
         embedder = rayjob.RayEmbedder(self.config, self.embedder) if self.config.ray else self.embedder
         return build.write(self.index_dir, select, config=self.config, embedder=embedder,
                            current=lambda: self._current().snap, skipped=skipped, progress=progress, **kw)

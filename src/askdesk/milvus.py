@@ -72,6 +72,7 @@ PIECE = 16_000  # characters of an article's JSON per row: 4 bytes a character a
 ARTICLES_PER_BATCH = 64  # articles embedded and written together (~200 chunks); the journal holds one batch
 ROWS_PER_REQUEST = 1_000  # rows per insert/upsert request (a few MB of vectors)
 MAX_LIMIT = 16_384  # Milvus' largest top-k and query window
+FORMAT = 1  # the store's layout (this module); each generation's manifest records it
 K1, B = 0.9, 0.4  # lexical.BM25's (Anserini's defaults)
 _LITE_LOCKS: dict[str, threading.Lock] = {}  # one writer per Milvus Lite file in this process
 
@@ -636,10 +637,13 @@ class MilvusStore:
         s.add_field("part", DataType.INT64)
         s.add_field("meta", DataType.VARCHAR, max_length=65_535)  # the fields but text, on part 0 (listing)
         s.add_field("blob", DataType.VARCHAR, max_length=65_535)
+        s.add_field("akey", DataType.VARCHAR, max_length=8_192)  # build.key: url, else path, else id (part 0)
+        s.add_field("path", DataType.VARCHAR, max_length=8_192)  # (part 0) `askdesk remove PATH` finds it
         s.add_field("_v", DataType.FLOAT_VECTOR, dim=2)
         ip = c.prepare_index_params()
         ip.add_index(field_name="_v", index_type="FLAT", metric_type="L2")
-        ip.add_index(field_name="article_id", index_type="INVERTED")
+        for f in ("article_id", "akey", "path"):
+            ip.add_index(field_name=f, index_type="INVERTED")
         if "articles" in parts:
             _create(c, names["articles"], s, ip)
 
@@ -707,6 +711,10 @@ class MilvusStore:
                                     f"askdesk index corpus/ --store {self.uri}")
         gen = live["gen"]
         m = dict(live["manifest"])
+        if m.get("format") != FORMAT:
+            raise IndexMismatchError(f"the Milvus store {self.uri!r} has layout {m.get('format')!r}, this askdesk "
+                                     f"reads {FORMAT}; bring it up to date with: askdesk index --store {self.uri} "
+                                     "(embeds its articles again and keeps them all)")
         for key, want in (expect or {}).items():
             if m.get(key) != want:
                 raise IndexMismatchError(
@@ -715,7 +723,7 @@ class MilvusStore:
                     f"askdesk index --store {self.uri} --{key} {want}")
         names = self.names(gen)
         m["n_chunks"] = _count(self.client, names["chunks"])
-        m["n_articles"] = _count(self.client, names["articles"], "part == 0")
+        m["n_articles"] = self.n_articles(gen)
         m["store"] = self.uri
         if self.journal():
             logger.info("a write to %s is running, or was interrupted (the next write finishes it)", self.uri)
@@ -749,14 +757,41 @@ class MilvusStore:
             return {i: out[i] for i in order}
         return out
 
-    def listing(self, gen: str) -> list[Article]:
-        """Every article's fields without its text (``text=""``): what a writer's selection needs."""
+    def listing(self, gen: str, scope: Sequence[str] | None = None) -> list[Article]:
+        """The articles' fields without their text (``text=""``): what a writer's selection needs.
+
+        ``scope``: only the articles with these ids or keys (`build.key`), not all."""
         out = []
-        for r in _query_all(self.client, self.names(gen)["articles"], "part == 0", ["article_id", "meta"]):
+        name = self.names(gen)["articles"]
+        if scope is None:
+            rows: Iterable[dict] = _query_all(self.client, name, "part == 0", ["article_id", "meta"])
+        else:
+            scope = list(scope)
+            rows = [r for i in range(0, len(scope), 500) for r in self.client.query(
+                name, filter=f"part == 0 and (article_id in {_strs(scope[i:i + 500])} or akey in "
+                             f"{_strs(scope[i:i + 500])})", output_fields=["article_id", "meta"], limit=MAX_LIMIT)]
+        for r in rows:
             meta = json.loads(r["meta"])
             meta.pop("parts", None)
             out.append(Article(id=r["article_id"], text="", **meta))
-        return sorted(out, key=lambda a: a.path or a.id)
+        return sorted({a.id: a for a in out}.values(), key=lambda a: a.path or a.id)
+
+    def find(self, refs: Sequence[str]) -> dict[str, str]:
+        """Article id by reference (an id or a path), for the references that name an article."""
+        live = self.live()
+        if live is None:
+            return {}
+        gen, out = live["gen"], {}
+        for i in range(0, len(refs), 500):
+            part = list(refs[i:i + 500])
+            for r in self.client.query(self.names(gen)["articles"], output_fields=["article_id", "path"],
+                                       filter=f"part == 0 and (article_id in {_strs(part)} or path in {_strs(part)})",
+                                       limit=MAX_LIMIT):
+                out.update({ref: r["article_id"] for ref in (r["article_id"], r["path"]) if ref in part})
+        return out
+
+    def n_articles(self, gen: str) -> int:
+        return _count(self.client, self.names(gen)["articles"], "part == 0")
 
     def recorded_corpus(self) -> Path | None:
         """The article folder the store was last synced with, if it still exists (for a Milvus
@@ -828,5 +863,6 @@ def _article_rows(a: Article, spans: Sequence[tuple[int, int]]) -> list[dict]:
     blob = json.dumps({"text": a.text, "sentences": [list(s) for s in spans]}, ensure_ascii=False)
     parts = [blob[i:i + PIECE] for i in range(0, len(blob), PIECE)] or [""]
     return [{"pk": f"{a.id}:{n}", "article_id": a.id, "part": n, "blob": piece, "_v": [0.0, 0.0],
-             "meta": json.dumps({**fields, "parts": len(parts)}, ensure_ascii=False) if n == 0 else ""}
+             "meta": json.dumps({**fields, "parts": len(parts)}, ensure_ascii=False) if n == 0 else "",
+             "akey": (a.url or a.path or a.id) if n == 0 else "", "path": (a.path or "") if n == 0 else ""}
             for n, piece in enumerate(parts)]

@@ -38,7 +38,7 @@ from .config import Config
 from .embed import Embedder
 from .errors import BadInputError, EmptyCorpusError, IndexLockedError
 from .ingest import Skipped, drop_near_duplicates
-from .milvus import ARTICLES_PER_BATCH, EmbedArticles, Embedded, MilvusStore, text_hash
+from .milvus import ARTICLES_PER_BATCH, FORMAT, EmbedArticles, Embedded, MilvusStore, text_hash
 from .records import FolderSnapshot
 from .types import Article
 from .vectors import chunk_key
@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 LEASE_S = 30.0  # a server's write lease; renewed every third of it while the write runs
 SETTLE_S = 0.5  # a claim is read back after this long: of two writers claiming at once, one wins
-FORMAT = 1  # the store's layout (milvus.py); recorded in each generation's manifest
 
 
 def local_embedding(config: Config, embedder: Embedder) -> EmbedArticles:
@@ -67,13 +66,17 @@ def local_embedding(config: Config, embedder: Embedder) -> EmbedArticles:
 
 def write(store: MilvusStore, select: build.Selection, *, config: Config, embedder: Embedder,
           skipped: Sequence[Skipped] = (), progress: build.Progress | None = None, corpus: Path | None = None,
-          record_corpus: bool = False, embedding: EmbedArticles | None = None) -> build.Changes:
+          record_corpus: bool = False, embedding: EmbedArticles | None = None,
+          scope: Sequence[str] | None = None) -> build.Changes:
     """Apply the articles ``select`` makes of the store's to the store; returns what changed.
 
     Args:
         embedding: how new articles are chunked and embedded (`local_embedding` when None; the Ray
             job's `rayjob.ray_embedding`).
         corpus, record_corpus: as for `build.write`.
+        scope: the ids and keys (`build.key`) of the only stored articles ``select`` can change
+            (`Desk.add`, `Desk.remove`): the others are neither read nor written. None (a sync):
+            the selection sees every stored article's fields (no text, no vectors).
 
     Raises:
         EmptyCorpusError: the selection leaves no article.
@@ -84,20 +87,23 @@ def write(store: MilvusStore, select: build.Selection, *, config: Config, embedd
         live = store.live()
         gen = live["gen"] if live else None
         manifest = dict(live["manifest"]) if live else {}
-        old = store.listing(gen) if gen else []
+        reuse = gen is not None and all(manifest.get(k) == v for k, v in
+                                        {"model": config.model, "format": FORMAT, **build.settings(config)}.items())
+        scope = scope if reuse else None  # embedding every article again reads them all
+        old = store.listing(gen, scope) if gen else []
+        others = store.n_articles(gen) - len(old) if gen and scope is not None else 0  # neither read nor changed
         recorded_entry = manifest.get("corpus")
         recorded = Path(recorded_entry["path"]) if recorded_entry else None
         planned, seen = select(old, recorded)
         old_ids = {a.id for a in old}
-        reuse = gen is not None and all(manifest.get(k) == v for k, v in
-                                        {"model": config.model, **build.settings(config)}.items())
         if not reuse and old_ids:  # a new model or chunking: every kept article is embedded again
             full = store.read_articles(gen, [a.id for a in planned if a.id in old_ids])
             planned = [full[a.id][0] if a.id in full else a for a in planned]
         articles, dupes = near_duplicates(store, gen if reuse else None, planned, old_ids if reuse else set())
-        if not articles:
+        if not articles and not others:
             raise EmptyCorpusError("that would leave the index empty; add articles first (askdesk add FILE)")
         changes = build.diff(seen, articles)
+        changes.unchanged += others
         changes.skipped = [(s.path, s.reason) for s in [*skipped, *dupes]]
         changes.decoded = [(a.path or a.id, a.encoding) for a in articles if a.encoding and a.id not in old_ids]
         changes.reembedded = bool(old_ids) and not reuse
@@ -108,7 +114,7 @@ def write(store: MilvusStore, select: build.Selection, *, config: Config, embedd
         gone = [a.id for a in old if a.id not in keep] if reuse else []
         moved = [a for a in articles if a.id in paths and a.path != paths[a.id]] if reuse else []
         if reuse and not (new or gone or moved) and record == recorded_entry:
-            changes.n_articles, changes.n_chunks = len(articles), _chunks(store, gen)
+            changes.n_articles, changes.n_chunks = len(articles) + others, _chunks(store, gen)
             return changes
         target = gen if reuse else f"g{max([int(g[1:]) for g in store.generations()] + [0]) + 1}"
         analyzer = manifest.get("analyzer", "askdesk") if reuse else store.analyzer  # as its collections were made
@@ -134,7 +140,7 @@ def write(store: MilvusStore, select: build.Selection, *, config: Config, embedd
         # A rebuild goes live here; its predecessor stays until the next write (a question in flight may read it)
         store.set_live(target, {**(manifest if reuse else {}), **_manifest(config, embedder, manifest),
                                 "analyzer": analyzer, "corpus": record})
-        changes.n_articles, changes.n_chunks = len(articles), _chunks(store, target)
+        changes.n_articles, changes.n_chunks = len(articles) + others, _chunks(store, target)
         return changes
 
 
@@ -227,17 +233,19 @@ def copy(snapshot: FolderSnapshot, store: MilvusStore, *, lock_wait: float = 30.
 def near_duplicates(store: MilvusStore, gen: str | None, planned: list[Article], old_ids: set[str]
                     ) -> tuple[list[Article], list[Skipped]]:
     """`ingest.drop_near_duplicates` over the new articles and the stored ones sharing a sentence
-    with them (found by the sentence hashes the store keeps), in ``planned``'s order; the other
-    stored articles cannot take part and are not read."""
+    with them (found by the sentence hashes the store keeps): the stored ones the selection did not
+    see first, then ``planned``'s order. The other stored articles cannot take part and are not read."""
     new = [a for a in planned if a.id not in old_ids]
     if not new:
         return planned, []
+    planned_ids = {a.id for a in planned}
     related: set[str] = set()
-    if gen is not None and old_ids:
+    if gen is not None:
         hashes = {text_hash(a.text[s:e]) for a in new for s, e in split_sentences(a.text)}
-        related = (store.holders(gen, sorted(hashes)) & old_ids) & {a.id for a in planned}
+        related = store.holders(gen, sorted(hashes)) - {a.id for a in new} - (old_ids - planned_ids)
     full = store.read_articles(gen, sorted(related)) if related else {}
-    part = [full[a.id][0] if a.id in full else a for a in planned if a.id in full or a.id not in old_ids]
+    part = [full[i][0] for i in sorted(full) if i not in planned_ids]  # stored, outside the selection's scope
+    part += [full[a.id][0] if a.id in full else a for a in planned if a.id in full or a.id not in old_ids]
     kept, dupes = drop_near_duplicates(part, known={i: spans for i, (_, spans) in full.items()})
     dropped = {a.id for a in part} - {a.id for a in kept}
     return [a for a in planned if a.id not in dropped], dupes
