@@ -25,7 +25,7 @@ def local_ray():
     """One Ray for the module (as a cluster would be: the job joins it and leaves it running)."""
     import ray
 
-    assert rayjob._connect("local")  # as `--ray` starts it (on a busy machine a start may time out: tried twice)
+    assert rayjob._connect("local")  # as `--ray` starts it (on a busy machine a start may time out: tried three times)
     yield ray
     ray.shutdown()
 

@@ -46,7 +46,7 @@ def embedder_spec(embedder: Embedder) -> dict | Embedder:
     """How a worker makes the same embedder: the settings of askdesk's own, or the object itself
     (a test's fake or a custom embedder, pickled by value so that workers need not import its module)."""
     if isinstance(embedder, SentenceTransformerEmbedder):
-        return {"model": embedder.name, "batch_size": embedder.batch_size, "max_wordpieces": embedder._max_wordpieces,
+        return {"model": embedder.name, "batch_size": embedder.batch_size, "max_wordpieces": embedder.max_wordpieces,
                 "quantize": embedder.quantize, "device": embedder.device}
     import ray.cloudpickle
 
@@ -147,7 +147,7 @@ def _connect(address: str | None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no calls home from an offline desk
     local = address == "local" or (address in (None, "", "auto") and not os.environ.get("RAY_ADDRESS"))
     quiet = logging.INFO if logging.getLogger("askdesk").isEnabledFor(logging.INFO) else logging.WARNING
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         try:
             if local:
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level=quiet)
@@ -156,9 +156,10 @@ def _connect(address: str | None) -> bool:
             break
         except Exception as e:  # noqa: BLE001 - whatever Ray raises, the advice is the same
             ray.shutdown()
-            # A local start can time out waiting for its own GCS on a busy machine (seen once here): once more.
-            if local and attempt == 1:
-                logger.warning("starting Ray failed (%s); trying once more", str(e)[:200])
+            # A local start can time out waiting for its own processes on a busy machine (seen twice in a
+            # row here, while other jobs ran): try again, three times in all.
+            if local and attempt < 3:
+                logger.warning("starting Ray failed (%s); trying again", str(e)[:200])
                 continue
             where = "on this machine" if local else f"at {address!r}"
             raise StoreUnavailableError(f"cannot start or reach Ray {where} ({str(e)[:200]}); start it "
