@@ -11,7 +11,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 chat: $(VENV)/.installed
 	$(BIN)/python app.py
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-engines
 	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed
@@ -26,4 +26,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+# The Milvus store's and the Ray job's tests need their engines (the [milvus] and [ray] extras):
+# `make test` installs them, `make chat` does not need them.
+$(VENV)/.installed-engines: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[test,milvus,ray]"
 	touch $@

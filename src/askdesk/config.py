@@ -22,6 +22,10 @@ class Config:
     """
 
     index: Path = Path("index")  # where the built index lives (a folder)
+    # A Milvus store instead of the folder (pip install 'askdesk[milvus]'): a path ending in .db is a
+    # Milvus Lite file, http(s)://host:19530 a Milvus server; "#name" after it names its collections.
+    # Any other value is an index folder, as `index`.
+    store: str | None = None
     # The article folder to sync with; None: the folder the index was last synced with, else ./corpus.
     corpus: Path | None = None
     model: str = DEFAULT_MODEL  # package name, sentence-transformers name, or a local path
@@ -51,6 +55,10 @@ class Config:
     llm_model: str | None = None  # e.g. llama3.2
     llm_api_key: str | None = dataclasses.field(default=None, repr=False)  # local servers need none
     llm_timeout: float = 30.0  # seconds to wait for a reply (and between streamed pieces), then fall back
+    # The embedding job on Ray Data (`askdesk index --ray`): a cluster address, or "auto" (RAY_ADDRESS,
+    # else a Ray started on this machine); None embeds in this process.
+    ray: str | None = None
+    device: str = "auto"  # where the embedding model runs: "auto" (a GPU torch sees, else the CPU), "cpu", "cuda:1"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Config:
@@ -71,6 +79,9 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", Path(self.index))
+        if self.store is not None and not is_milvus(self.store):  # a folder given as --store: the index folder
+            object.__setattr__(self, "index", Path(self.store))
+            object.__setattr__(self, "store", None)
         if self.corpus is not None:
             object.__setattr__(self, "corpus", Path(self.corpus))
         if self.chunk_tokens < 16:
@@ -89,6 +100,14 @@ class Config:
             raise BadInputError(f"undated={self.undated!r} must be after, include or exclude (ASKDESK_UNDATED)")
         if self.top_k < 1 or self.candidates < self.top_k:
             raise BadInputError(f"top_k={self.top_k!r} must be >= 1 and <= candidates={self.candidates!r}")
+
+
+def is_milvus(store: str | None) -> bool:
+    """Whether a store setting names a Milvus store (a .db file or a server URI), not an index folder."""
+    if not store:
+        return False
+    where = str(store).split("#", 1)[0].lower()
+    return where.endswith(".db") or where.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
 
 
 def _coerce(f: dataclasses.Field, raw: str):

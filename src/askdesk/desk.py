@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import answer as answer_mod
-from . import build, dialog, news
+from . import build, dialog, milvus, news, rayjob, upsert
 from . import generate as generate_mod
 from . import index as index_mod
 from . import merge as merge_mod
@@ -60,23 +60,28 @@ class Evidence:
 
 
 class Desk:
-    """A question-answering desk over one index folder.
+    """A question-answering desk over one index folder, or a Milvus store.
 
     Args:
         index_dir: the index folder (default ``config.index``).
         config: settings; ``Config.from_env()`` when omitted.
+        store: a Milvus store instead of the folder (``config.store``): ``PATH.db`` (Milvus Lite) or
+            ``http://host:19530``; see `askdesk.milvus`.
         embedder: the embedding model; sentence-transformers with ``config.model`` when omitted.
         generator: an LLM that writes the answers (`askdesk.generate.Generator`); by default the one
             ``config.llm_url`` and ``config.llm_model`` name, or none: extractive answers only.
     """
 
     def __init__(self, index_dir: str | Path | None = None, *, config: Config | None = None,
-                 embedder: Embedder | None = None, generator: generate_mod.Generator | None = None):
-        self.config = config or Config.from_env()
+                 embedder: Embedder | None = None, generator: generate_mod.Generator | None = None,
+                 store: str | None = None):
+        self.config = (config or Config.from_env()).replace(store=store)
+        # Connected on first use: a bad question is refused before anything opens.
+        self.store = milvus.MilvusStore(self.config.store) if self.config.store else None
         self.index_dir = Path(index_dir) if index_dir is not None else self.config.index
         self.embedder = embedder or SentenceTransformerEmbedder(
             self.config.model, batch_size=self.config.batch_size, max_wordpieces=self.config.max_wordpieces,
-            quantize=self.config.int8)
+            quantize=self.config.int8, device=self.config.device)
         self._loaded: _Loaded | None = None
         self._pinned: _Loaded | None = None  # Desk.over: this snapshot, never reloaded
         self._load_lock = threading.Lock()
@@ -127,7 +132,16 @@ class Desk:
         set, else the folder the index was last synced with (when it still exists), else None."""
         if self.config.corpus is not None:
             return self.config.corpus
+        if self.store is not None:
+            return self.store.recorded_corpus()
         return index_mod.recorded_corpus(self.index_dir)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether there is an index to answer from (a live generation in the folder or the store)."""
+        if self.store is not None:
+            return self.store.live() is not None
+        return index_mod.current_generation(self.index_dir) is not None
 
     def sync(self, corpus: str | Path | Iterable[Article] | None = None, *, prune: bool = False,
              progress: Progress | None = None) -> dict:
@@ -170,7 +184,8 @@ class Desk:
     def add(self, paths: Sequence[str | Path], *, progress: Progress | None = None) -> dict:
         """Add or update article files (or folders); identical articles are skipped. Returns what changed."""
         new, skipped = read_articles(paths, root=self.corpus, max_bytes=self.config.max_file_bytes)
-        return self._write(build.for_add(new), skipped, progress).to_dict()
+        scope = sorted({build.key(a) for a in new} | {a.id for a in new})  # a store reads only these
+        return self._write(build.for_add(new), skipped, progress, scope=scope).to_dict()
 
     def update(self, paths: Sequence[str | Path], *, progress: Progress | None = None) -> dict:
         """Bring these files of the corpus folder into the index in one write: a file that
@@ -191,17 +206,22 @@ class Desk:
             ``{"merges", "segments_before", "segments", "n_chunks", "expunged"}``.
         """
         self._check_writable()
+        if self.store is not None:
+            raise BadInputError("a Milvus store has no segments of askdesk's to merge (Milvus compacts its own); "
+                                "askdesk optimize is for an index folder")
         with self._write_lock:
             return merge_mod.compact(self.index_dir, config=self.config, current=lambda: self._current().snap,
                                  everything=True)
 
     def remove(self, refs: Sequence[str]) -> dict:
         """Remove articles by id or path; raises BadInputError naming refs that match nothing."""
-        by_ref = {ref: a.id for a in self._current().snap.all_articles() for ref in (a.id, a.path) if ref}
+        by_ref = (self.store.find(refs) if self.store is not None else
+                  {ref: a.id for a in self._current().snap.all_articles() for ref in (a.id, a.path) if ref})
         missing = [r for r in refs if r not in by_ref]
         if missing:
             raise BadInputError(f"no article with id or path {sorted(missing)[0]!r}; `askdesk info` lists them")
-        return self._write(build.for_remove({by_ref[r] for r in refs}), [], None).to_dict()
+        ids = {by_ref[r] for r in refs}
+        return self._write(build.for_remove(ids), [], None, scope=sorted(ids)).to_dict()
 
     def rollback(self) -> dict:
         """Make the index's previous generation live again (a second call undoes the first).
@@ -211,7 +231,11 @@ class Desk:
 
         Raises:
             IndexMissingError: no index, or no earlier generation is kept.
+            BadInputError: a Milvus store (it changes in place and keeps no earlier generation).
         """
+        if self.store is not None:
+            raise BadInputError(f"the Milvus store {self.store.uri!r} changes in place and keeps no earlier "
+                                "generation; rollback works on an index folder (--index DIR)")
         with index_mod.lock(self.index_dir, timeout=self.config.lock_wait):
             return index_mod.rollback(self.index_dir)
 
@@ -220,10 +244,15 @@ class Desk:
             raise BadInputError("this desk answers from a snapshot in memory (Desk.over) and cannot write; "
                                 "open the index folder with Desk.open to change it")
 
-    def _write(self, select: build.Selection, skipped, progress, **kw) -> build.Changes:
+    def _write(self, select: build.Selection, skipped, progress, *, scope=None, **kw) -> build.Changes:
         self._check_writable()
+        if self.store is not None:
+            embedding = rayjob.ray_embedding(self.config, self.embedder) if self.config.ray else None
+            return upsert.write(self.store, select, config=self.config, embedder=self.embedder, skipped=skipped,
+                                progress=progress, embedding=embedding, scope=scope, **kw)
+        embedder = rayjob.RayEmbedder(self.config, self.embedder) if self.config.ray else self.embedder
         with self._write_lock:
-            changes = build.write(self.index_dir, select, config=self.config, embedder=self.embedder,
+            changes = build.write(self.index_dir, select, config=self.config, embedder=embedder,
                                   current=lambda: self._current().snap, skipped=skipped, progress=progress, **kw)
         if self.config.merge_segments >= 2:
             if not self.merge_in_background:
@@ -394,7 +423,8 @@ class Desk:
         snap = self._current().snap
         m = snap.manifest
         return {
-            "index": str(self.index_dir), "model": m["model"], "n_articles": m["n_articles"],
+            "index": str(self.index_dir) if self.store is None else self.store.uri,
+            "model": m["model"], "n_articles": m["n_articles"],
             "n_chunks": m["n_chunks"], "created": m["created"], "askdesk_version": m["askdesk_version"],
             "chunk_tokens": m["chunk_tokens"], "chunk_overlap": m["chunk_overlap"], "corpus": m.get("corpus"),
             "embedder": m.get("embedder"), "segments": len(m.get("segments", [])),
@@ -427,10 +457,28 @@ class Desk:
         penalty = UNDATED_PENALTY if self.config.undated == "after" else 0.0
         return Retriever(snap, candidates=self.config.candidates, undated_penalty=penalty)
 
+    def close(self) -> None:
+        """Let go of the store: a Milvus Lite file can then be opened by another process."""
+        if self.store is not None:
+            self.store.close()
+            self._loaded = None
+
     def _current(self) -> _Loaded:
-        """The loaded index, reloaded when another process has published a newer generation."""
+        """The loaded index, reloaded when another process has published a newer generation
+        (or, in a Milvus store, has written: its "live" row counts the writes)."""
         if self._pinned is not None:
             return self._pinned
+        if self.store is not None:
+            live = self.store.live()
+            gen = f"{live['gen']}:{live['version']}" if live else None
+            loaded = self._loaded
+            if loaded is not None and loaded.generation == gen:
+                return loaded
+            with self._load_lock:
+                if self._loaded is None or self._loaded.generation != gen:
+                    snap = self.store.snapshot(expect={"model": self.config.model}, embedder=self.embedder)
+                    self._loaded = _Loaded(gen or "", snap, Retriever(snap, candidates=self.config.candidates))
+                return self._loaded
         gen = index_mod.current_generation(self.index_dir)
         loaded = self._loaded
         if loaded is not None and (gen is None or gen == loaded.generation):

@@ -89,8 +89,9 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded once on first use (imports torch lazily)."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *, batch_size: int = 32, max_wordpieces: int = 256,
-                 quantize: bool = False, question_backend: str = "auto"):
+                 quantize: bool = False, question_backend: str = "auto", device: str = "cpu"):
         self.name = model
+        self.device = device  # "cpu", "cuda", "cuda:1", or "auto" (a GPU when torch sees one)
         self.question_backend = question_backend  # bert.BertEncoder's: "auto" (onnxruntime if installed), "numpy"
         self.batch_size = batch_size
         self._max_wordpieces = max_wordpieces  # the setting; the model's own window may be smaller
@@ -131,8 +132,13 @@ class SentenceTransformerEmbedder:
         hf_logging.disable_progress_bar()  # its "Loading weights" bar would end up in every CLI answer
 
         path = resolve_model_path(self.name)
+        device = self.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
-            model = SentenceTransformer(path, device="cpu")
+            model = SentenceTransformer(path, device=device)
         except Exception as e:  # noqa: BLE001 - any load failure is the same advice to the user
             raise AskdeskError(
                 f"cannot load embedding model {self.name!r} ({type(e).__name__}: {str(e)[:200]}); "
@@ -140,10 +146,10 @@ class SentenceTransformerEmbedder:
             ) from None
         model.max_seq_length = min(model.max_seq_length or self.max_wordpieces, self.max_wordpieces)
         self._window = model.max_seq_length
-        if self.quantize:
+        if self.quantize and device == "cpu":  # torch's dynamic int8 kernels run on the CPU only
             model = _int8(model)
         self.int8_active = int8_layers(model) > 0
-        if self.quantize and not self.int8_active:
+        if self.quantize and device == "cpu" and not self.int8_active:
             logger.warning("int8 was asked for but no quantized layer runs; "
                            "embedding in fp32 (recorded in the manifest)")
         logger.info("loaded %s (max_seq_length %d, int8 %s)", path, model.max_seq_length, self.int8_active)
@@ -219,10 +225,10 @@ class SentenceTransformerEmbedder:
                 enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=model.max_seq_length,
                           return_offsets_mapping=True, return_tensors="pt")
                 offsets = enc.pop("offset_mapping").numpy()
-                out = model(dict(enc))
-                v = out["sentence_embedding"].float().numpy()
+                out = model({k: v.to(model.device) for k, v in enc.items()})
+                v = out["sentence_embedding"].float().cpu().numpy()
                 vecs[idx] = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # as normalize_embeddings
-                tokens = out["token_embeddings"].float().numpy()
+                tokens = out["token_embeddings"].float().cpu().numpy()
                 for row, i in enumerate(idx):
                     starts, ends = offsets[row, :, 0], offsets[row, :, 1]
                     real = ends > starts  # [CLS], [SEP] and padding have empty offsets

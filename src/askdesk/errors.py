@@ -41,3 +41,7 @@ class BadInputError(AskdeskError):
 
 class GeneratorError(AskdeskError):
     """The LLM server failed, timed out or sent no completion (Desk.ask falls back, never raises it)."""
+
+
+class StoreUnavailableError(AskdeskError):
+    """The store's engine is not installed or cannot be reached (a Milvus server that is down)."""

@@ -514,13 +514,13 @@ def open_desk(cfg: Config) -> Any:
     yet, the page starts empty and its upload box adds the first ones.
     """
     from . import Desk
-    from . import index as index_mod
 
     desk = Desk(cfg.index, config=cfg)
     corpus = desk.corpus
-    has_index = index_mod.current_generation(cfg.index) is not None
+    has_index = desk.indexed
+    where = cfg.store or cfg.index  # the index folder, or the Milvus store (ASKDESK_STORE)
     if corpus is None and has_index:
-        print(f"askdesk: serving {cfg.index} as it is: it records no article folder that still exists; "
+        print(f"askdesk: serving {where} as it is: it records no article folder that still exists; "
               "give --corpus DIR to sync it with one", file=sys.stderr)
         return Desk(cfg.index, config=cfg.replace(corpus=Path("corpus")), embedder=desk.embedder)
     corpus = corpus or Path("corpus")
@@ -534,6 +534,6 @@ def open_desk(cfg: Config) -> Any:
         logger.warning("no articles in %s yet; the page starts empty, add articles with its upload box", corpus)
         return desk
     notes, lines = changes_lines(stats, corpus)
-    print("\n".join([*notes, f"askdesk: {cfg.index} synced with {corpus} in {time.perf_counter() - t0:.1f} s: "
+    print("\n".join([*notes, f"askdesk: {where} synced with {corpus} in {time.perf_counter() - t0:.1f} s: "
                                + "\n".join(lines)]), file=sys.stderr)
     return desk

@@ -1,0 +1,198 @@
+"""The Milvus store under crashes and a second writer, in real processes: writers killed with
+SIGKILL (with their Milvus Lite engine) at random points, a second writer on a Milvus Lite file,
+and two writers on a Milvus server (Milvus Lite's engine serving TCP)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import ROOT, FakeEmbedder, write
+
+from askdesk import Config, Desk, build
+from askdesk.vectors import chunk_key
+
+if os.environ.get("ASKDESK_REQUIRE_ENGINES") != "1":
+    pytest.importorskip("pymilvus", reason="pip install 'askdesk[milvus]' to test the Milvus store")
+
+from askdesk import milvus  # noqa: E402
+
+WRITER = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {tests!r})
+    from conftest import FakeEmbedder
+    from askdesk import Config, Desk, upsert
+
+    upsert.ARTICLES_PER_BATCH = 2  # several batches a write: kills land between and inside them
+
+    class Gated(FakeEmbedder):
+        def embed_documents(self, texts, *, progress=None):
+            print("embedding", flush=True)  # inside the write: the store is held from here on
+            while {gate!r} and not os.path.exists({gate!r}):  # held until the test opens the gate
+                time.sleep(0.02)
+            return super().embed_documents(texts, progress=progress)
+
+    cfg = Config.from_env(model="fake", refuse_below=0.0)
+    desk = Desk(config=cfg, embedder=Gated())
+    desk.store.live()  # connected: the engine is up
+    print("started", flush=True)
+    for i in range({rounds}):
+        desk.sync(sys.argv[1 + i % 2], prune=True)  # each round replaces what the store holds
+        print("published", i, flush=True)
+""")
+
+
+def corpora(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i in range(8):
+        write(a / f"{i}.txt", f"Story {i}\n\nThe council approved plan number {i} for the harbor district on Monday.")
+    for i in range(3):
+        write(b / f"{i}.txt", f"Report {i}\n\nThe mill reported output of {i} million tonnes in the third quarter.")
+    return a, b
+
+
+def start_writer(tmp_path, store, a, b, *, gate="", rounds=1000):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER.format(tests=str(ROOT / "tests"), gate=str(gate), rounds=rounds))
+    env = {**os.environ, "ASKDESK_STORE": store, "ASKDESK_INDEX": str(tmp_path / "index")}
+    # Its own process group: the kill takes the Milvus Lite engine (a child process) down with it.
+    return subprocess.Popen([sys.executable, str(script), str(a), str(b)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def expected_chunks(folders, cfg):
+    """Chunks per article id, as the writer plans them (the fake embedder's word count decides fits)."""
+    from askdesk.ingest import read_articles
+
+    arts = [x for f in folders for x in read_articles([f], root=f)[0]]
+    p = build.plan(arts, None, cfg, FakeEmbedder().fits)
+    return {x.id: len(p.chunks[x.id]) for x in arts}, {x.id: len(p.sentences[x.id]) for x in arts}
+
+
+def test_sigkill_at_any_point_leaves_a_store_that_answers_and_the_next_write_repairs(tmp_path):
+    a, b = corpora(tmp_path)
+    store = str(tmp_path / "desk.db")
+    cfg = Config.from_env({}, model="fake", refuse_below=0.0, index=tmp_path / "index", store=store)
+    want_chunks, want_sentences = expected_chunks([a, b], cfg)
+    Desk.build(a, config=cfg, embedder=FakeEmbedder()).close()
+    rng = random.Random(17)
+    journals = 0
+    for _ in range(10):
+        p = start_writer(tmp_path, store, a, b)
+        assert p.stdout.readline().strip() == "started", p.stderr.read()
+        time.sleep(rng.uniform(0.0, 1.2))  # a random point: before, inside or between writes
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        desk = Desk(config=cfg, embedder=FakeEmbedder())
+        snap = desk.snapshot
+        names = desk.store.names(snap.gen)
+        batches = desk.store.journal()
+        journals += bool(batches)
+        pending = {i for _, b in batches for i in b["ids"]}
+        arts = {x.id: x for x in snap.all_articles()}
+        chunks, sentences = {}, {}
+        for r in milvus._query_all(desk.store.client, names["chunks"], "key >= 0", ["article_id"]):
+            chunks[r["article_id"]] = chunks.get(r["article_id"], 0) + 1
+        for r in milvus._query_all(desk.store.client, names["sentences"], "key >= 0", ["article_id"]):
+            sentences[r["article_id"]] = sentences.get(r["article_id"], 0) + 1
+        assert set(chunks) <= set(arts)  # no chunk a search can find lacks its article
+        for aid in set(arts) - pending:  # outside the interrupted batch every article is whole
+            assert (chunks.get(aid, 0), sentences.get(aid, 0)) == (want_chunks[aid], want_sentences[aid])
+        for aid in set(chunks) - pending:  # and answers cite it
+            c = desk.ask(f"What happened in {arts[aid].title}?").citations[0]
+            assert desk.article(c.article_id).text[c.start:c.end] == c.sentence
+        desk.close()
+    # The next write finishes what the last kill left and gives exactly the folder's articles.
+    desk = Desk(config=cfg, embedder=FakeEmbedder())
+    desk.sync(a, prune=True)
+    assert desk.store.journal() == []
+    reference = Desk.build(a, tmp_path / "reference", config=cfg.replace(store=str(tmp_path / "reference")),
+                           embedder=FakeEmbedder())
+    keys = [chunk_key(ch.id) for ch in reference.snapshot.chunks]
+    assert desk.snapshot.chunks_of(keys) == reference.snapshot.chunks_of(keys) and len(desk.snapshot.vectors) == 8
+    assert desk.info()["n_articles"] == 8
+    desk.close()
+
+
+def test_a_second_process_is_refused_a_milvus_lite_file_with_the_reason(tmp_path):
+    a, b = corpora(tmp_path)
+    store = str(tmp_path / "desk.db")
+    cfg = Config.from_env({}, model="fake", refuse_below=0.0, index=tmp_path / "index", store=store)
+    Desk.build(b, config=cfg, embedder=FakeEmbedder()).close()
+    gate = tmp_path / "gate"
+    p = start_writer(tmp_path, store, a, b, gate=gate, rounds=1)
+    try:
+        assert p.stdout.readline().strip() == "started"
+        assert p.stdout.readline().strip() == "embedding"  # the writer holds the file
+        other = subprocess.run([sys.executable, "-m", "askdesk.cli", "--model", "fake", "index", str(b),
+                                "--store", store], capture_output=True, text=True, env={**os.environ})
+        lines = [x for x in other.stderr.splitlines() if x.strip()]
+        assert other.returncode == 1 and len(lines) == 1 and "Traceback" not in other.stderr, other.stderr
+        assert "is open in another process" in lines[0] and "http://" in lines[0]
+        gate.touch()
+        assert p.wait(timeout=120) == 0
+    finally:
+        os.killpg(p.pid, signal.SIGKILL) if p.poll() is None else None
+    desk = Desk(config=cfg, embedder=FakeEmbedder())  # the writer is gone: the file opens, its write complete
+    assert desk.info()["n_articles"] == 8
+    desk.close()
+
+
+@pytest.fixture
+def milvus_server(tmp_path):
+    """Milvus Lite's engine serving a file over TCP on 127.0.0.1: a Milvus server for several processes."""
+    from milvus_lite.server import Server
+    from pymilvus import MilvusClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = Server(str(tmp_path / "server.db"), address=f"127.0.0.1:{port}")
+    assert server.init() and server.start()
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:  # until it answers
+        try:
+            MilvusClient(uri=uri, timeout=2).list_collections()
+            break
+        except Exception:  # noqa: BLE001
+            assert time.monotonic() < deadline, "the Milvus server did not start"
+            time.sleep(0.2)
+    yield uri
+    server.stop()
+
+
+def test_two_writers_on_a_server_one_is_refused_naming_the_other_and_readers_keep_answering(tmp_path, milvus_server):
+    a, b = corpora(tmp_path)
+    cfg = Config.from_env({}, model="fake", refuse_below=0.0, index=tmp_path / "index", store=milvus_server)
+    reader = Desk.build(b, config=cfg, embedder=FakeEmbedder())
+    gate = tmp_path / "gate"
+    p = start_writer(tmp_path, milvus_server, a, b, gate=gate, rounds=1)
+    try:
+        assert p.stdout.readline().strip() == "started"
+        assert p.stdout.readline().strip() == "embedding"  # the writer holds the lease
+        other = subprocess.run([sys.executable, "-m", "askdesk.cli", "--model", "fake", "--store", milvus_server,
+                                "index", str(b)], capture_output=True, text=True,
+                               env={**os.environ, "ASKDESK_LOCK_WAIT": "0"})
+        lines = [x for x in other.stderr.splitlines() if x.strip()]
+        assert other.returncode == 1 and len(lines) == 1, other.stderr
+        assert f"pid {p.pid} on {socket.gethostname()}" in lines[0] and "refused, never interleaved" in lines[0]
+        with pytest.raises(Exception, match="pid"):  # in this process too, through the API
+            Desk(config=cfg.replace(lock_wait=0.0), embedder=FakeEmbedder()).sync(b)
+        # Readers are not writers: this process answers from the store while the write goes on.
+        assert "mill" in reader.ask("What output did the mill report?").citations[0].sentence
+        gate.touch()
+        assert p.wait(timeout=120) == 0
+    finally:
+        os.killpg(p.pid, signal.SIGKILL) if p.poll() is None else None
+    assert reader.info()["n_articles"] == 8  # the other process's write, seen without reopening
+    assert "council" in reader.ask("What did the council approve?").citations[0].sentence
+    assert reader.store.get_meta("writer") is None  # the lease went with the write
+    reader.close()
