@@ -84,3 +84,12 @@ def test_who_said_what_about_what(real_desk):
     c = real_desk.ask("What did Ishiba say about North Korea?")
     assert c.refused and not c.citations and c.note.startswith("No article quotes Ishiba on North Korea")
     assert c.related and all("Ishiba" in r.speaker for r in c.related)
+
+
+def test_he_is_the_person_the_previous_answer_named(real_desk):
+    # "he" after a "who" question is its answer (Trump), not the person the question named (Ishiba).
+    first = real_desk.ask("Who welcomed Ishiba to the White House?")
+    assert "Donald Trump" in first.citations[0].sentence
+    a = real_desk.ask("What did he say about tariffs?", history=["Who welcomed Ishiba to the White House?"])
+    assert not a.refused and a.citations[0].speaker == "Trump" and "reciprocal tariffs" in a.citations[0].quote
+    assert "“he” is read as Donald Trump" in a.note

@@ -3,7 +3,7 @@ import json
 import pytest
 from conftest import write
 
-from askdesk import AskdeskError, Desk
+from askdesk import AskdeskError, Desk, dialog
 from askdesk.answer import REFUSAL
 from askdesk.errors import BadInputError, BadQuestionError, EmptyCorpusError
 
@@ -109,6 +109,46 @@ def test_follow_up_uses_the_conversation(desk, corpus):
     assert said and {c.speaker for c in said} == {"Ishiba"} and said[0].title.startswith("Trump and Ishiba")
     b = desk.ask("What is the name of the baby panda at the zoo?", history=["What did Ishiba say about Trump?"])
     assert "Lin" in b.citations[0].sentence
+
+
+IRAN = ("Acting president named\n\nIran's President Ebrahim Raisi died in a helicopter crash at age 63. "
+        "Mohammad Mokhber, the vice president, was appointed acting president by the supreme leader. "
+        "Power passed to Mohammad Mokhber, 68, until an election within fifty days.")
+
+
+def test_he_after_a_who_question_is_the_person_it_answered(desk, corpus):
+    write(corpus / "iran.txt", IRAN)
+    desk.sync(corpus)
+    who = "Who was appointed acting president by the supreme leader?"
+    assert "Mohammad Mokhber" in desk.ask(who).citations[0].sentence
+    # Raisi's age is next to the words of the first question; "he" is Mokhber, the answer.
+    a = desk.ask("How old is he?", history=[who])
+    assert not a.refused and "68" in a.citations[0].sentence and "63" not in a.citations[0].sentence
+    assert a.note == "“he” is read as Mohammad Mokhber, whom the previous answer named."
+    # Without a "who" before it, "he" keeps its old reading (the previous question's person).
+    b = desk.ask("What did he say about that?", history=["What did Ishiba say about Trump on television?"])
+    assert "read as" not in (b.note or "")
+
+
+@pytest.mark.parametrize("question,history,refers", [
+    ("How old is he?", ["Who won the election?"], True),
+    ("What did she say about it?", ["Who leads the party?"], True),
+    ("What did Ishiba say?", ["Who won the election?"], False),  # names someone else
+    ("How old is he?", ["What did Ishiba say about Trump?"], False),  # the previous asked no "who"
+    ("How many people died?", ["Who won the election?"], False),  # no "he" or "she"
+    ("How old is he?", [], False),
+])
+def test_which_follow_ups_mean_the_previous_answer(question, history, refers):
+    assert dialog.refers_to_answer(question, history) is refers
+
+
+def test_a_referent_replaces_he_in_what_is_searched():
+    t = dialog.read("How old is he?", ["Who became acting president after Raisi died?"], "Mohammad Mokhber")
+    assert t.query == "How old is Mohammad Mokhber?" and t.referent == "Mohammad Mokhber" and t.follows
+    q = dialog.read("What did he say about his rivals?", ["Who won the vote?"], "Ann Lee")
+    assert (q.kind, q.speaker, q.query) == ("quote", "Ann Lee", "What did Ann Lee say about Ann Lee's rivals?")
+    # No referent found (the previous answer was refused): the old reading.
+    assert dialog.read("How old is he?", ["Who became acting president after Raisi died?"]).referent is None
 
 
 def test_open_sees_a_newer_generation_without_restart(desk, corpus, fake, fake_config):

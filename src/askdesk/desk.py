@@ -338,7 +338,8 @@ class Desk:
             if encoder is not None:
                 encoder.join()  # the same abort, for an index that exists but is refused
             raise
-        turn = dialog.read(q, history or ())
+        referent = self._referent(q, history or (), window, as_of)
+        turn = dialog.read(q, history or (), referent)
         # "last week" is resolved against as_of (default today) and cut from the text retrieval sees.
         period = resolve_period(q, as_of or date.today())
         query = without_period(turn.query, period)
@@ -348,7 +349,23 @@ class Desk:
         x = answer_mod.answer(query, hits, loaded.snap, qvec, loaded.snap.lexical,
                               max_citations=self.config.max_citations, refuse_below=self.config.refuse_below,
                               period=(period.since, period.until) if period else None)
+        if turn.referent:  # the reader should see who "he" was taken to be
+            pronoun = dialog.personal_pronoun(q)
+            note = " ".join(filter(None, (note, f"“{pronoun}” is read as {turn.referent}, "
+                                                f"whom the previous answer named.")))
         return Evidence(turn, query, qvec, hits, x, period_used, note, loaded)
+
+    def _referent(self, q: str, history: Sequence[str], window: Window | None, as_of: str | None) -> str | None:
+        """The person the previous answer named, when ``q`` says "he"/"she" of them
+        (`dialog.refers_to_answer`): the previous question's evidence again (the same index
+        gives the same extractive answer, ~10 ms), its first cited sentence's name."""
+        if not dialog.refers_to_answer(q, history):
+            return None
+        prev = self._evidence(history[-1], history[:-1], window, as_of).extract
+        if prev.refused or not prev.citations:
+            return None
+        c = prev.citations[0]
+        return short_answer(history[-1], c.sentence, context=c.snippet, kinds=("person",))
 
     def _answer(self, question: str, history: Sequence[str] | None, *, stream: bool, window: Window | None,
                 as_of: str | None) -> Iterator[str | Answer]:

@@ -3,7 +3,9 @@
 "What tariffs did Trump announce?" then "And what did Ishiba say?": the follow-up names a new
 person, so it asks Ishiba (never Trump) and keeps the topic (tariffs). "How many people died?"
 after a question about an earthquake names nothing new: it inherits the earthquake, and the
-articles that answered it are preferred. Pure functions over the questions' text.
+articles that answered it are preferred. "Who became acting president?" then "How old is he?":
+"he" is the person the previous answer named, not anyone its question named; `Desk` finds that
+name (`refers_to_answer`) and passes it as ``referent``. Pure functions over the questions' text.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Turn:
     about: str | None  # what X is asked about ("Japan's investment in the United States"), if said
     kind: str | None  # text.question_kind of the question as understood (a follow-up keeps its kind)
     follows: bool  # whether it leans on the question before it
+    referent: str | None = None  # the previous answer's person that "he"/"she" stands for, when used
 
 
 def names(question: str) -> list[str]:
@@ -68,10 +71,28 @@ def about(question: str) -> str | None:
 
 
 _PRONOUN = re.compile(r"^(?:that|this|it|them|these|those|the same|him|her|he|she|they)$", re.I)
+_PERSONAL = re.compile(r"\b(he|she|him|her|his)\b", re.I)
 
 
-def read(question: str, history: Sequence[str] = ()) -> Turn:
-    """The turn ``question`` is, after ``history`` (earlier questions, oldest first)."""
+def refers_to_answer(question: str, history: Sequence[str] = ()) -> bool:
+    """Whether "he"/"she" in ``question`` stands for the person the previous answer named:
+    the previous question asked "who" and this one names no one new ("How old is he?")."""
+    if not history or not _PERSONAL.search(question) or question_kind(history[-1]) != "person":
+        return False
+    return not [n for n in names(question) if n not in names(history[-1])]
+
+
+def personal_pronoun(question: str) -> str | None:
+    """The first "he"/"she"/"him"/"her"/"his" of ``question``, as written."""
+    m = _PERSONAL.search(question)
+    return m.group(1) if m else None
+
+
+def read(question: str, history: Sequence[str] = (), referent: str | None = None) -> Turn:
+    """The turn ``question`` is, after ``history`` (earlier questions, oldest first).
+
+    ``referent``: the name the previous answer gave, when `refers_to_answer`; "he"/"she" then
+    means that person, and the question is asked of them."""
     kind = question_kind(question)
     speaker, topic = asked_speaker(question), about(question)
     if topic and _PRONOUN.match(topic):
@@ -93,6 +114,16 @@ def read(question: str, history: Sequence[str] = ()) -> Turn:
             kind, speaker = "quote", speaker or new[0]
         topic = topic or before.about
         query = " ".join([question, *[w for w in kept if w.lower() not in question.lower()]])
+    elif referent and refers_to_answer(question, history):
+        # "How old is he?" after "Who became acting president?": he is the answer, not the
+        # question's own people (Raisi); asked of him by name. The previous question's words stay
+        # out: they are what the previous answer already says ("appointed acting president").
+        asked = _PERSONAL.sub(lambda m: f"{referent}'s" if m.group(1).lower() == "his" else referent,
+                              question)
+        query = asked
+        if kind == "quote" and (not speaker or _PRONOUN.match(speaker)):
+            speaker = referent
+        return Turn(question, query, speaker, topic, kind, True, referent)
     else:
         # Nothing new named: the question leaves its topic out and inherits the previous one's.
         query = " ".join([question, *[w for w in content(before.query) if w.lower() not in question.lower()]])
