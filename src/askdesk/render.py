@@ -241,14 +241,19 @@ def add_html(result: dict | None, *, serial: int = 0, adding: Sequence[str] = ()
     return f'<div class="ad-add" data-upload="{int(serial)}" data-state="{state}">{body}</div>'
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 article", "1,848 articles"."""
+    return f"{n:,} {noun}{'s' * (n != 1)}"
+
+
 def changes_lines(stats: dict, corpus: Path | None = None) -> tuple[list[str], list[str]]:
     """What a write did, in the words `askdesk index` prints and `serve` logs at start:
     (a line per skipped or re-encoded file, the lines of counts)."""
     notes = [f"skipped {path}: {reason}" for path, reason in stats.get("skipped", [])]
     notes += [f"read {path} as {encoding} (it is not UTF-8)" for path, encoding in stats.get("decoded", [])]
     lines = [f"{stats['added']:,} added, {stats['updated']:,} updated, {stats['removed']:,} removed, "
-             f"{stats['unchanged']:,} unchanged; index holds {stats['n_articles']:,} articles, "
-             f"{stats['n_chunks']:,} chunks"]
+             f"{stats['unchanged']:,} unchanged; index holds {counted(stats['n_articles'], 'article')}, "
+             f"{counted(stats['n_chunks'], 'chunk')}"]
     if stats.get("kept"):
         n, where = stats["kept"], f" {corpus}" if corpus else ""
         lines.append(f"kept {n:,} article{'s' * (n != 1)} that {'is' if n == 1 else 'are'} not in"

@@ -21,7 +21,7 @@ from typing import Any
 
 from .feeds import Feeds
 from .ingest import SUFFIXES
-from .render import changes_lines
+from .render import changes_lines, counted
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class Watcher:
         for path, reason in stats.get("skipped", []):
             self.log(f"skipped {path}: {reason} (read again when it changes)")
         if stats.get("changed"):
-            self.log(f"index holds {stats['n_articles']:,} articles, {stats['n_chunks']:,} chunks "
+            self.log(f"index holds {counted(stats['n_articles'], 'article')}, {counted(stats['n_chunks'], 'chunk')} "
                      f"({time.perf_counter() - t0:.2f} s)")
         return stats
 
