@@ -199,4 +199,13 @@ def test_chunks_and_sentences_are_found_by_key_across_segments(desk, tmp_path):
     assert set(block.chunk.tolist()) == set(range(len(chunks)))
     assert all(block.text(i) in chunks[::-1][block.chunk[i]].text for i in range(len(block)))
     np.testing.assert_allclose(np.linalg.norm(block.vectors, axis=1), 1.0, atol=2e-3)
+    # Rows of two segments in one request: each sentence keeps its own vector and span.
+    for j, c in enumerate(chunks[::-1]):
+        alone = snap.sentences_in([c])
+        mine = np.flatnonzero(block.chunk == j)
+        assert [block.spans[i] for i in mine] == list(alone.spans)
+        np.testing.assert_array_equal(block.vectors[mine], alone.vectors)
+    # The same request again is the block already read (the answerer and the news layer share it).
+    assert snap.sentences_in(chunks[::-1]) is snap.sentences_in(chunks[::-1])
+    assert not snap.sentences_in(chunks).vectors.flags.writeable
     assert os.path.isdir(snap.segments[1].path)
