@@ -34,7 +34,7 @@ def test_desk_is_still_importable_from_the_package():
 # errors from anywhere; the package's __init__ re-exports the public names).
 PIPELINE = ["chunk", "quotes", "ingest", "bert", "embed", "vectors", "lexical", "records", "segment", "index", "selection",
             "build", "merge", "milvus", "upsert", "rayjob", "retrieve", "answer", "short", "dialog", "news", "verify",
-            "generate", "desk", "eval", "render", "feeds", "watch", "ui", "cli"]
+            "generate", "respond", "desk", "eval", "render", "feeds", "watch", "ui", "cli"]
 ANYWHERE = {"types", "text", "config", "errors"}
 
 

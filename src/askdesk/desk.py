@@ -1,12 +1,12 @@
 """Desk: the one object users hold. Build or open an index, ask questions, add articles.
 
-A facade: writing is `build`, retrieval `retrieve.Retriever`, answering `answer` and `news`,
-written answers `generate`. Desk holds the settings, the models and the loaded snapshot.
+A facade: writing is `build` (a folder) or `upsert` (a Milvus store), merging `merge`, answering
+`respond` (which runs `dialog`, `retrieve`, `answer`, `news` and `generate` in turn). Desk holds
+the settings, the models and the loaded snapshot.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -15,23 +15,18 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import numpy as np
-
-from . import answer as answer_mod
-from . import build, dialog, milvus, news, rayjob, upsert
+from . import build, milvus, rayjob, respond, upsert
 from . import generate as generate_mod
 from . import index as index_mod
 from . import merge as merge_mod
-from .answer import REFUSAL
 from .config import Config
 from .embed import Embedder, SentenceTransformerEmbedder
 from .errors import BadInputError, BadQuestionError, EmptyCorpusError
 from .ingest import normalize_date, read_articles
 from .records import Snapshot
-from .retrieve import UNDATED_PENALTY, Retriever, date_window, window_notes
-from .short import short_answer
-from .text import resolve_period, terms, without_period
-from .types import Answer, Article, Claim, Hit, Period
+from .respond import Evidence
+from .retrieve import UNDATED_PENALTY, Retriever, date_window
+from .types import Answer, Article, Hit
 from .vectors import Window
 
 logger = logging.getLogger(__name__)
@@ -43,20 +38,6 @@ class _Loaded:
     generation: str
     snap: Snapshot
     retriever: Retriever
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What an answer rests on (`Desk.evidence`)."""
-
-    turn: dialog.Turn  # the question as read in its conversation
-    query: str  # what retrieval searched
-    qvec: np.ndarray
-    hits: list[Hit]
-    extract: answer_mod.Extract  # the extractive answerer's decision, with the refusal features
-    period: Period | None
-    note: str | None
-    loaded: _Loaded
 
 
 class Desk:
@@ -338,86 +319,18 @@ class Desk:
             if encoder is not None:
                 encoder.join()  # the same abort, for an index that exists but is refused
             raise
-        referent = self._referent(q, history or (), window, as_of)
-        turn = dialog.read(q, history or (), referent)
-        # "last week" is resolved against as_of (default today) and cut from the text retrieval sees.
-        period = resolve_period(q, as_of or date.today())
-        query = without_period(turn.query, period)
-        qvec = self.embedder.embed_query(query)
-        hits, period_used, note = loaded.retriever.retrieve(query, qvec, self.config.top_k, window=window,
-                                                            period=period)
-        x = answer_mod.answer(query, hits, loaded.snap, qvec, loaded.snap.lexical,
-                              max_citations=self.config.max_citations, refuse_below=self.config.refuse_below,
-                              period=(period.since, period.until) if period else None)
-        if turn.referent:  # the reader should see who "he" was taken to be
-            pronoun = dialog.personal_pronoun(q)
-            note = " ".join(filter(None, (note, f"“{pronoun}” is read as {turn.referent}, "
-                                                f"whom the previous answer named.")))
-        return Evidence(turn, query, qvec, hits, x, period_used, note, loaded)
-
-    def _referent(self, q: str, history: Sequence[str], window: Window | None, as_of: str | None) -> str | None:
-        """The person the previous answer named, when ``q`` says "he"/"she" of them
-        (`dialog.refers_to_answer`): the previous question's evidence again (the same index
-        gives the same extractive answer, ~10 ms), its first cited sentence's name."""
-        if not dialog.refers_to_answer(q, history):
-            return None
-        prev = self._evidence(history[-1], history[:-1], window, as_of).extract
-        if prev.refused or not prev.citations:
-            return None
-        c = prev.citations[0]
-        return short_answer(history[-1], c.sentence, context=c.snippet, kinds=("person",))
+        return respond.evidence(self._asking(loaded), q, history or (), window, as_of)
 
     def _answer(self, question: str, history: Sequence[str] | None, *, stream: bool, window: Window | None,
                 as_of: str | None) -> Iterator[str | Answer]:
         q = self._check_question(question)
-        t0 = time.perf_counter()
+        started = time.perf_counter()
         ev = self._evidence(q, history, window, as_of)
-        loaded, hits, x = ev.loaded, ev.hits, ev.extract
-        t1 = time.perf_counter()
-        block, scores = loaded.retriever.sentences(hits, ev.qvec) if hits else (None, None)
-        text, refused, cites, related, note = x.text, x.refused, x.citations, x.related, ev.note
-        if ev.turn.kind == "quote" and ev.turn.speaker and hits:
-            # "What did X say (about Y)?": X's own words on Y, quoted or reported, or a refusal
-            # that says what X is quoted on; never someone else's words.
-            about_vec = self.embedder.embed_query(ev.turn.about) if ev.turn.about else None
-            asked = ev.turn.about is not None and ev.turn.about == dialog.about(q)  # said, not carried over
-            # X's statements anywhere in the articles retrieved, and in those a search for X's
-            # name and the topic finds: a quotation is often a paragraph away from the facts.
-            # BM25, which matches the name exactly whatever the article's length: on the name, and
-            # on the name with the topic.
-            lexical = loaded.snap.lexical
-            named = [k for words in (ev.turn.speaker, f"{ev.turn.speaker} {ev.turn.about or ''}")
-                     for k, _ in lexical.search(terms(words), 2 * self.config.top_k, window=window)]
-            articles = [h.chunk.article_id for h in hits] + [c.article_id for c in loaded.snap.chunks_of(named)]
-            spoken = loaded.snap.sentences_of(list(dict.fromkeys(articles)))
-            said, quoted, on, why = news.who_said(ev.turn.speaker, ev.turn.about, about_vec, spoken,
-                                                  spoken.vectors @ ev.qvec, asked_about=asked,
-                                                  max_quotes=self.config.max_citations,
-                                                  statements=_statements(loaded.snap))
-            text, refused, cites, related = (said, False, quoted, ()) if said else (REFUSAL, True, (), on or related)
-            note = " ".join(filter(None, (note, why))) or None
-        t2 = time.perf_counter()
-        short = short_answer(q, cites[0].sentence, context=cites[0].snippet) if cites else None
-        base = Answer(question=q, text=text, refused=refused, citations=cites, related=related,
-                      confidence=x.confidence, timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000},
-                      sentences=tuple(Claim(c.sentence, (c.n,), True, c.sentence) for c in cites),
-                      note=note, period=ev.period, short=short)
+        ctx = respond.Asking(ev.snap, ev.retriever, self.embedder, self.config, self.generator)
+        yield from respond.answers(ctx, q, history or (), ev, window=window, stream=stream, started=started)
 
-        def dated(a: Answer) -> Answer:  # what the reader should know about the dates of what is cited
-            said = window_notes(window, hits, a.citations)
-            return dataclasses.replace(a, note=" ".join(filter(None, (a.note, said)))) if said else a
-
-        if refused:  # the refusal stands: the LLM is not asked, the news layer has nothing to add
-            yield dated(base)
-            return
-        if self.generator is None or ev.turn.kind == "quote" and ev.turn.speaker:
-            yield dated(news.enrich(base, block, scores, _statements(loaded.snap)))
-            return
-        for item in generate_mod.written_answer(
-                base, generate_mod.passages_from_hits(hits, loaded.snap), self.generator, self.embedder,
-                stream=stream, history=list(history or ())):  # the generator's own timeout (config.llm_timeout)
-            yield dated(news.enrich(item, block, scores, _statements(loaded.snap))) \
-                if isinstance(item, Answer) else item
+    def _asking(self, loaded: _Loaded) -> respond.Asking:
+        return respond.Asking(loaded.snap, loaded.retriever, self.embedder, self.config, self.generator)
 
     def retrieve(self, question: str, *, k: int | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``question`` (fused dense + BM25), best first."""
@@ -509,12 +422,6 @@ class Desk:
                 self._loaded = _Loaded(snap.path.name, snap, self._retriever(snap))
                 logger.info("loaded index %s", snap.path)
             return self._loaded
-
-
-def _statements(snap: Snapshot) -> news.Statements | None:
-    """The index's stored statements, when its store keeps them (`Snapshot.statements_of`)."""
-    of = getattr(snap, "statements_of", None)
-    return (lambda a: of(a.id)) if of is not None else None
 
 
 def _corpus_path(path: Path, root: Path | None) -> str:
