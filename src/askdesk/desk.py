@@ -22,7 +22,7 @@ from . import merge as merge_mod
 from .config import Config
 from .embed import Embedder, SentenceTransformerEmbedder
 from .errors import BadInputError, BadQuestionError, EmptyCorpusError
-from .ingest import normalize_date, read_articles
+from .ingest import normalize_date, read_articles, relative_path
 from .records import Snapshot
 from .respond import Evidence
 from .retrieve import UNDATED_PENALTY, Retriever, date_window
@@ -177,7 +177,7 @@ class Desk:
         there = [Path(p) for p in paths if Path(p).is_file()]
         gone = [Path(p) for p in paths if not Path(p).exists()]
         new, skipped = read_articles(there, root=root, max_bytes=self.config.max_file_bytes) if there else ([], [])
-        rel = [_corpus_path(p, root) for p in gone]
+        rel = [relative_path(Path(p).absolute(), root) for p in gone]  # as read_articles records it
         return self._write(build.for_files(new, rel), skipped, progress).to_dict()
 
     def optimize(self) -> dict:
@@ -422,15 +422,3 @@ class Desk:
                 self._loaded = _Loaded(snap.path.name, snap, self._retriever(snap))
                 logger.info("loaded index %s", snap.path)
             return self._loaded
-
-
-def _corpus_path(path: Path, root: Path | None) -> str:
-    """How the index records a file's path: relative to the corpus folder when inside it, else absolute
-    (as ingest.read_articles records it; the file may be gone, so nothing is read)."""
-    path = Path(path).absolute()
-    if root is not None:
-        try:
-            return path.resolve().relative_to(Path(root).resolve()).as_posix()
-        except ValueError:
-            pass
-    return path.resolve().as_posix()

@@ -108,7 +108,7 @@ def read_article(path: str | Path, *, root: str | Path | None = None, max_bytes:
     if b"\x00" in raw[:8192]:
         raise BadInputError(f"{path.name!r} looks binary, not text")
     content, encoding = decode_text(raw, path.name)
-    rel = _relative(path, root)
+    rel = relative_path(path, root)
     if suffix in (".html", ".htm"):
         meta, body = _parse_html(content, path.name)
     else:
@@ -302,7 +302,7 @@ def _parse_html(content: str, name: str) -> tuple[dict, str]:
     return meta, doc["text"]
 
 
-def _relative(path: Path, root: str | Path | None) -> str:
+def relative_path(path: Path, root: str | Path | None) -> str:
     """The path relative to ``root`` when inside it; else absolute, so that a sync of ``root``
     can tell its own files (whose deletion it follows) from files added from elsewhere."""
     if root is not None:
