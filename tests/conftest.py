@@ -105,3 +105,22 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# What `import trafilatura` raises after a stock pip 23.2 install (lxml_html_clean never installed).
+LXML_SPLIT = ("lxml.html.clean module is now a separate project lxml_html_clean.\n"
+              "Install lxml[html-clean] or lxml_html_clean directly.")
+
+
+def break_html_reader(monkeypatch, error: BaseException | None = None) -> None:
+    """Make `import trafilatura` fail with ``error`` (default: lxml's ImportError) until the test ends."""
+    import sys
+
+    class Fails:
+        def find_spec(self, name, path=None, target=None):
+            if name == "trafilatura":
+                raise error or ImportError(LXML_SPLIT)
+            return None
+
+    monkeypatch.delitem(sys.modules, "trafilatura", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Fails(), *sys.meta_path])

@@ -1,6 +1,6 @@
 
 import pytest
-from conftest import SEED, write
+from conftest import SEED, break_html_reader, write
 
 from askdesk.errors import BadInputError
 from askdesk.ingest import read_article, read_articles, strip_boilerplate
@@ -66,6 +66,28 @@ def test_bad_files_are_skipped_with_reason(tmp_path, name, content, reason):
     articles, skipped = read_articles([tmp_path], root=tmp_path, max_bytes=1_000_000)
     assert [a.title for a in articles] == ["Good"]
     assert len(skipped) == 1 and skipped[0].path.endswith(name) and reason in skipped[0].reason
+
+
+HTML = ("<html><head><title>Varsk harbour reopens</title></head><body><article><h1>Varsk harbour reopens</h1>"
+        "<p>The harbour of Varsk reopened on Monday after an 18-month renovation that cost 42 million euros, "
+        "the port authority said, and the fleet returned to the inner basin.</p></article></body></html>")
+
+
+@pytest.mark.parametrize("error,fix", [
+    (None, "run `pip install lxml_html_clean`"),  # lxml's own message, as a stock pip 23.2 install gives it
+    (ModuleNotFoundError("No module named 'justext'", name="justext"), "installs 'justext'"),
+    (AttributeError("module 'lxml' has no attribute 'etree'"), "run `pip install -e .` in askdesk's folder"),
+])
+def test_a_reader_library_that_fails_to_load_skips_that_file_in_one_line_with_the_fix(tmp_path, monkeypatch,
+                                                                                     error, fix):
+    write(tmp_path / "a.html", HTML)
+    write(tmp_path / "b.txt", "Good\n\nA good article.")
+    break_html_reader(monkeypatch, error)
+    articles, skipped = read_articles([tmp_path], root=tmp_path)
+    assert [a.title for a in articles] == ["Good"]
+    (s,) = skipped
+    assert s.path == str(tmp_path / "a.html") and "\n" not in s.reason
+    assert s.reason.startswith("'a.html' cannot be read: its reader fails to load (") and fix in s.reason
 
 
 def test_unknown_suffix_ignored_in_folders_and_missing_path_named(tmp_path):

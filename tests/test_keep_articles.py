@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, FakeEmbedder, write
+from conftest import ROOT, FakeEmbedder, break_html_reader, write
 
 from askdesk import Config, Desk
 
@@ -188,6 +188,36 @@ def test_latin1_articles_are_read_and_reported_once(tmp_path):
     art = next(a for a in desk.info()["articles"] if a["path"] == "latin.txt")
     assert art["title"] == "Café Brask reopens" and art["encoding"] == "cp1252"
     assert "Zoë Ménard" in desk.article(art["id"]).text
+
+
+def test_an_article_whose_reader_fails_to_load_keeps_its_indexed_version_and_the_sync_goes_on(
+        tmp_path, monkeypatch, capsys, fake):
+    from askdesk import cli
+    from askdesk import desk as desk_mod
+
+    monkeypatch.setattr(desk_mod, "SentenceTransformerEmbedder", lambda *a, **k: fake)
+    monkeypatch.chdir(tmp_path)  # a relative folder, as a user types it
+    page = ("<html><head><title>Varsk harbour reopens</title></head><body><article><p>The harbour of Varsk "
+            "reopened on Monday after an 18-month renovation that cost {} million euros, the port authority "
+            "said, and the fleet returned to the inner basin.</p></article></body></html>")
+    write(tmp_path / "corpus" / "a.html", page.format(42))
+    write(tmp_path / "corpus" / "b.txt", "Mill story\n\nThe mill in Orm hired 40 workers on Wednesday.")
+    assert cli.main(["--model", "fake", "index", "corpus", "--index", "ix"]) == 0
+    capsys.readouterr()
+
+    write(tmp_path / "corpus" / "a.html", page.format(45))  # changed, but unreadable this time
+    write(tmp_path / "corpus" / "c.txt", "Ferry story\n\nThe ferry to Brask runs again from 9 June.")
+    break_html_reader(monkeypatch)
+    assert cli.main(["--model", "fake", "index", "corpus", "--index", "ix"]) == 0
+    out, err = capsys.readouterr()
+    assert "1 added, 0 updated, 0 removed, 2 unchanged; index holds 3 articles" in out
+    assert err.strip().splitlines() == [
+        f"skipped {Path('corpus') / 'a.html'}: 'a.html' cannot be read: its reader fails to load "
+        "(lxml.html.clean module is now a separate project lxml_html_clean. Install lxml[html-clean] or "
+        "lxml_html_clean directly.); run `pip install lxml_html_clean`"]
+    desk = Desk.open(tmp_path / "ix", config=Config(model="fake", refuse_below=0.0), embedder=fake)
+    kept = next(a for a in desk.info()["articles"] if a["path"] == "a.html")
+    assert "42 million euros" in desk.article(kept["id"]).text  # the indexed version, not removed
 
 
 def _tmpfs(path: Path, size: str):

@@ -150,14 +150,17 @@ class Desk:
                 raise BadInputError(f"corpus folder {str(folder)!r} does not exist; "
                                     "give a folder of .txt/.md/.html articles")
             articles, skipped = read_articles([folder], root=folder, max_bytes=self.config.max_file_bytes)
+            # As for_sync names a held article's file (resolved folder / its path): a skipped
+            # "corpus/a.html" must match, or a file that failed to read would count as deleted.
+            unreadable = {str(folder.resolve() / relative_path(Path(s.path), folder)) for s in skipped}
             folder = folder.resolve()
         else:
-            articles, skipped = list(corpus), []
+            articles, skipped, unreadable = list(corpus), [], set()
         if not articles:
             raise EmptyCorpusError(f"no readable article in {str(corpus)!r}; "
                                    "add .txt, .md or .html files and run again")
         kept: list[Article] = []
-        select = build.for_sync(articles, folder, unreadable={s.path for s in skipped}, prune=prune, kept=kept)
+        select = build.for_sync(articles, folder, unreadable=unreadable, prune=prune, kept=kept)
         changes = self._write(select, skipped, progress, corpus=folder, record_corpus=folder is not None)
         changes.kept = sum(1 for a in kept if not (folder is not None and build.in_folder(a)))
         return changes.to_dict()

@@ -107,12 +107,15 @@ def read_article(path: str | Path, *, root: str | Path | None = None, max_bytes:
         raise BadInputError(f"{path.name!r} cannot be read ({e.strerror})") from None
     if b"\x00" in raw[:8192]:
         raise BadInputError(f"{path.name!r} looks binary, not text")
-    content, encoding = decode_text(raw, path.name)
     rel = relative_path(path, root)
-    if suffix in (".html", ".htm"):
-        meta, body = _parse_html(content, path.name)
-    else:
-        meta, body = _parse_text(content)
+    try:
+        content, encoding = decode_text(raw, path.name)
+        if suffix in (".html", ".htm"):
+            meta, body = _parse_html(content, path.name)
+        else:
+            meta, body = _parse_text(content)
+    except ImportError as e:  # a library the reader imports lazily is missing: this file is skipped, not the sync
+        raise unloadable(repr(path.name), e) from None
     body = strip_boilerplate(body)
     if not body.strip():
         raise BadInputError(f"{path.name!r} has no article text")
@@ -292,10 +295,38 @@ def _first_line_title(body: str) -> tuple[str, str]:
     return "", stripped
 
 
-def _parse_html(content: str, name: str) -> tuple[dict, str]:
-    import trafilatura
+def unloadable(what: str, e: BaseException) -> BadInputError:
+    """One line for a file or page whose reader library fails to load, ending with the install command."""
+    detail = " ".join(str(e).split())[:200] or type(e).__name__
+    # jusText (under trafilatura) asks for `lxml[html_clean]`; lxml spells that extra `html-clean`, and
+    # pips that do not normalise extra names (23.2, which Python 3.11 ships) never install lxml_html_clean.
+    if "html_clean" in detail or "html.clean" in detail:
+        fix = "run `pip install lxml_html_clean`"
+    elif isinstance(e, ModuleNotFoundError) and e.name:
+        fix = f"run `pip install -e .` in askdesk's folder (it installs {e.name.partition('.')[0]!r})"
+    else:
+        fix = "run `pip install -e .` in askdesk's folder (it reinstalls what the readers import)"
+    return BadInputError(f"{what} cannot be read: its reader fails to load ({detail}); {fix}")
 
-    doc = trafilatura.bare_extraction(content, with_metadata=True, include_comments=False, as_dict=True)
+
+def html_document(html: str, *, url: str | None = None, name: str = "the page") -> dict | None:
+    """trafilatura's main text and metadata of an HTML page, as a dict; None when it finds none.
+
+    Raises:
+        BadInputError: trafilatura or a library under it fails to load (one line with the fix).
+    """
+    try:
+        import trafilatura
+    except Exception as e:  # noqa: BLE001 - ImportError or a broken install: the page is skipped, not the sync
+        raise unloadable(name, e) from None
+    try:
+        return trafilatura.bare_extraction(html, url=url, with_metadata=True, include_comments=False, as_dict=True)
+    except ImportError as e:  # a module trafilatura loads on first use
+        raise unloadable(name, e) from None
+
+
+def _parse_html(content: str, name: str) -> tuple[dict, str]:
+    doc = html_document(content, name=repr(name))
     if not doc or not (doc.get("text") or "").strip():
         raise BadInputError(f"{name!r} has no article text that could be extracted")
     meta = {"title": doc.get("title"), "date": doc.get("date"), "source": doc.get("sitename"), "url": doc.get("url")}
