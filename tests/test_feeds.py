@@ -9,7 +9,7 @@ import time
 from email.utils import formatdate
 
 import pytest
-from conftest import write
+from conftest import break_html_reader, write
 from test_keep_articles import fake_cli
 from test_watch import expect, read_lines
 
@@ -170,6 +170,22 @@ def test_a_page_over_the_size_cap_is_not_saved_and_is_tried_again(tmp_path, site
         assert f"{site.base}/big" not in feed.seen and len(feed.seen) == 2
     finally:
         del STORIES["big"]
+
+
+def test_a_page_whose_reader_fails_to_load_is_one_line_with_the_fix_and_is_tried_again(tmp_path, site, monkeypatch):
+    lines: list[str] = []
+    feeds = Feeds(tmp_path / "corpus", host_delay=0.0, log=lines.append)
+    feeds.add(f"{site.base}/feed.xml")
+    with monkeypatch.context() as m:
+        break_html_reader(m)
+        assert feeds.poll() == []
+    assert len(lines) == 2 and all(line.endswith("run `pip install lxml_html_clean`; tried again at the next poll")
+                                   for line in lines)
+    assert lines[0].startswith(f"feed Harbor Times: {site.base}/a1.html: the page cannot be read: its reader fails")
+    (feed,) = feeds.load()
+    assert feed.seen == []
+    written = feeds.poll()  # lxml_html_clean installed: the same entries come
+    assert len(written) == 2 and "42 million euros" in read_article(written[0]).text
 
 
 @pytest.mark.parametrize("url,message", [("ftp://example.org/feed", "is not an http(s) URL"),

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BadInputError
-from .ingest import normalize_date
+from .ingest import html_document, normalize_date
 
 logger = logging.getLogger(__name__)
 
@@ -193,10 +193,10 @@ class Feeds:
         if parsed.bozo and not parsed.entries:
             raise FeedError(f"not an RSS or Atom feed ({type(parsed.bozo_exception).__name__}: "
                             f"{str(parsed.bozo_exception)[:80]})")
-        feed.etag, feed.modified = got.get("ETag"), got.get("Last-Modified")
         feed.title = parsed.feed.get("title") or feed.title
         seen = set(feed.seen)
         written = []
+        failed = False
         for entry in reversed(parsed.entries):  # feeds list the newest first: write the oldest first
             eid = entry.get("id") or entry.get("link") or hashlib.sha1(
                 (entry.get("title", "") + entry.get("summary", "")).encode()).hexdigest()
@@ -207,6 +207,7 @@ class Feeds:
             except FeedError as e:  # the page failed: logged, and fetched again at the next poll
                 self.log(f"feed {feed.title or feed.url}: {entry.get('link') or eid}: {e}; "
                          "tried again at the next poll")
+                failed = True
                 continue
             feed.seen.append(eid)
             seen.add(eid)
@@ -215,6 +216,9 @@ class Feeds:
             if path is not None:
                 written.append(path)
                 self.log(f"feed {feed.title or feed.url}: saved {path.relative_to(self.corpus)}")
+        # Kept only when every new entry was saved: with a page still to fetch, the feed's own 304
+        # to these validators would hide that entry until the feed changed.
+        feed.etag, feed.modified = (None, None) if failed else (got.get("ETag"), got.get("Last-Modified"))
         return written
 
     def _save_entry(self, feed: Feed, entry) -> Path | None:
@@ -291,9 +295,10 @@ def _charset(content_type: str) -> str:
 
 def _extract(html: str, url: str) -> tuple[str, dict]:
     """The page's main text and metadata (title, date, sitename), with trafilatura as ingest uses it."""
-    import trafilatura
-
-    doc = trafilatura.bare_extraction(html, url=url, with_metadata=True, include_comments=False, as_dict=True)
+    try:
+        doc = html_document(html, url=url)
+    except BadInputError as e:  # the reader's library fails to load: one line, the entry tried again next poll
+        raise FeedError(str(e)) from None
     if not doc:
         return "", {}
     return (doc.get("text") or "").strip(), {k: doc.get(k) for k in ("title", "date", "sitename")}
