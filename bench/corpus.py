@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "squad-dev"
+DATA = ROOT.parent / "shared" / "data" / "squad-dev"  # bench/run.py --data sets another
 RESULTS = ROOT / "bench" / "results"
 CACHE = RESULTS / "cache"
 GENERATOR_VERSION = 4  # bump when the corpus generator changes (4: index format 3): cached indexes are rebuilt
@@ -55,6 +55,11 @@ def paragraphs(fits: Callable[[str], bool]) -> list[dict]:
         if count_tokens(d["text"]) <= 190 and fits(f"{d['title']}\n{d['text']}"):
             out.append(d)
     return out
+
+
+def data_digest() -> str:
+    """A short hash of DATA's paragraphs: corpora cached from another set (the smoke test's) are rebuilt."""
+    return hashlib.sha1((DATA / "corpus.jsonl").read_bytes()).hexdigest()[:12]
 
 
 def questions(n: int | None = None) -> list[str]:
@@ -117,7 +122,7 @@ def _headline(rng: random.Random) -> str:
 def write_corpus(folder: Path, n_articles: int, fits: Callable[[str], bool], *, seed: int = 0) -> dict:
     """The ``n_articles`` paragraph-sized articles as .txt files in ``folder`` (reused when present)."""
     stamp = folder / ".bench.json"
-    want = {"version": GENERATOR_VERSION, "n_articles": n_articles, "seed": seed}
+    want = {"version": GENERATOR_VERSION, "n_articles": n_articles, "seed": seed, "data": data_digest()}
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         return want
     import shutil
@@ -237,7 +242,7 @@ def build_synthetic(index_dir: Path, n_chunks: int, embedder: CachedEmbedder, co
     from askdesk.ingest import article_from_text
 
     stamp = index_dir / ".bench.json"
-    want = {"version": GENERATOR_VERSION, "n_chunks": n_chunks, "seed": seed}
+    want = {"version": GENERATOR_VERSION, "n_chunks": n_chunks, "seed": seed, "data": data_digest()}
     if stamp.is_file() and json.loads(stamp.read_text()) == want and index_mod.current_generation(index_dir):
         return want
     t0 = time.perf_counter()

@@ -3,6 +3,7 @@
     python bench/run.py                     # 1k, 10k, 100k chunks, load test, peers, ANN
     python bench/run.py --sizes 1k,10k      # chosen sizes
     python bench/run.py --quick             # smoke run: 1k only, fewer questions, no load/peers/ANN, no docs
+    python bench/run.py --quick --sizes 100 --data tests/fixtures/squad-mini   # the smoke test's run
 
 What it measures, each ratio timed in the same run (absolute times drift on a shared machine):
 - index build throughput of `Desk.build` on a folder of articles against one raw
@@ -56,9 +57,11 @@ TARGETS = {  # issue 6
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="askdesk benchmarks: build, ask, cold start, memory, load, peers.")
-    ap.add_argument("--sizes", default="1k,10k,100k", help="index sizes in chunks (default 1k,10k,100k)")
+    ap.add_argument("--sizes", help="index sizes in chunks (default 1k,10k,100k; 1k with --quick)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1k, 50 questions, 200-article build, "
                     "no load test, peers or ANN")
+    ap.add_argument("--data", type=Path, default=corpus.DATA,
+                    help=f"SQuAD set in the BEIR layout: corpus.jsonl, queries.jsonl (default {corpus.DATA})")
     ap.add_argument("--questions", type=int, default=200, help="questions per latency measurement")
     ap.add_argument("--build-articles", type=int, default=1000, help="articles in the timed build (and the peers)")
     ap.add_argument("--no-build", action="store_true", help="skip the timed build (and so the peers)")
@@ -72,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-docs", action="store_true",
                     help="do not rewrite the tables in docs/benchmarks.md and README.md (implied by --quick)")
     args = ap.parse_args(argv)
+    corpus.DATA = args.data  # read by corpus.paragraphs and corpus.questions
     if args.quick:
-        args.sizes, args.questions, args.build_articles = "1k", 50, 200
+        args.sizes, args.questions, args.build_articles = args.sizes or "1k", 50, 200
         args.no_load = args.no_peers = args.no_ann = True
         args.no_docs = True  # a smoke run never replaces the full run's tables
-    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    sizes = [parse_size(s) for s in (args.sizes or "1k,10k,100k").split(",") if s.strip()]
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     from askdesk import Config
