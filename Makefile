@@ -7,7 +7,11 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: chat test test-fast bench install
+# Exact versions the suite passed with (pip's -c: they pin, they add nothing); `make lock` refreshes them.
+LOCK := constraints.txt
+TORCH := torch==2.13.0
+
+.PHONY: chat test test-fast bench install lock
 chat: $(VENV)/.installed
 	$(BIN)/python app.py
 
@@ -21,15 +25,21 @@ install: $(VENV)/.installed
 
 # torch 2.13.0 first: it is the CPU build pip finds on this machine; installed later (as a
 # dependency of sentence-transformers) pip would fetch a CUDA build of several GB.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --upgrade pip -c $(LOCK)
+	$(BIN)/python -m pip install -q "$(TORCH)" -c $(LOCK)
+	$(BIN)/python -m pip install -q -e ".[test]" -c $(LOCK)
 	touch $@
 
 # The Milvus store's and the Ray job's tests need their engines (the [milvus] and [ray] extras):
 # `make test` installs them, `make chat` does not need them.
 $(VENV)/.installed-engines: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e ".[test,milvus,ray]"
+	$(BIN)/python -m pip install -q -e ".[test,milvus,ray]" -c $(LOCK)
 	touch $@
+
+# New venvs from pyproject.toml and .ci/install-llm alone (torch first), frozen into $(LOCK) and
+# .ci/constraints-llm.txt; then the tests, on .venv installed again from the new pins (~15 min).
+lock:
+	PY=$(PY) TORCH=$(TORCH) bash .ci/lock
+	$(MAKE) test
