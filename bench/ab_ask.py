@@ -72,7 +72,7 @@ def _measure(index: Path, size: str, n_questions: int) -> dict:
     import askdesk
     import corpus
     from askdesk import Config, Desk
-    from askdesk.embed import SentenceTransformerEmbedder
+    from askdesk.models.embed import SentenceTransformerEmbedder
     from corpus import RESULTS, CachedEmbedder, parse_size, size_label
 
     cfg = Config.from_env({}).replace(index=index)

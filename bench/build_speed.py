@@ -12,7 +12,7 @@ here on the same texts, in the same process, as ratios to the raw encode:
 - ``int8``: torch dynamic int8 quantization of the Linear layers (raw encode of the same texts);
 - ``int8_late_pooling``: both.
 
-``--quality N`` also runs askdesk's own evaluations on squad-dev (`askdesk.eval`), first N
+``--quality N`` also runs askdesk's own evaluations on squad-dev (`askdesk.surface.eval`), first N
 questions: answer quality with standalone vs late-pooled sentence vectors, and retrieval
 recall@5 with fp32 vs int8 vectors. Prints JSON; writes bench/results/build_speed.json.
 """
@@ -110,7 +110,7 @@ class Int8(_Wrapped):
     embedder with ``quantize=True`` (what ``Config.int8`` builds)."""
 
     def __init__(self, inner):
-        from askdesk.embed import SentenceTransformerEmbedder
+        from askdesk.models.embed import SentenceTransformerEmbedder
 
         self.inner = SentenceTransformerEmbedder(inner.name, batch_size=inner.batch_size, quantize=True)
         self.name, self.model = inner.name, self.inner.model
@@ -119,8 +119,8 @@ class Int8(_Wrapped):
 
 
 def speed(n: int, emb) -> dict:
-    from askdesk.chunk import split_sentences
-    from askdesk.ingest import read_articles
+    from askdesk.articles.chunk import split_sentences
+    from askdesk.articles.ingest import read_articles
 
     folder = RESULTS / "corpora" / "1k"
     corpus.write_corpus(folder, 1000, emb.fits)
@@ -158,7 +158,7 @@ def speed(n: int, emb) -> dict:
 
 def quality(n: int, emb) -> dict:
     from askdesk import Config
-    from askdesk.eval import eval_qa, eval_retrieval
+    from askdesk.surface.eval import eval_qa, eval_retrieval
 
     cfg = Config.from_env({})
     cached = corpus.CachedEmbedder(emb)
@@ -176,7 +176,7 @@ def main() -> None:
     ap.add_argument("--quality", type=int, default=0, help="also evaluate quality on the first N SQuAD questions")
     ap.add_argument("--no-speed", action="store_true")
     args = ap.parse_args()
-    from askdesk.embed import SentenceTransformerEmbedder
+    from askdesk.models.embed import SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder()
     res = {} if args.no_speed else {"speed": speed(args.articles, emb)}

@@ -17,7 +17,7 @@ retrieval, dates and features), on an index where its answer is present (answera
   as of each question's date; near-topic on "rtqa-near": its corpus less every evidence snippet
   and every document holding any question's answer string (questions that had one).
 
-The model is a logistic regression over `askdesk.answer.FEATURES` fitted on the fit halves, each
+The model is a logistic regression over `askdesk.answering.answer.FEATURES` fitted on the fit halves, each
 of the seven (set, kind) groups weighing the same; the threshold leaves TARGET_REFUSED_ANSWERABLE
 of the fit halves' answerable questions refused (averaged over the three sources). Indexes are
 built once into --cache (rtqa: pass --realtimeqa-index to reuse a kept one).
@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from askdesk import answer as answer_mod
-from askdesk import eval as eval_mod
+from askdesk.answering import answer as answer_mod
 from askdesk.config import Config
 from askdesk.desk import Desk
+from askdesk.surface import eval as eval_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

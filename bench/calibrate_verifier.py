@@ -1,4 +1,4 @@
-"""Fit the verifier's cosine threshold (askdesk.verify.SUPPORT_COSINE) on rgb-news, and report.
+"""Fit the verifier's cosine threshold (askdesk.answering.verify.SUPPORT_COSINE) on rgb-news, and report.
 
     python bench/calibrate_verifier.py              # fit on questions 0-49, report on 50-99
     python bench/calibrate_verifier.py --show 5     # also print a few flagged examples of each kind
@@ -7,7 +7,7 @@ rgb-news (RGB en_fact, CC BY-NC-SA 4.0) gives each question several positive sea
 accepted answer strings, a planted wrong answer, and the positive snippets rewritten around it
 (counterfactual_positive). A scripted model answers each question in one sentence, "<question>:
 <answer>.", citing the positive snippets that hold the answer; each sentence goes through
-`askdesk.verify.check` exactly as a written answer's sentence does:
+`askdesk.answering.verify.check` exactly as a written answer's sentence does:
 
 - supported: the accepted answer (the variant found in a snippet);
 - planted answer (unsupported): the planted wrong answer, same citations;
@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from askdesk import verify
-from askdesk.chunk import split_sentences
+from askdesk.answering import verify
+from askdesk.articles.chunk import split_sentences
 from askdesk.config import DEFAULT_MODEL
-from askdesk.embed import SentenceTransformerEmbedder
+from askdesk.models.embed import SentenceTransformerEmbedder
 from askdesk.types import Article
 
 ROOT = Path(__file__).resolve().parents[1]

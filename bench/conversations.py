@@ -31,7 +31,7 @@ DATA = ROOT / "bench" / "data" / "conversations.jsonl"
 
 def articles_for(conv: dict, realtimeqa: Path | None) -> list | None:
     """The conversation's articles (the bundled one, RealTimeQA docs by id), or None when missing."""
-    from askdesk.ingest import read_article
+    from askdesk.articles.ingest import read_article
 
     out = [read_article(p, root=ROOT / "corpus") for p in sorted((ROOT / "corpus").glob("*.txt"))] \
         if conv["corpus"].get("bundled") else []
@@ -49,7 +49,7 @@ _CORPUS: dict = {}
 
 
 def _corpus(folder: Path):
-    from askdesk.eval import read_corpus
+    from askdesk.surface.eval import read_corpus
 
     if folder not in _CORPUS:
         _CORPUS[folder] = read_corpus(folder)

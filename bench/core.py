@@ -53,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from askdesk import Config, Desk
-    from askdesk.embed import SentenceTransformerEmbedder
+    from askdesk.models.embed import SentenceTransformerEmbedder
     from askdesk.types import Article
 
     docs, questions = load(args.docs, args.questions)
@@ -93,14 +93,14 @@ def main() -> None:
         cold = []
         for _ in range(3):
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "askdesk.cli", "ask", questions[0]], env=env, check=True,
+            subprocess.run([sys.executable, "-m", "askdesk", "ask", questions[0]], env=env, check=True,
                            capture_output=True)
             cold.append(time.perf_counter() - t)
         res["cold_start_s"] = statistics.median(cold)
         helps = []
         for _ in range(3):
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "askdesk.cli", "--help"], check=True, capture_output=True)
+            subprocess.run([sys.executable, "-m", "askdesk", "--help"], check=True, capture_output=True)
             helps.append(time.perf_counter() - t)
         res["help_s"] = statistics.median(helps)
 

@@ -8,7 +8,7 @@ keeps under 60% of its sentences from any one paragraph, so askdesk's near-dupli
 
 - ``1k``/``10k``: one paragraph-sized article each (~1 chunk), written as ``.txt`` files so that
   `askdesk index` and `python app.py` read them as they would any corpus.
-- ``100k``: multi-paragraph articles (2-4 chunks each) published with ``askdesk.index.publish``.
+- ``100k``: multi-paragraph articles (2-4 chunks each) published with ``askdesk.store.index.publish``.
   The text, chunking, sentence spans, BM25 postings and records are askdesk's own; sentence
   vectors are the real model's (every sentence is a SQuAD sentence, embedded once); each chunk
   vector is the normalized mean of its sentences' vectors plus a little noise, instead of
@@ -47,7 +47,7 @@ def size_label(n: int) -> str:
 def paragraphs(fits: Callable[[str], bool]) -> list[dict]:
     """SQuAD dev paragraphs that fit one chunk: <= 190 cl100k tokens and, with the title line, the
     model's 256-wordpiece window. So the raw baseline truncates nothing and each is one chunk."""
-    from askdesk.chunk import count_tokens
+    from askdesk.articles.chunk import count_tokens
 
     out = []
     for line in open(DATA / "corpus.jsonl", encoding="utf-8"):
@@ -69,7 +69,7 @@ def questions(n: int | None = None) -> list[str]:
 
 
 def _sentences(text: str) -> list[str]:
-    from askdesk.chunk import split_sentences
+    from askdesk.articles.chunk import split_sentences
 
     return [text[s:e] for s, e in split_sentences(text)]
 
@@ -77,7 +77,7 @@ def _sentences(text: str) -> list[str]:
 def variations(paras: Sequence[dict], n: int, *, seed: int = 0, max_tokens: int = 180,
                blocks: tuple[int, int] = (1, 1)) -> list[tuple[str, str]]:
     """``n`` new (title, text) articles recombined from ``paras``; ``blocks`` paragraphs per article."""
-    from askdesk.chunk import count_tokens
+    from askdesk.articles.chunk import count_tokens
 
     rng = random.Random(seed)
     by_title: dict[str, list[list[str]]] = {}
@@ -141,7 +141,7 @@ def write_corpus(folder: Path, n_articles: int, fits: Callable[[str], bool], *, 
 
 def corpus_texts(folder: Path) -> list[str]:
     """Each article's body as askdesk reads it (for the raw-model baseline)."""
-    from askdesk.ingest import read_articles
+    from askdesk.articles.ingest import read_articles
 
     articles, _ = read_articles([folder], root=folder)
     return [a.text for a in articles]
@@ -236,10 +236,10 @@ def build_synthetic(index_dir: Path, n_chunks: int, embedder: CachedEmbedder, co
     """Publish a ~``n_chunks`` index of multi-paragraph articles with askdesk's own writer
     (`build.plan` chunks and splits, `build.assemble` takes the vectors made here, `index.publish`
     writes), vectors as described in the module doc."""
-    from askdesk import build
-    from askdesk import index as index_mod
-    from askdesk.chunk import ENCODING
-    from askdesk.ingest import article_from_text
+    from askdesk.articles.chunk import ENCODING
+    from askdesk.articles.ingest import article_from_text
+    from askdesk.store import build
+    from askdesk.store import index as index_mod
 
     stamp = index_dir / ".bench.json"
     want = {"version": GENERATOR_VERSION, "n_chunks": n_chunks, "seed": seed, "data": data_digest()}

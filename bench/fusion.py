@@ -1,4 +1,4 @@
-"""Fit retrieval's fusion weights (askdesk.retrieve: DENSE_WEIGHT, SENTENCE_SHARE, LENGTH_WEIGHT,
+"""Fit retrieval's fusion weights (askdesk.answering.retrieve: DENSE_WEIGHT, SENTENCE_SHARE, LENGTH_WEIGHT,
 LENGTH_FREE_CHUNKS) on the fit halves of the dev sets, and report every set's held-out half.
 
     askdesk eval retrieval ../shared/data/squad-dev --keep-index /tmp/ix/squad          # once per set:
@@ -53,7 +53,7 @@ SQUAD_FIT_TITLES: set[str] = set()
 def collect(index: str, data: str, n: int = 100) -> list[dict]:
     """Per judged query: the candidates' signals, their documents, the qrels."""
     from askdesk import Desk
-    from askdesk.eval import read_corpus, read_jsonl, read_qrels
+    from askdesk.surface.eval import read_corpus, read_jsonl, read_qrels
 
     desk = Desk.open(index)
     root = Path(data)
@@ -73,7 +73,7 @@ def collect(index: str, data: str, n: int = 100) -> list[dict]:
 
 
 def ndcg(rows: list[dict], rank) -> float:
-    from askdesk.eval import ndcg_at_k
+    from askdesk.surface.eval import ndcg_at_k
 
     return float(np.mean([ndcg_at_k(list(dict.fromkeys(r["docs"][i] for i in rank(r)))[:10], r["rels"], 10)
                           for r in rows])) if rows else 0.0
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--report", nargs="*", default=[], help="name=INDEX:DATA sets only reported, never fitted on")
     args = ap.parse_args()
 
-    from askdesk import retrieve
+    from askdesk.answering import retrieve
 
     data, reported = {}, {}
     for spec in [*args.sets, *args.report]:

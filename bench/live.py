@@ -137,7 +137,7 @@ def ask_after_adds(desk, work: Path, paras, questions, *, adds: int, first: int)
 def watched(index: Path, work: Path, cfg, emb, paras, n: int = 5) -> list[float]:
     """Seconds from a file landing in a watched folder to `Desk.ask` answering from it."""
     from askdesk import Desk
-    from askdesk.watch import Watcher
+    from askdesk.articles.watch import Watcher
 
     ix = copy_index(index, work / "ix-watch")
     folder = work / "watched"
@@ -182,7 +182,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from askdesk import Config
-    from askdesk.embed import SentenceTransformerEmbedder
+    from askdesk.models.embed import SentenceTransformerEmbedder
 
     cfg = Config.from_env({})
     emb = SentenceTransformerEmbedder(cfg.model, batch_size=cfg.batch_size, max_wordpieces=cfg.max_wordpieces,

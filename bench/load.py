@@ -54,8 +54,9 @@ def start_server(index: Path, corpus: Path, port: int, concurrency: int | None, 
     """The page from source tree ``src`` (default: this checkout), ASK_CONCURRENCY patched if given."""
     from measure import env
 
-    cmd = [sys.executable, "-c", "import sys, askdesk.ui as u, askdesk.cli as cli; c = int(sys.argv[1]); "
-                                 "u.ASK_CONCURRENCY = c or u.ASK_CONCURRENCY; sys.exit(cli.main(['serve']))",
+    cmd = [sys.executable, "-c", "import sys, askdesk.surface.ui as u, askdesk.surface.cli as cli; "
+                                 "c = int(sys.argv[1]); u.ASK_CONCURRENCY = c or u.ASK_CONCURRENCY; "
+                                 "sys.exit(cli.main(['serve']))",
            str(concurrency or 0)]
     e = env(ASKDESK_INDEX=str(index), ASKDESK_CORPUS=str(corpus), GRADIO_SERVER_NAME="127.0.0.1",
             GRADIO_SERVER_PORT=str(port), PYTHONPATH=str(Path(src or ROOT / "src").resolve()))
@@ -241,9 +242,9 @@ def _cpu_s(pid: int) -> float:
 
 
 def _shipped_concurrency() -> int:
-    import askdesk.ui
+    import askdesk.surface.ui
 
-    return askdesk.ui.ASK_CONCURRENCY
+    return askdesk.surface.ui.ASK_CONCURRENCY
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ def build(folder: Path, emb, config) -> dict:
     BM25, writing and publishing.
     """
     from askdesk import Desk
-    from askdesk.embed import SentenceTransformerEmbedder
+    from askdesk.models.embed import SentenceTransformerEmbedder
 
     texts = corpus_texts(folder)
     model = emb.model
@@ -79,8 +79,9 @@ def ensure_index(folder: Path, index: Path, emb, config) -> dict:
     """The benchmark's index of ``folder`` at ``index``, built through `Desk.build` with cached vectors."""
     import shutil
 
-    from askdesk import Desk, build
-    from askdesk import index as index_mod
+    from askdesk import Desk
+    from askdesk.store import build
+    from askdesk.store import index as index_mod
 
     cached = CachedEmbedder(emb)
     cfg = config.replace(index=index)
@@ -231,7 +232,7 @@ def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> d
     import faiss
 
     from askdesk import Desk
-    from askdesk.vectors import FaissIndex, SegmentedVectors
+    from askdesk.store.vectors import FaissIndex, SegmentedVectors
 
     desk = Desk.open(index, config=config.replace(index=index), embedder=emb)
     snap = desk.snapshot

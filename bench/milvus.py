@@ -64,7 +64,7 @@ def size_mb(path: Path) -> float:
 
 def setup():
     from askdesk import Config
-    from askdesk.embed import SentenceTransformerEmbedder
+    from askdesk.models.embed import SentenceTransformerEmbedder
 
     return Config.from_env({}, index=INDEX), SentenceTransformerEmbedder()
 
@@ -76,8 +76,9 @@ def questions(n: int) -> list[str]:
 # ---- stages ----------------------------------------------------------------------------------------
 
 def prepare(args) -> None:
-    from askdesk import Desk, upsert
-    from askdesk.milvus import MilvusStore
+    from askdesk import Desk
+    from askdesk.store import upsert
+    from askdesk.store.milvus import MilvusStore
 
     cfg, emb = setup()
     corpus.build_synthetic(INDEX, 100_000, corpus.CachedEmbedder(emb), cfg)
@@ -93,7 +94,7 @@ def prepare(args) -> None:
 
 def ask(args) -> None:
     from askdesk import Desk
-    from askdesk.milvus import MilvusStore
+    from askdesk.store.milvus import MilvusStore
 
     cfg, emb = setup()
     qs = questions(args.questions)
@@ -191,7 +192,7 @@ def cold(args) -> None:
         for name in (("folder", "store") if r % 2 else ("store", "folder")):
             where = ["--index", str(INDEX)] if name == "folder" else ["--store", str(STORE)]
             t = time.perf_counter()
-            p = subprocess.run([PY, "-m", "askdesk.cli", "ask", q, *where], env=env, capture_output=True, text=True)
+            p = subprocess.run([PY, "-m", "askdesk", "ask", q, *where], env=env, capture_output=True, text=True)
             times[name].append(time.perf_counter() - t)
             assert p.returncode == 0, p.stderr[-800:]
     qfile = RESULTS / "milvus-questions.json"
@@ -243,15 +244,16 @@ def squad(args) -> None:
     """`askdesk eval retrieval` on squad-dev: the folder, the store (the real command, built through
     the store's writer), the store with Milvus' English analyzer (a copy of the folder's vectors),
     and sentence vectors embedded at question time (on a subset)."""
-    from askdesk import Desk, upsert
-    from askdesk import eval as ev
-    from askdesk.milvus import MilvusStore
+    from askdesk import Desk
+    from askdesk.store import upsert
+    from askdesk.store.milvus import MilvusStore
+    from askdesk.surface import eval as ev
 
     kept, db = RESULTS / "squad-index", RESULTS / "milvus" / "squad.db"
     out = {}
     for name, extra in (("folder", ["--keep-index", str(kept)]), ("store", ["--store", str(db)])):
         t = time.perf_counter()
-        p = subprocess.run([PY, "-m", "askdesk.cli", "eval", "retrieval", str(SQUAD), "--json", *extra],
+        p = subprocess.run([PY, "-m", "askdesk", "eval", "retrieval", str(SQUAD), "--json", *extra],
                            capture_output=True, text=True)
         assert p.returncode == 0, p.stderr[-800:]
         r = json.loads(p.stdout)
@@ -262,7 +264,7 @@ def squad(args) -> None:
     if english.live() is None:
         upsert.copy(Desk.open(kept).snapshot, english)
     english.close()
-    p = subprocess.run([PY, "-m", "askdesk.cli", "eval", "retrieval", str(SQUAD), "--json", "--store",
+    p = subprocess.run([PY, "-m", "askdesk", "eval", "retrieval", str(SQUAD), "--json", "--store",
                         f"{db}#english"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-800:]
     r = json.loads(p.stdout)

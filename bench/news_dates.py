@@ -4,8 +4,8 @@
     python bench/news_dates.py --conflicts     # the conflict detector on RGB's planted wrong answers
 
 Dates: the set has no question dates, but 578 of its 989 search snippets open with the date the
-search engine printed ("Feb 7, 2021 ... "), which `askdesk.ingest.dateline_date` reads as each
-snippet's publication date (the other 411 stay undated). Runs, all through `askdesk.eval.eval_qa`
+search engine printed ("Feb 7, 2021 ... "), which `askdesk.articles.ingest.dateline_date` reads as each
+snippet's publication date (the other 411 stay undated). Runs, all through `askdesk.surface.eval.eval_qa`
 on one cached index (docs/news.md has the table):
 - ``no periods``: date phrases in questions are ignored (`news.resolve_period` switched off);
 - ``periods``: the default: "in 2019" prefers snippets published in 2019 when they answer;
@@ -31,9 +31,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from askdesk import news  # noqa: E402
-from askdesk.chunk import split_sentences  # noqa: E402
-from askdesk.ingest import dateline_date  # noqa: E402
+from askdesk.answering import news  # noqa: E402
+from askdesk.articles.chunk import split_sentences  # noqa: E402
+from askdesk.articles.ingest import dateline_date  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared beside a clone; two levels up from a worktree under wt/.
@@ -60,7 +60,7 @@ def write_set(source: Path, out: Path, *, as_of: bool) -> tuple[int, int, str]:
 
 def run_qa(cache: Path, limit: int | None) -> None:
     from askdesk.config import Config
-    from askdesk.eval import eval_qa
+    from askdesk.surface.eval import eval_qa
 
     cfg = Config.from_env()
     plain, dated = cache / "plain", cache / "as_of"

@@ -33,7 +33,7 @@ def status_mb(field: str) -> float:
 
 
 def model() -> dict:
-    from askdesk.embed import SentenceTransformerEmbedder
+    from askdesk.models.embed import SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder()
     emb.embed_query("What did the minister announce?")
@@ -62,7 +62,7 @@ def parts(index: str) -> dict:
     import faiss  # counted before the index, so the library is not billed to the data
     import numpy as np
 
-    from askdesk import index as index_mod
+    from askdesk.store import index as index_mod
 
     steps = {"imports": status_mb("VmRSS")}
     snap = index_mod.load(index)  # BM25's postings are memory-mapped by the load itself

@@ -38,8 +38,8 @@ def main() -> None:
     import torch
 
     from askdesk import Config, Desk
-    from askdesk.bert import BertEncoder
-    from askdesk.embed import SentenceTransformerEmbedder, resolve_model_path
+    from askdesk.models.bert import BertEncoder
+    from askdesk.models.embed import SentenceTransformerEmbedder, resolve_model_path
 
     qs = corpus.questions()[::11][:200]
     emb = SentenceTransformerEmbedder()

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     from askdesk import Config
-    from askdesk.embed import SentenceTransformerEmbedder
+    from askdesk.models.embed import SentenceTransformerEmbedder
 
     cfg = Config.from_env({})
     emb = SentenceTransformerEmbedder()
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 def peers(folder: Path, build: dict, questions: list[str], python: str, cfg, emb) -> dict:
     """The peers' index and query times on ``folder``, as ratios to askdesk's ``build`` of the same
     folder and its query latency, measured right after them."""
-    from askdesk.ingest import read_articles
+    from askdesk.articles.ingest import read_articles
 
     if not Path(python).exists():
         return {"error": f"{python} not found; create the peers' venv as docs/benchmarks.md shows"}

@@ -8,8 +8,8 @@ import pytest
 from conftest import write
 
 from askdesk import Config, Desk
-from askdesk import vectors as vectors_mod
-from askdesk.vectors import FaissIndex, chunk_key
+from askdesk.store import vectors as vectors_mod
+from askdesk.store.vectors import FaissIndex, chunk_key
 
 WORDS = [f"w{i}" for i in range(2000)]
 

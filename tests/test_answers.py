@@ -3,7 +3,7 @@ sentence cited, and questions the article cannot answer are refused."""
 
 import pytest
 
-from askdesk.answer import REFUSAL
+from askdesk.answering.answer import REFUSAL
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_follow_up_question_uses_the_conversation(real_desk):
 def test_nothing_reloads_per_question(real_desk, monkeypatch):
     """Once loaded, a question reads the index already in memory and the model already loaded
     (how fast that is, bench/run.py measures; a timed test would measure the machine)."""
-    from askdesk import index as index_mod
+    from askdesk.store import index as index_mod
 
     real_desk.ask("warm up question about steel")
     loads = []

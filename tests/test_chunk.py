@@ -1,8 +1,8 @@
 import pytest
 from conftest import SEED
 
-from askdesk.chunk import chunk_article, count_tokens, split_sentences
-from askdesk.ingest import article_from_text, read_article
+from askdesk.articles.chunk import chunk_article, count_tokens, split_sentences
+from askdesk.articles.ingest import article_from_text, read_article
 
 
 def sentences(text):
@@ -65,7 +65,7 @@ def test_fits_splits_chunks_the_model_would_truncate():
 @pytest.mark.slow
 def test_no_chunk_exceeds_the_models_window():
     """Numbers, symbols and rare words cost MiniLM more wordpieces than cl100k tokens."""
-    from askdesk.embed import SentenceTransformerEmbedder
+    from askdesk.models.embed import SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder()
     hard = " ".join(f"{i * 7919 % 100003:,}.{i % 97}% Zyxqvbrt-{i}ö ¥{i}" for i in range(400)) + "."

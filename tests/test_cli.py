@@ -9,12 +9,12 @@ import sys
 import pytest
 from conftest import ROOT, write
 
-from askdesk.cli import build_parser
+from askdesk.surface.cli import build_parser
 
 
 def run(*args, env=None, cwd=None, timeout=300):
     e = {**os.environ, **(env or {})}
-    p = subprocess.run([sys.executable, "-m", "askdesk.cli", *args], capture_output=True, text=True, env=e,
+    p = subprocess.run([sys.executable, "-m", "askdesk", *args], capture_output=True, text=True, env=e,
                        cwd=cwd, timeout=timeout)
     return p.returncode, p.stdout, p.stderr
 

@@ -3,8 +3,9 @@ import json
 import pytest
 from conftest import write
 
-from askdesk import AskdeskError, Desk, dialog
-from askdesk.answer import REFUSAL
+from askdesk import AskdeskError, Desk
+from askdesk.answering import dialog
+from askdesk.answering.answer import REFUSAL
 from askdesk.errors import BadInputError, BadQuestionError, EmptyCorpusError
 
 

@@ -11,7 +11,7 @@ import time
 from conftest import ROOT, FakeEmbedder, write
 
 from askdesk import Config, Desk
-from askdesk import index as index_mod
+from askdesk.store import index as index_mod
 
 WRITER = textwrap.dedent("""
     import os, sys, time
@@ -90,7 +90,7 @@ def test_second_writer_fails_with_a_clear_message_and_readers_keep_answering(tmp
     try:
         assert p.stdout.readline().strip() == "started"
         assert p.stdout.readline().strip() == "embedding"  # the writer holds the lock until the gate opens
-        code = subprocess.run([sys.executable, "-m", "askdesk.cli", "--model", "fake", "index", str(b)],
+        code = subprocess.run([sys.executable, "-m", "askdesk", "--model", "fake", "index", str(b)],
                               env={**os.environ, "ASKDESK_INDEX": str(cfg.index), "ASKDESK_LOCK_WAIT": "0"},
                               capture_output=True, text=True)
         assert code.returncode == 1 and "another askdesk process is writing" in code.stderr
@@ -171,7 +171,7 @@ WATCHER = textwrap.dedent("""
             return super().embed_documents(texts, progress=progress)
 
     askdesk.desk.SentenceTransformerEmbedder = lambda *a, **k: Gated()
-    from askdesk.cli import main
+    from askdesk.surface.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
 

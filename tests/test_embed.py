@@ -16,8 +16,8 @@ TEXTS = [
 
 @pytest.mark.parametrize("backend", ["onnx", "numpy"])
 def test_question_encoder_matches_sentence_transformers(backend):
-    from askdesk.bert import BertEncoder
-    from askdesk.embed import SentenceTransformerEmbedder, resolve_model_path
+    from askdesk.models.bert import BertEncoder
+    from askdesk.models.embed import SentenceTransformerEmbedder, resolve_model_path
 
     emb = SentenceTransformerEmbedder()
     assert isinstance(emb.fast, BertEncoder), "all-MiniLM-L6-v2 should take the torch-free path"
@@ -35,8 +35,8 @@ def test_without_onnxruntime_questions_fall_back_to_numpy(monkeypatch):
     """A platform without onnxruntime wheels still answers, with the same vectors."""
     import sys
 
-    from askdesk.bert import BertEncoder
-    from askdesk.embed import SentenceTransformerEmbedder, resolve_model_path
+    from askdesk.models.bert import BertEncoder
+    from askdesk.models.embed import SentenceTransformerEmbedder, resolve_model_path
 
     path = resolve_model_path(SentenceTransformerEmbedder().name)
     want = BertEncoder(path).encode(TEXTS[2])
@@ -52,7 +52,7 @@ def test_questions_need_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from askdesk.embed import SentenceTransformerEmbedder as E; e = E(); "
+    code = ("import sys; from askdesk.models.embed import SentenceTransformerEmbedder as E; e = E(); "
             "v = e.embed_query('Who won?'); print(e.fast.backend, v.shape[0], "
             "'torch' in sys.modules, 'sentence_transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -61,7 +61,7 @@ def test_questions_need_no_torch():
 
 
 def test_fits_counts_wordpieces_like_the_model():
-    from askdesk.embed import SentenceTransformerEmbedder
+    from askdesk.models.embed import SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder()
     tok = emb.model.tokenizer
@@ -74,7 +74,7 @@ def test_late_pooling_matches_token_means_of_one_pass():
     vectors inside it from the same pass; a span past the window is embedded on its own."""
     import torch
 
-    from askdesk.embed import SentenceTransformerEmbedder, embed_with_spans
+    from askdesk.models.embed import SentenceTransformerEmbedder, embed_with_spans
 
     emb = SentenceTransformerEmbedder()
     text = TEXTS[2] + " " + TEXTS[0]
@@ -100,7 +100,7 @@ def test_late_pooling_matches_token_means_of_one_pass():
 def test_int8_document_vectors_stay_close_to_fp32():
     from pathlib import Path
 
-    from askdesk.embed import SentenceTransformerEmbedder
+    from askdesk.models.embed import SentenceTransformerEmbedder
 
     # Article paragraphs, what the int8 model embeds (measured on squad passages: mean cosine 0.983).
     seed = next((Path(__file__).parents[1] / "corpus").glob("*.txt")).read_text().split("---")[-1]
@@ -116,8 +116,9 @@ def test_int8_runs_quantized_layers_and_the_manifest_says_what_ran(tmp_path, mon
     so and the index records fp32, instead of a manifest that claims int8."""
     from conftest import CORPUS
 
-    from askdesk import Config, Desk, embed
-    from askdesk.embed import SentenceTransformerEmbedder, int8_layers
+    from askdesk import Config, Desk
+    from askdesk.models import embed
+    from askdesk.models.embed import SentenceTransformerEmbedder, int8_layers
 
     emb = SentenceTransformerEmbedder(quantize=True)
     assert int8_layers(emb.model) >= 36 and emb.int8_active is True  # 6 layers x 6 Linear: all quantized
@@ -138,7 +139,7 @@ def test_the_models_own_window_bounds_chunks_and_questions(tmp_path):
     would be truncated), and a question and a document of the same long text get the same vector."""
     import json
 
-    from askdesk.embed import SentenceTransformerEmbedder, resolve_model_path
+    from askdesk.models.embed import SentenceTransformerEmbedder, resolve_model_path
 
     src = Path(resolve_model_path(SentenceTransformerEmbedder().name))
     copy = tmp_path / "minilm-128"

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from askdesk import eval as ev
 from askdesk.config import Config
 from askdesk.desk import Desk
 from askdesk.errors import BadInputError
+from askdesk.surface import eval as ev
 from askdesk.types import Answer, Chunk, Citation, Hit
 
 SQUAD_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-dev"
@@ -174,7 +174,7 @@ def test_compare_ranks_by_dense_and_bm25_alone_on_the_same_index(tmp_path, cfg, 
     assert table.splitlines()[0].split() == ["metric", "shipped", "dense", "bm25"] and "n_queries" in table
 
     # a known split: dense finds the relevant doc first, BM25 ranks it second
-    from askdesk.retrieve import Candidates
+    from askdesk.answering.retrieve import Candidates
 
     def candidates(self, query, qvec, *, n=None, window=None):
         by_doc = {a.path: a.id for a in self.snap.all_articles()}
@@ -182,7 +182,7 @@ def test_compare_ranks_by_dense_and_bm25_alone_on_the_same_index(tmp_path, cfg, 
         zero = np.zeros(2)
         return Candidates(np.array([1, 2]), chunks, zero, zero, zero, [(1, 0.9), (2, 0.5)], [(2, 9.0), (1, 4.0)])
 
-    monkeypatch.setattr("askdesk.retrieve.Retriever.candidates", candidates)
+    monkeypatch.setattr("askdesk.answering.retrieve.Retriever.candidates", candidates)
     monkeypatch.setattr(Desk, "retrieve", lambda self, q, k=None: [])
     write_jsonl(root / "queries.jsonl", [{"_id": "q1", "text": "lava"}])
     r = ev.eval_retrieval(root, config=cfg, embedder=FakeEmbedder(), compare=True)
@@ -233,7 +233,7 @@ def test_read_squad_titles_and_gold_paragraphs(tmp_path):
 
 
 def test_eval_qa_squad_json_end_to_end(tmp_path, cfg, monkeypatch):
-    import askdesk.answer as answer_mod
+    import askdesk.answering.answer as answer_mod
 
     # The fitted refusal model expects MiniLM's cosines; the fake embedder's are not comparable.
     monkeypatch.setattr(answer_mod, "REFUSAL_MODEL",
@@ -335,7 +335,7 @@ def test_eval_qa_without_short_spans_reports_none(tmp_path, cfg, monkeypatch):
 
 
 def test_question_date_hides_later_articles(tmp_path, cfg, monkeypatch):
-    import askdesk.answer as answer_mod
+    import askdesk.answering.answer as answer_mod
 
     monkeypatch.setattr(answer_mod, "REFUSAL_MODEL",
                         {"bias": 0.0, "weights": dict.fromkeys(answer_mod.FEATURES, 0.0), "threshold": 0.0})
@@ -371,7 +371,7 @@ def test_cli_eval_retrieval_on_squad_subset(tmp_path):
     (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
         f"{q}\t{d}\t1\n" for q, d, _ in qrels if d in keep))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ASKDESK_INDEX": str(tmp_path / "index")}
-    out = subprocess.run([sys.executable, "-m", "askdesk.cli", "eval", "retrieval", str(root), "--json", "--limit", "20"],
+    out = subprocess.run([sys.executable, "-m", "askdesk", "eval", "retrieval", str(root), "--json", "--limit", "20"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -381,7 +381,7 @@ def test_cli_eval_retrieval_on_squad_subset(tmp_path):
 
     # --keep-index: the second run reuses the kept index and embeds nothing.
     kept = tmp_path / "kept"
-    runs = [subprocess.run([sys.executable, "-m", "askdesk.cli", "eval", "retrieval", str(root), "--json", "--limit",
+    runs = [subprocess.run([sys.executable, "-m", "askdesk", "eval", "retrieval", str(root), "--json", "--limit",
                             "5", "--keep-index", str(kept)], capture_output=True, text=True, env=env, timeout=600)
             for _ in range(2)]
     assert all(r.returncode == 0 for r in runs), runs[-1].stderr

@@ -13,8 +13,8 @@ from conftest import break_html_reader, write
 from test_keep_articles import fake_cli
 from test_watch import expect, read_lines
 
-from askdesk.feeds import Feeds
-from askdesk.ingest import read_article
+from askdesk.articles.feeds import Feeds
+from askdesk.articles.ingest import read_article
 
 PAGE = """<html><head><title>{title} | Harbor Times</title><meta property="og:site_name" content="Harbor Times">
 <meta name="date" content="{date}"></head><body><nav>Home | News | Sport</nav><article><h1>{title}</h1>

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from conftest import FakeEmbedder, write
 
-from askdesk import Config, Desk, generate
-from askdesk.answer import REFUSAL
+from askdesk import Config, Desk
+from askdesk.answering import generate
+from askdesk.answering.answer import REFUSAL
 from askdesk.errors import BadInputError
 from askdesk.types import Article, Claim
 
@@ -454,8 +455,8 @@ def test_sse_events_parsing():
 
 
 def test_cli_flags_reach_the_desk(built, fake, llm, monkeypatch, capsys):
-    from askdesk import cli
     from askdesk import desk as desk_mod
+    from askdesk.surface import cli
 
     monkeypatch.setattr(desk_mod, "SentenceTransformerEmbedder", lambda *a, **k: fake)
     monkeypatch.setenv("ASKDESK_REFUSE_BELOW", "0")  # as fake_config: the fake embedder's scores are not MiniLM's
@@ -471,7 +472,7 @@ def test_cli_flags_reach_the_desk(built, fake, llm, monkeypatch, capsys):
 
 def test_page_streams_and_badges_unsupported_sentences(built, fake, llm, tmp_path):
     pytest.importorskip("gradio")
-    from askdesk import render, ui
+    from askdesk.surface import render, ui
 
     llm.reply = lambda b: {"text": f"{BID} [{llm.passage_with(b, '14.9 billion')}]. "
                                    "The *deal* was <b>approved</b> [1]."}
@@ -490,7 +491,7 @@ def test_page_streams_and_badges_unsupported_sentences(built, fake, llm, tmp_pat
 
 def test_page_replaces_a_failed_stream_with_the_extractive_answer_and_its_note(built, fake, llm):
     pytest.importorskip("gradio")
-    from askdesk import render, ui
+    from askdesk.surface import render, ui
 
     llm.reply = lambda b: {"text": f"{BID} [{llm.passage_with(b, '14.9 billion')}].\n{llm.echo(b)}", "finish": "length"}
     demo = ui.build_ui(desk_for(built, fake, llm), built)

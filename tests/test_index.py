@@ -8,12 +8,12 @@ import pytest
 from conftest import write
 
 from askdesk import Desk
-from askdesk import answer as answer_mod
-from askdesk import index as index_mod
-from askdesk import segment as segment_mod
-from askdesk.chunk import chunk_article, split_sentences
+from askdesk.answering import answer as answer_mod
+from askdesk.articles.chunk import chunk_article, split_sentences
 from askdesk.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError, IndexWriteError
-from askdesk.vectors import chunk_key
+from askdesk.store import index as index_mod
+from askdesk.store import segment as segment_mod
+from askdesk.store.vectors import chunk_key
 
 
 def build(corpus, fake, fake_config):
@@ -278,8 +278,10 @@ def test_another_model_is_embedded_again_on_request(corpus, fake, fake_config):
 
 
 def test_statements_are_found_when_indexed_and_kept_by_merges(corpus, tmp_path, fake, fake_config, monkeypatch):
-    from askdesk import news, quotes, records
-    from askdesk import segment as seg_mod
+    from askdesk.answering import news
+    from askdesk.articles import quotes
+    from askdesk.store import records
+    from askdesk.store import segment as seg_mod
 
     desk = build(corpus, fake, fake_config)
     (seg,) = desk.snapshot.segments

@@ -2,8 +2,8 @@
 import pytest
 from conftest import SEED, break_html_reader, write
 
+from askdesk.articles.ingest import read_article, read_articles, strip_boilerplate
 from askdesk.errors import BadInputError
-from askdesk.ingest import read_article, read_articles, strip_boilerplate
 
 
 def test_bundled_article_title_date_and_tail_stripped():
@@ -129,7 +129,7 @@ def test_a_corrected_title_or_date_changes_the_id(tmp_path):
     ("WASHINGTON, Feb 30, 2024 (Reuters) - Nothing.", None, None),
 ])
 def test_dateline_dates(opening, hint, expected):
-    from askdesk.ingest import dateline_date
+    from askdesk.articles.ingest import dateline_date
 
     assert dateline_date(opening, year_hint=hint) == expected
 

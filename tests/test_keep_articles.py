@@ -30,7 +30,7 @@ BOOT = textwrap.dedent("""
     from conftest import FakeEmbedder
     import askdesk.desk
     askdesk.desk.SentenceTransformerEmbedder = lambda *a, **k: FakeEmbedder()  # the CLI's model, faked
-    from askdesk.cli import main
+    from askdesk.surface.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
 
@@ -192,8 +192,8 @@ def test_latin1_articles_are_read_and_reported_once(tmp_path):
 
 def test_an_article_whose_reader_fails_to_load_keeps_its_indexed_version_and_the_sync_goes_on(
         tmp_path, monkeypatch, capsys, fake):
-    from askdesk import cli
     from askdesk import desk as desk_mod
+    from askdesk.surface import cli
 
     monkeypatch.setattr(desk_mod, "SentenceTransformerEmbedder", lambda *a, **k: fake)
     monkeypatch.chdir(tmp_path)  # a relative folder, as a user types it

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from test_browser import CHROMIUM, CHROMIUM_ARGS, App, _free_port, _require_browser, last_reply
 
-from askdesk import generate
+from askdesk.answering import generate
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +120,7 @@ def assert_cited_answer_or_fallback(d: dict) -> None:
 def test_cli_answer_with_a_weak_llm(llm_url, real_desk):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASKDESK_")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ASKDESK_LLM_TIMEOUT=str(LLM_TIMEOUT_S))
-    p = subprocess.run([sys.executable, "-m", "askdesk.cli", "--index", str(real_desk.index_dir), "ask", "--json",
+    p = subprocess.run([sys.executable, "-m", "askdesk", "--index", str(real_desk.index_dir), "ask", "--json",
                         "--llm-url", llm_url, "--llm-model", MODEL, QUESTION],
                        capture_output=True, text=True, env=env, timeout=LLM_TIMEOUT_S + 120)
     assert p.returncode == 0, p.stderr

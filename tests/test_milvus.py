@@ -15,17 +15,20 @@ import test_news
 from conftest import CORPUS, FakeEmbedder, write
 
 from askdesk import Config, Desk
-from askdesk.chunk import split_sentences
+from askdesk.articles.chunk import split_sentences
 from askdesk.errors import BadInputError, IndexMismatchError, IndexMissingError, StoreUnavailableError
-from askdesk.lexical import BM25
+from askdesk.store.lexical import BM25
+from askdesk.store.vectors import Window, chunk_key, day_number
 from askdesk.text import terms
 from askdesk.types import Article, Chunk
-from askdesk.vectors import Window, chunk_key, day_number
 
 if os.environ.get("ASKDESK_REQUIRE_ENGINES") != "1":
     pytest.importorskip("pymilvus", reason="pip install 'askdesk[milvus]' to test the Milvus store")
 
-from askdesk import milvus, upsert  # noqa: E402
+from askdesk.store import (
+    milvus,
+    upsert,  # noqa: E402
+)
 
 STORY = "The harbour council approved the new ferry terminal on Monday after a long debate."
 
@@ -299,7 +302,7 @@ def test_the_page_serves_a_store_from_empty_to_answering(tmp_path, monkeypatch):
     store, the next question is answered from it; reopened, the page syncs the store with its folder."""
     pytest.importorskip("gradio")
     from askdesk import desk as desk_mod
-    from askdesk import ui
+    from askdesk.surface import ui
 
     monkeypatch.setattr(desk_mod, "SentenceTransformerEmbedder", lambda *a, **k: FakeEmbedder())
     (tmp_path / "corpus").mkdir()

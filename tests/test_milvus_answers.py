@@ -53,7 +53,7 @@ def test_the_same_cited_answer_from_both_stores(real_desk, question):
 
 def run(*args, env=None, timeout=900):
     e = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "askdesk.cli", *args], capture_output=True, text=True, env=e,
+    return subprocess.run([sys.executable, "-m", "askdesk", *args], capture_output=True, text=True, env=e,
                           timeout=timeout)
 
 
@@ -135,7 +135,7 @@ def test_the_page_serves_a_store(tmp_path):
         port = s.getsockname()[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            "ASKDESK_STORE": str(tmp_path / "desk.db"), "ASKDESK_CORPUS": str(corpus)}
-    p = subprocess.Popen([sys.executable, "-m", "askdesk.cli", "serve", "--port", str(port)], env=env,
+    p = subprocess.Popen([sys.executable, "-m", "askdesk", "serve", "--port", str(port)], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 600

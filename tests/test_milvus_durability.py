@@ -16,19 +16,21 @@ import time
 import pytest
 from conftest import ROOT, FakeEmbedder, write
 
-from askdesk import Config, Desk, build
-from askdesk.vectors import chunk_key
+from askdesk import Config, Desk
+from askdesk.store import build
+from askdesk.store.vectors import chunk_key
 
 if os.environ.get("ASKDESK_REQUIRE_ENGINES") != "1":
     pytest.importorskip("pymilvus", reason="pip install 'askdesk[milvus]' to test the Milvus store")
 
-from askdesk import milvus  # noqa: E402
+from askdesk.store import milvus  # noqa: E402
 
 WRITER = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, {tests!r})
     from conftest import FakeEmbedder
-    from askdesk import Config, Desk, upsert
+    from askdesk import Config, Desk
+    from askdesk.store import upsert
 
     upsert.ARTICLES_PER_BATCH = 2  # several batches a write: kills land between and inside them
 
@@ -69,7 +71,7 @@ def start_writer(tmp_path, store, a, b, *, gate="", rounds=1000):
 
 def expected_chunks(folders, cfg):
     """Chunks per article id, as the writer plans them (the fake embedder's word count decides fits)."""
-    from askdesk.ingest import read_articles
+    from askdesk.articles.ingest import read_articles
 
     arts = [x for f in folders for x in read_articles([f], root=f)[0]]
     p = build.plan(arts, None, cfg, FakeEmbedder().fits)
@@ -131,7 +133,7 @@ def test_a_second_process_is_refused_a_milvus_lite_file_with_the_reason(tmp_path
     try:
         assert p.stdout.readline().strip() == "started"
         assert p.stdout.readline().strip() == "embedding"  # the writer holds the file
-        other = subprocess.run([sys.executable, "-m", "askdesk.cli", "--model", "fake", "index", str(b),
+        other = subprocess.run([sys.executable, "-m", "askdesk", "--model", "fake", "index", str(b),
                                 "--store", store], capture_output=True, text=True, env={**os.environ})
         lines = [x for x in other.stderr.splitlines() if x.strip()]
         assert other.returncode == 1 and len(lines) == 1 and "Traceback" not in other.stderr, other.stderr
@@ -178,7 +180,7 @@ def test_two_writers_on_a_server_one_is_refused_naming_the_other_and_readers_kee
     try:
         assert p.stdout.readline().strip() == "started"
         assert p.stdout.readline().strip() == "embedding"  # the writer holds the lease
-        other = subprocess.run([sys.executable, "-m", "askdesk.cli", "--model", "fake", "--store", milvus_server,
+        other = subprocess.run([sys.executable, "-m", "askdesk", "--model", "fake", "--store", milvus_server,
                                 "index", str(b)], capture_output=True, text=True,
                                env={**os.environ, "ASKDESK_LOCK_WAIT": "0"})
         lines = [x for x in other.stderr.splitlines() if x.strip()]

@@ -9,10 +9,11 @@ import json
 import pytest
 from conftest import write
 
-from askdesk import Config, Desk, news
-from askdesk.news import disagree, find_figures
-from askdesk.quotes import asked_speaker, find_quotes, same_person
-from askdesk.retrieve import PERIOD_FALLBACK_NOTE
+from askdesk import Config, Desk
+from askdesk.answering import news
+from askdesk.answering.news import disagree, find_figures
+from askdesk.answering.retrieve import PERIOD_FALLBACK_NOTE
+from askdesk.articles.quotes import asked_speaker, find_quotes, same_person
 from askdesk.text import pretty_date, resolve_period, without_period
 from askdesk.types import Period
 

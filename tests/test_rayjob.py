@@ -10,7 +10,7 @@ import pytest
 from conftest import FakeEmbedder, write
 
 from askdesk import Config, Desk
-from askdesk.vectors import chunk_key
+from askdesk.store.vectors import chunk_key
 
 if os.environ.get("ASKDESK_REQUIRE_ENGINES") != "1":
     pytest.importorskip("ray", reason="pip install 'askdesk[ray]' to test the Ray job")
@@ -18,7 +18,7 @@ if os.environ.get("ASKDESK_REQUIRE_ENGINES") != "1":
 
 from test_milvus import news_corpus  # noqa: E402
 
-from askdesk import rayjob  # noqa: E402
+from askdesk.store import rayjob  # noqa: E402
 
 
 @pytest.fixture(scope="module")

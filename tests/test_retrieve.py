@@ -2,10 +2,10 @@ import math
 
 import numpy as np
 
-from askdesk.lexical import BM25, top_rows
-from askdesk.retrieve import fuse, rrf
+from askdesk.answering.retrieve import fuse, rrf
+from askdesk.store.lexical import BM25, top_rows
+from askdesk.store.vectors import Window, day_number
 from askdesk.text import stem, terms
-from askdesk.vectors import Window, day_number
 
 
 def test_terms_keep_names_and_numbers():

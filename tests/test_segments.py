@@ -12,10 +12,10 @@ import pytest
 from conftest import write
 
 from askdesk import Desk
-from askdesk import index as index_mod
-from askdesk.lexical import BM25, SegmentedBM25
+from askdesk.store import index as index_mod
+from askdesk.store.lexical import BM25, SegmentedBM25
+from askdesk.store.vectors import chunk_key
 from askdesk.text import terms
-from askdesk.vectors import chunk_key
 
 
 def story(folder, i, topic="harbour"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from askdesk.short import ALL_SHORT_KINDS, short_answer
+from askdesk.answering.short import ALL_SHORT_KINDS, short_answer
 
 FCC = "The FCC froze applications for new stations in October 1948, citing interference between stations."
 PLITT = "In 1974, ABC sold Great States to Henry Plitt, a Chicago exhibitor."

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from askdesk import render, ui
 from askdesk.errors import AskdeskError, BadInputError, BadQuestionError
+from askdesk.surface import render, ui
 from askdesk.types import Answer, Article, Citation, Claim, Conflict, Period
 
 PAYLOAD = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
@@ -440,7 +440,7 @@ def test_api_add_and_info(served, tmp_path):
 
 
 def test_live_note_counts_and_escapes_the_arrived_titles():
-    from askdesk.render import live_html
+    from askdesk.surface.render import live_html
 
     assert 'data-count="0"' in live_html([]) and "new article" not in live_html([])
     html = live_html([("Old <b>one</b>", "2025-03-01"), ("Newest", None)], serial=7)
@@ -453,7 +453,7 @@ def test_arrivals_are_the_articles_written_since_the_page_opened(tmp_path, fake,
     from conftest import write
 
     from askdesk import Desk
-    from askdesk.ui import Arrivals
+    from askdesk.surface.ui import Arrivals
 
     write(tmp_path / "corpus" / "a.txt", "First\n\nThe first story, about the harbour.")
     desk = Desk.build(tmp_path / "corpus", fake_config.index, config=fake_config, embedder=fake)
@@ -476,7 +476,7 @@ def test_arrivals_before_the_first_article_count_everything_that_comes(tmp_path,
     from conftest import write
 
     from askdesk import Desk
-    from askdesk.ui import Arrivals
+    from askdesk.surface.ui import Arrivals
 
     desk = Desk(fake_config.index, config=fake_config, embedder=fake)
     arrivals = Arrivals(desk)  # no index yet

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from askdesk.vectors import FaissIndex, SegmentedVectors, Window, day_number
+from askdesk.store.vectors import FaissIndex, SegmentedVectors, Window, day_number
 
 DIM = 24
 
@@ -48,7 +48,7 @@ _names = itertools.count()
 
 def _milvus(vecs, keys, dates, where):
     """The chunks collection of a Milvus store, in a Milvus Lite file shared by the tests (collections of their own)."""
-    from askdesk.milvus import MilvusStore, MilvusVectors
+    from askdesk.store.milvus import MilvusStore, MilvusVectors
 
     store = MilvusStore(f"{where}#t{next(_names)}")
     store.create("g1", DIM, "askdesk", parts=("chunks",))
@@ -59,7 +59,7 @@ def _milvus(vecs, keys, dates, where):
 
 
 def _milvus_again(index, tmp_path):
-    from askdesk.milvus import MilvusStore, MilvusVectors
+    from askdesk.store.milvus import MilvusStore, MilvusVectors
 
     index.store.close()  # stops the engine: the file is read again from disk
     store = MilvusStore(index.store.uri)

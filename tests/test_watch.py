@@ -15,7 +15,7 @@ from conftest import write
 from test_keep_articles import fake_cli
 
 from askdesk import Desk
-from askdesk.watch import Watcher, is_article
+from askdesk.articles.watch import Watcher, is_article
 
 DEADLINE_S = 60
 
@@ -165,7 +165,7 @@ def test_the_watch_command_indexes_a_dropped_file_and_stops_cleanly_on_ctrl_c(tm
 
 
 def test_a_batch_that_meets_another_writer_is_written_when_the_index_is_free(watched):
-    from askdesk import index as index_mod
+    from askdesk.store import index as index_mod
 
     desk, corpus, w, lines = watched
     with index_mod.lock(desk.index_dir):  # another writer holds the index (lock_wait is 0 in the tests)

@@ -7,11 +7,10 @@
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
-
-from .config import Config  # noqa: E402
-from .errors import AskdeskError  # noqa: E402
-from .types import Answer, Article, Citation  # noqa: E402
+from .config import Config
+from .errors import AskdeskError
+from .types import Answer, Article, Citation
+from .version import __version__
 
 if TYPE_CHECKING:
     from .desk import Desk

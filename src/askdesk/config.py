@@ -50,7 +50,7 @@ class Config:
     feed_host_delay: float = 2.0  # seconds between two requests to one host (feeds and their pages)
     max_question_chars: int = 2000  # longer questions are refused as bad input
     max_file_bytes: int = 5_000_000  # articles larger than this are skipped at ingest
-    # Written answers (askdesk.generate): an OpenAI-compatible /v1 base URL and model; None: extractive only.
+    # Written answers (askdesk.answering.generate): an OpenAI-compatible /v1 base URL and model; None: extractive only.
     llm_url: str | None = None  # e.g. http://localhost:11434/v1 (Ollama)
     llm_model: str | None = None  # e.g. llama3.2
     llm_api_key: str | None = dataclasses.field(default=None, repr=False)  # local servers need none

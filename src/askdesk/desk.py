@@ -15,19 +15,20 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from . import build, milvus, rayjob, respond, upsert
-from . import generate as generate_mod
-from . import index as index_mod
-from . import merge as merge_mod
+from .answering import generate as generate_mod
+from .answering import respond
+from .answering.respond import Evidence
+from .answering.retrieve import UNDATED_PENALTY, Retriever, date_window
+from .articles.ingest import normalize_date, read_articles, relative_path
 from .config import Config
-from .embed import Embedder, SentenceTransformerEmbedder
 from .errors import BadInputError, BadQuestionError, EmptyCorpusError
-from .ingest import normalize_date, read_articles, relative_path
-from .records import Snapshot
-from .respond import Evidence
-from .retrieve import UNDATED_PENALTY, Retriever, date_window
+from .models.embed import Embedder, SentenceTransformerEmbedder
+from .store import build, milvus, rayjob, upsert
+from .store import index as index_mod
+from .store import merge as merge_mod
+from .store.records import Snapshot
+from .store.vectors import Window
 from .types import Answer, Article, Hit
-from .vectors import Window
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,9 @@ class Desk:
         index_dir: the index folder (default ``config.index``).
         config: settings; ``Config.from_env()`` when omitted.
         store: a Milvus store instead of the folder (``config.store``): ``PATH.db`` (Milvus Lite) or
-            ``http://host:19530``; see `askdesk.milvus`.
+            ``http://host:19530``; see `askdesk.store.milvus`.
         embedder: the embedding model; sentence-transformers with ``config.model`` when omitted.
-        generator: an LLM that writes the answers (`askdesk.generate.Generator`); by default the one
+        generator: an LLM that writes the answers (`askdesk.answering.generate.Generator`); by default the one
             ``config.llm_url`` and ``config.llm_model`` name, or none: extractive answers only.
     """
 

@@ -232,3 +232,8 @@ def pretty_date(iso: str | None) -> str | None:
     except ValueError:
         return iso
     return f"{d.day} {MONTHS[d.month - 1].capitalize()} {d.year}"
+
+
+def counted(n: int, noun: str) -> str:
+    """"1 article", "1,848 articles"."""
+    return f"{n:,} {noun}{'s' * (n != 1)}"

@@ -1,0 +1,537 @@
+"""How a loaded index holds its records, and what answering reads of it (the `Snapshot` seam).
+
+`Segment` is one segment folder in memory; `FolderSnapshot` is one generation: its segments, less
+their deleted articles, presented as one index (one `VectorIndex`, one `LexicalIndex`, records by
+chunk key). Plain Python records cost more
+than the vectors: a `Chunk` with its own copy of its text, a tuple of two ints per sentence.
+These views keep one copy of each article's text and flat numpy arrays, and give back the same
+values (`Chunk` fields, lists of span tuples) when read, so 100k chunks fit in a few hundred MB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..articles.quotes import Statement, find_statements
+from ..types import Article, Chunk
+from .lexical import BM25, LexicalIndex, SegmentedBM25
+from .vectors import FaissIndex, SegmentedVectors, VectorIndex, chunk_key
+
+
+class StoredChunk(Chunk):
+    """A loaded `Chunk` whose ``text`` is sliced from its article's text when read.
+
+    Reads, compares and hashes like the `Chunk` it was saved from; it only skips holding a copy
+    of its text (at 100k chunks the copies were 90 MB, as much as the articles themselves).
+    """
+
+    def __init__(self, id: str, article_id: str, start: int, end: int, source: str):
+        put = object.__setattr__  # Chunk is frozen; set once, here, as its own __init__ does
+        put(self, "id", id)
+        put(self, "article_id", article_id)
+        put(self, "start", start)
+        put(self, "end", end)
+        put(self, "_source", source)  # the article's text: the same str object, not a copy
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        return self._source[self.start:self.end]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Chunk):
+            return NotImplemented
+        return ((self.id, self.article_id, self.start, self.end, self.text)
+                == (other.id, other.article_id, other.start, other.end, other.text))
+
+    __hash__ = Chunk.__hash__
+
+
+class _PerArticle(Mapping):
+    """A read-only view keyed by article id over the sentence spans array."""
+
+    def __init__(self, position: dict[str, int], first: np.ndarray, spans: np.ndarray):
+        self._position = position  # article id -> its position in `first`
+        self._first = first  # first sentence row of each article, plus the total at the end
+        self._spans = spans  # (n_sentences, 2) int32, rows in sentence_vectors order
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._position)
+
+    def __len__(self) -> int:
+        return len(self._position)
+
+
+class SentenceSpans(_PerArticle):
+    """article id -> its sentence spans as ``[(start, end), ...]``, built on access.
+
+    Lists of tuples of Python ints cost ~120 bytes a sentence (62 MB at 100k chunks); the
+    int32 array behind this costs 8.
+    """
+
+    def __getitem__(self, article_id: str) -> list[tuple[int, int]]:
+        i = self._position[article_id]
+        return [tuple(span) for span in self._spans[self._first[i]:self._first[i + 1]].tolist()]
+
+    def rows(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """The spans of sentence rows [lo, hi), whichever articles they belong to."""
+        return [tuple(span) for span in self._spans[lo:hi].tolist()]
+
+
+class SentenceRows(_PerArticle):
+    """article id -> the row of its first sentence in ``sentence_vectors``."""
+
+    def __getitem__(self, article_id: str) -> int:
+        return int(self._first[self._position[article_id]])
+
+
+class SentenceVectors:
+    """The rows of ``sentences.npy``, read from the file with ``os.preadv`` when asked for.
+
+    Answering reads the ~500 sentence rows of a question's candidate chunks. Memory-mapped, the
+    rows read stayed in this process's RSS along with the pages the kernel maps around each
+    fault (fault-around maps up to 16 cached pages at a time, and MADV_RANDOM does not stop it):
+    at 100k chunks 50 questions left ~250 MB of the 377 MB file resident. Read with ``preadv``,
+    the rows are copied out (a question reads ~100 runs of ~5 rows, ~0.4 MB) and the file's pages
+    stay in the shared page cache only. The open descriptor keeps the file readable after a
+    newer generation unlinks it, as the mapping did.
+
+    Indexes like a read-only 2-D array for what askdesk does with it: a row, a slice, a list of
+    rows, ``np.asarray``. Rows come back in the file's dtype (askdesk writes float16; float32
+    files read too).
+    """
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(f))
+            offset = f.tell()
+        if len(shape) != 2 or fortran or dtype.kind != "f":
+            raise ValueError(f"{path.name} holds {dtype} {shape}, not a C-order 2-D float array")
+        self.shape, self.dtype, self.ndim = tuple(shape), dtype, 2
+        self._row_bytes = shape[1] * dtype.itemsize
+        self._offset = offset
+        if os.path.getsize(path) < offset + shape[0] * self._row_bytes:
+            raise ValueError(f"{path.name} is shorter than its {shape[0]} rows")
+        self._fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self._row_bytes
+
+    def _read_into(self, out: np.ndarray, lo: int) -> None:
+        """Fill ``out`` (a C-order block of rows) with the rows from ``lo`` on."""
+        if out.nbytes and os.preadv(self._fd, [memoryview(out).cast("B")],
+                                    self._offset + lo * self._row_bytes) != out.nbytes:
+            raise OSError(f"short read of sentence vector rows {lo}:{lo + len(out)}")
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        out = np.empty((hi - lo, self.shape[1]), self.dtype)
+        self._read_into(out, lo)
+        return out
+
+    def __getitem__(self, key) -> np.ndarray:
+        n = self.shape[0]
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + n if key < 0 else int(key)
+            if not 0 <= i < n:
+                raise IndexError(f"sentence row {int(key)} out of range for {n} rows")
+            return self._read(i, i + 1)[0]
+        if isinstance(key, slice):
+            lo, hi, step = key.indices(n)
+            return self._read(lo, max(lo, hi)) if step == 1 else self[np.arange(lo, hi, step)]
+        rows = np.asarray(key, dtype=np.int64).reshape(-1)
+        if not len(rows):
+            return np.zeros((0, self.shape[1]), self.dtype)
+        rows = np.where(rows < 0, rows + n, rows)
+        if rows.min() < 0 or rows.max() >= n:
+            raise IndexError(f"sentence rows out of range for {n} rows")
+        # One read per run of consecutive rows: a chunk's sentences are one run.
+        wanted = np.unique(rows)
+        cuts = (np.flatnonzero(np.diff(wanted) != 1) + 1).tolist()
+        out = np.empty((len(wanted), self.shape[1]), self.dtype)
+        for a, b in zip([0] + cuts, cuts + [len(wanted)]):
+            self._read_into(out[a:b], int(wanted[a]))
+        return out[np.searchsorted(wanted, rows)]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self._read(0, self.shape[0])
+        return out if dtype is None else out.astype(dtype)
+
+
+@dataclass(frozen=True)
+class Sentences:
+    """The whole sentences inside some chunks, in chunk order then text order, with their vectors."""
+
+    chunk: np.ndarray  # per sentence: the position of its chunk in the request
+    articles: tuple[Article, ...]  # per sentence
+    spans: tuple[tuple[int, int], ...]  # per sentence, in its article's text
+    vectors: np.ndarray  # (n, dim) float32
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def text(self, i: int) -> str:
+        s, e = self.spans[i]
+        return self.articles[i].text[s:e]
+
+
+class Snapshot(Protocol):
+    """What answering reads of an index: the folder's generation below; another store plugs in here."""
+
+    manifest: dict
+    vectors: VectorIndex
+    lexical: LexicalIndex
+
+    def article(self, article_id: str) -> Article:
+        """The article, with its full text; KeyError when it is not held."""
+
+    def chunks_of(self, keys: Sequence[int]) -> list[Chunk]:
+        """The chunk records of the given keys, in that order."""
+
+    def chunk_count(self, article_id: str) -> int:
+        """How many chunks the article has (retrieval's length term)."""
+
+    def sentences_in(self, chunks: Sequence[Chunk]) -> Sentences:
+        """The whole sentences inside each chunk, with their vectors."""
+
+    def sentences_of(self, article_ids: Sequence[str]) -> Sentences:
+        """Every sentence of each article, with its vector (``chunk``: the article's position)."""
+
+    def statements_of(self, article_id: str) -> tuple[Statement, ...]:
+        """The article's statements (quotations and reported speech with their speakers), as
+        found when it was indexed (`quotes.find_statements`)."""
+
+    def all_articles(self) -> list[Article]:
+        """Every article, in index order."""
+
+
+class Segment:
+    """One loaded segment folder of the index: articles, chunks, sentence vectors, FAISS and BM25
+    over its chunks only. Never changes after it is written, so generations (and readers) share it.
+
+    Rows are in article order: an article's chunks are one run of rows (``chunk_first``), its
+    sentences one run of sentence rows (``sentence_row``).
+    """
+
+    def __init__(self, name: str, path: Path, meta: dict, articles: dict[str, Article], position: dict[str, int],
+                 sentences: Mapping[str, list[tuple[int, int]]], sentence_row: Mapping[str, int],
+                 sentence_vectors: SentenceVectors | np.ndarray, chunks: list[Chunk], chunk_first: np.ndarray,
+                 vectors: FaissIndex, lexical: BM25, hashes: np.ndarray,
+                 statements: dict[str, tuple[Statement, ...]] | None = None):
+        self.name, self.path, self.meta = name, path, meta
+        # Found when the segment was written (None: a segment written before they were stored;
+        # its articles' statements are found on first use and kept here).
+        self.statements = statements if statements is not None else {}
+        self.articles, self.position = articles, position
+        self.sentences, self.sentence_row, self.sentence_vectors = sentences, sentence_row, sentence_vectors
+        self.chunks, self.chunk_first = chunks, chunk_first
+        self.chunk_article = np.repeat(np.arange(len(articles), dtype=np.int32), np.diff(chunk_first))
+        self.vectors, self.lexical, self.hashes = vectors, lexical, hashes
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def live(self, deleted: frozenset[str]) -> np.ndarray | None:
+        """Per chunk row, whether its article is live (None: all are)."""
+        pos = [self.position[a] for a in deleted if a in self.position]
+        if not pos:
+            return None
+        dead = np.zeros(len(self.articles), bool)
+        dead[pos] = True
+        return ~dead[self.chunk_article]
+
+    def article_chunks(self, article_id: str) -> list[Chunk]:
+        i = self.position[article_id]
+        return self.chunks[int(self.chunk_first[i]):int(self.chunk_first[i + 1])]
+
+    @cached_property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per chunk row, [lo, hi) of the rows in sentence_vectors of the whole sentences inside it."""
+        return sentence_ranges(self.chunks, self.sentences, self.sentence_row)
+
+    @cached_property
+    def by_url(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for a in self.articles.values():
+            if a.url:
+                out.setdefault(a.url, []).append(a.id)
+        return out
+
+    @cached_property
+    def by_path(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for a in self.articles.values():
+            if a.path:
+                out.setdefault(a.path, []).append(a.id)
+        return out
+
+    @cached_property
+    def hash_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sentence hashes sorted, and the article position of each (for near-duplicates)."""
+        first = np.asarray([self.sentence_row[a] for a in self.articles] + [len(self.hashes)], np.int64)
+        owner = np.repeat(np.arange(len(self.articles), dtype=np.int64), np.diff(first))
+        order = np.argsort(self.hashes, kind="stable")
+        return self.hashes[order], owner[order]
+
+
+def sentence_hash(text: str) -> int:
+    """A sentence's stable 64-bit hash, whitespace and case folded (for near-duplicate articles)."""
+    digest = hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+TAIL_CHUNKS = 256  # segments this small (recent adds, small merges) are searched as one part
+
+
+class FolderSnapshot:
+    """One generation of the index folder, loaded: its segments less their deleted articles,
+    presented as one index (`Snapshot`): one `VectorIndex` and one `LexicalIndex` over the
+    segments, records looked up by chunk key. Never modified after load, so readers share it.
+    """
+
+    def __init__(self, path: Path, manifest: dict, segments: Sequence[Segment], deleted: Sequence[frozenset[str]]):
+        self.path, self.manifest = path, manifest
+        self.segments, self.deleted = tuple(segments), tuple(deleted)
+        self.live = [s.live(d) for s, d in zip(self.segments, self.deleted)]
+        # What a question searches: each large segment as it is, and the small ones (the recent
+        # adds) as one part built here in memory, so 50 one-article segments cost a question one
+        # search, not 50. Built from their live rows only: a cost of the tail, not of the index.
+        small = [i for i, s in enumerate(self.segments) if len(s) <= TAIL_CHUNKS and s.vectors.kind["kind"] == "flat"]
+        if len(small) < 2:
+            small = []
+        vparts, lparts, lives = [], [], []
+        self._rows: list = []  # per part: its segment (an int), or (segment, row) arrays for the part of small ones
+        for i, (seg, live) in enumerate(zip(self.segments, self.live)):
+            if i not in small:
+                vparts.append(seg.vectors)
+                lparts.append(seg.lexical)
+                lives.append(live)
+                self._rows.append(i)
+        if small:
+            vecs, keys, dates, seg_of, row_of = [], [], [], [], []
+            for i in small:
+                seg, live = self.segments[i], self.live[i]
+                rows = np.arange(len(seg)) if live is None else np.flatnonzero(live)
+                vecs.append(seg.vectors.all_vectors()[rows])
+                keys.append(seg.vectors.keys[rows])
+                dates.append(seg.vectors.dates[rows])
+                seg_of.append(np.full(len(rows), i, np.int64))
+                row_of.append(rows)
+            d = np.concatenate(dates)
+            vparts.append(FaissIndex.build(np.concatenate(vecs), np.concatenate(keys), d, ann_above=len(d) + 1))
+            lparts.append(BM25.merge([self.segments[i].lexical for i in small], [self.live[i] for i in small], dates=d))
+            lives.append(None)
+            self._rows.append((np.concatenate(seg_of), np.concatenate(row_of)))
+        self.vectors = SegmentedVectors(vparts, lives, dim=manifest.get("dim"))
+        self.lexical = SegmentedBM25(lparts, lives)
+        # The last `sentences_in`: a question reads its hits' sentences twice (the answerer and
+        # the news layer). One slot, replaced whole, so concurrent questions never see half of one.
+        self._last_sentences: tuple[tuple[str, ...], Sentences] | None = None
+
+    def _locate(self, keys: Sequence[int]) -> tuple[list[int], list[int]]:
+        """(segment, row in it) of each live chunk key."""
+        part, row = self.vectors.where.locate(keys)
+        segs, rows = [], []
+        for p, r in zip(part.tolist(), row.tolist()):
+            where = self._rows[p]
+            if isinstance(where, int):
+                segs.append(where)
+                rows.append(r)
+            else:
+                segs.append(int(where[0][r]))
+                rows.append(int(where[1][r]))
+        return segs, rows
+
+    # -- articles ---------------------------------------------------------------------------------
+    def find(self, article_id: str) -> tuple[Segment, int] | None:
+        """(segment, position) of a live article, or None."""
+        for seg, dead in zip(reversed(self.segments), reversed(self.deleted)):
+            i = seg.position.get(article_id)
+            if i is not None and article_id not in dead:
+                return seg, i
+        return None
+
+    def get(self, article_id: str) -> Article | None:
+        found = self.find(article_id)
+        return found[0].articles[article_id] if found else None
+
+    def article(self, article_id: str) -> Article:
+        a = self.get(article_id)
+        if a is None:
+            raise KeyError(article_id)
+        return a
+
+    def all_articles(self) -> list[Article]:
+        return [a for seg, dead in zip(self.segments, self.deleted) for a in seg.articles.values() if a.id not in dead]
+
+    def _live_ids(self, index: str, value: str) -> list[Article]:
+        out = []
+        for seg, dead in zip(self.segments, self.deleted):
+            out += [seg.articles[i] for i in getattr(seg, index).get(value, ()) if i not in dead]
+        return out
+
+    def with_url(self, url: str) -> list[Article]:
+        return self._live_ids("by_url", url)
+
+    def with_path(self, path: str) -> list[Article]:
+        return self._live_ids("by_path", path)
+
+    @property
+    def articles(self) -> dict[str, Article]:
+        """Every live article by id, in index order."""
+        return {a.id: a for a in self.all_articles()}
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        """Every live chunk, in index order."""
+        return [c for seg, live in zip(self.segments, self.live)
+                for c in (seg.chunks if live is None else [seg.chunks[r] for r in np.flatnonzero(live).tolist()])]
+
+    # -- what answering reads ---------------------------------------------------------------------
+    def chunks_of(self, keys: Sequence[int]) -> list[Chunk]:
+        part, row = self._locate(keys)
+        return [self.segments[i].chunks[r] for i, r in zip(part, row)]
+
+    def sentences_in(self, chunks: Sequence[Chunk]) -> Sentences:
+        ids = tuple(c.id for c in chunks)
+        last = self._last_sentences
+        if last is not None and last[0] == ids:
+            return last[1]
+        got = self._sentences_in(chunks)
+        self._last_sentences = (ids, got)
+        return got
+
+    def _sentences_in(self, chunks: Sequence[Chunk]) -> Sentences:
+        part, row = self._locate([chunk_key(c.id) for c in chunks])
+        owner, arts, spans, where = [], [], [], []
+        wanted: dict[int, list[int]] = {}  # segment -> its sentence rows, in request order
+        for j, (c, i, r) in enumerate(zip(chunks, part, row)):
+            seg = self.segments[i]
+            lo, hi = seg.bounds
+            a_, b_ = int(lo[r]), int(hi[r])
+            if b_ <= a_:
+                continue
+            a, n = seg.articles[c.article_id], b_ - a_
+            # A chunk's rows at once (a question reads ~400 sentences of ~100 candidate chunks;
+            # one Python step per sentence was a tenth of the question's time).
+            if isinstance(seg.sentences, SentenceSpans):
+                spans += seg.sentences.rows(a_, b_)
+            else:
+                base = seg.sentence_row[a.id]
+                spans += seg.sentences[a.id][a_ - base:b_ - base]
+            rows = wanted.setdefault(i, [])
+            owner += [j] * n
+            arts += [a] * n
+            where += [(i, k) for k in range(len(rows), len(rows) + n)]
+            rows.extend(range(a_, b_))
+        if not where:
+            return Sentences(np.zeros(0, np.int64), (), (), np.zeros((0, self.vectors.dim), np.float32))
+        got = {i: np.asarray(self.segments[i].sentence_vectors[rows], dtype=np.float32) for i, rows in wanted.items()}
+        if len(got) == 1:  # one segment (most questions): its rows were read in request order
+            vecs = next(iter(got.values()))
+        else:
+            offset, at = {}, 0
+            for i, v in got.items():
+                offset[i], at = at, at + len(v)
+            vecs = np.concatenate(list(got.values()))[[offset[i] + k for i, k in where]]
+        vecs.setflags(write=False)  # shared by the calls the last-call slot answers
+        return Sentences(np.asarray(owner, dtype=np.int64), tuple(arts), tuple(spans), vecs)
+
+    def chunk_count(self, article_id: str) -> int:
+        found = self.find(article_id)
+        if found is None:
+            raise KeyError(article_id)
+        seg, i = found
+        return int(seg.chunk_first[i + 1] - seg.chunk_first[i])
+
+    def statements_of(self, article_id: str) -> tuple[Statement, ...]:
+        found = self.find(article_id)
+        if found is None:
+            raise KeyError(article_id)
+        seg = found[0]
+        got = seg.statements.get(article_id)
+        if got is None:
+            got = seg.statements[article_id] = tuple(find_statements(seg.articles[article_id].text))
+        return got
+
+    def sentences_of(self, article_ids: Sequence[str]) -> Sentences:
+        owner, arts, spans, vecs = [], [], [], []
+        for j, aid in enumerate(article_ids):
+            seg, _ = self.find(aid)
+            a, base, all_spans = seg.articles[aid], seg.sentence_row[aid], seg.sentences[aid]
+            owner += [j] * len(all_spans)
+            arts += [a] * len(all_spans)
+            spans += all_spans
+            vecs.append(np.asarray(seg.sentence_vectors[base:base + len(all_spans)], dtype=np.float32))
+        if not owner:
+            return Sentences(np.zeros(0, np.int64), (), (), np.zeros((0, self.vectors.dim), np.float32))
+        return Sentences(np.asarray(owner, dtype=np.int64), tuple(arts), tuple(spans), np.concatenate(vecs))
+
+    # -- what the writer reads --------------------------------------------------------------------
+    def article_parts(self, article_id: str) -> tuple[list[Chunk], list[tuple[int, int]], np.ndarray, np.ndarray,
+                                                      np.ndarray]:
+        """A live article's chunks, sentence spans, chunk vectors, sentence vectors and sentence hashes."""
+        seg, i = self.find(article_id)
+        lo, hi = int(seg.chunk_first[i]), int(seg.chunk_first[i + 1])
+        r, n = seg.sentence_row[article_id], len(seg.sentences[article_id])
+        chunk_vecs = (np.stack([seg.vectors.vector(x) for x in range(lo, hi)]) if hi > lo
+                      else np.zeros((0, self.vectors.dim), np.float32))
+        return (seg.chunks[lo:hi], seg.sentences[article_id], chunk_vecs,
+                np.asarray(seg.sentence_vectors[r:r + n], dtype=np.float32), seg.hashes[r:r + n])
+
+    def hash_owners(self, hashes: Sequence[int], exclude: set[str] = frozenset()) -> list[str | None]:
+        """Per sentence hash, the id of the first live article (not in ``exclude``) holding that sentence."""
+        hashes = np.asarray(hashes, dtype=np.int64)
+        out: list[str | None] = [None] * len(hashes)
+        for seg, dead in zip(self.segments, self.deleted):
+            keys, owner = seg.hash_order
+            if not len(keys):
+                continue
+            ids = list(seg.articles)
+            lo = np.searchsorted(keys, hashes, "left")
+            hi = np.searchsorted(keys, hashes, "right")
+            for j in range(len(hashes)):
+                if out[j] is not None:
+                    continue
+                for k in range(lo[j], hi[j]):
+                    aid = ids[owner[k]]
+                    if aid not in dead and aid not in exclude:
+                        out[j] = aid
+                        break
+        return out
+
+
+def sentence_ranges(chunks: Sequence[Chunk], sentences, sentence_row) -> tuple[np.ndarray, np.ndarray]:
+    """Per chunk, the rows (in the sentence vectors) of the sentences wholly inside it, as [lo, hi).
+
+    An article's sentences are sorted and do not overlap, so they form a contiguous range.
+    """
+    from bisect import bisect_left, bisect_right
+
+    lo = np.zeros(len(chunks), dtype=np.int64)
+    hi = np.zeros(len(chunks), dtype=np.int64)
+    bounds: dict[str, tuple[list[int], list[int]]] = {}
+    for i, c in enumerate(chunks):
+        if c.article_id not in bounds:
+            spans = sentences[c.article_id]
+            bounds[c.article_id] = ([s for s, _ in spans], [e for _, e in spans])
+        starts, ends = bounds[c.article_id]
+        base = sentence_row[c.article_id]
+        first = bisect_left(starts, c.start)
+        lo[i] = base + first
+        hi[i] = base + max(bisect_right(ends, c.end), first)
+    return lo, hi

@@ -1,0 +1,539 @@
+"""The chat page: ask, read the cited sources, add articles. Gradio Blocks over the Desk API.
+
+The page holds no retrieval logic: every answer, count and article comes from `Desk`.
+Article text is untrusted: what the page shows of it is rendered and escaped by render.py.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..articles.watch import changes_lines
+from ..errors import AskdeskError, BadInputError, EmptyCorpusError, IndexMissingError
+from .render import (
+    SOURCES_EMPTY,
+    add_html,
+    answer_markdown,
+    index_html,
+    live_html,
+    md_text,
+    sources_empty,
+    sources_html,
+)
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from ..config import Config
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES = (  # all three are answered by the bundled article (Trump meets Ishiba, 7 Feb 2025)
+    "How big was Nippon Steel's bid for US Steel?",
+    "What is the US trade deficit with Japan?",
+    "What did Ishiba say about meeting Trump?",
+)
+UPLOAD_SUFFIXES = (".txt", ".md", ".html", ".htm")  # a subset of what ingest reads
+# Answers in flight at once, chat and API together; 2 on the 2-core target. bench/load.py, 20 users,
+# 3 rounds interleaved per run: 4 beat 2 in one run (chat p95 0.88 vs 1.01 s; 1 was worst, 1.12 s)
+# and lost in the next (1.65 vs 1.37 s, 50 vs 40 ms server CPU per answer). An answer holds the GIL for
+# most of its ~35-45 ms of server CPU (only the one-thread onnxruntime encode releases it), so more
+# slots mostly add contention; the queue, not the slots, absorbs a burst.
+ASK_CONCURRENCY = 2
+QUEUE_SIZE = 64  # requests waiting beyond this are turned away instead of piling up
+THINKING = "_Searching the articles…_"
+EMPTY_INDEX_NOTE = "No articles yet: add some with the upload box (.txt, .md or .html), then ask."
+STREAM_EVERY_S = 0.1  # a streamed answer refreshes the chat at most this often
+LIVE_EVERY_S = 2.0  # the page asks this often whether articles arrived (a cheap call while none did)
+DATES_HELP = ("Only articles published in this range (YYYY-MM-DD; either end may stay empty). \"As of\" answers as "
+              "of that day: nothing later is used, and \"last week\" or \"yesterday\" in a question count from it.")
+CSS = """
+.ad-sources h3 { margin: 0 0 .3em; }
+.ad-cite { border-left: 3px solid var(--color-accent); padding: .2em .8em; margin: .8em 0; }
+.ad-head { font-weight: 600; }
+.ad-meta, .ad-muted { color: var(--body-text-color-subdued); font-size: .9em; }
+#sources .ad-snippet, #sources .ad-more { white-space: pre-wrap; margin: .4em 0; }  /* ids outrank .prose */
+#sources .ad-more { max-height: 24em; overflow-y: auto; }
+.ad-cite mark { background: #fde68a; color: #111; padding: 0 .1em; }
+.ad-refused { font-weight: 600; }
+.ad-index td, .ad-index th { padding: .15em .6em; text-align: left; }
+.ad-quote { margin: .3em 0; font-style: italic; }
+.ad-speaker { font-style: normal; font-weight: 600; }
+.ad-conflicts { border: 1px solid #f59e0b; border-radius: 4px; padding: .3em .8em; margin: .6em 0; }
+.ad-live:not(:empty) { border-left: 3px solid #10b981; padding: .2em .8em; margin: .4em 0; }
+"""
+
+
+class Arrivals:
+    """The articles that became answerable while the page runs, numbered in order of arrival.
+
+    Each poll compares the live generation with the one seen before: the articles of segments it
+    had not seen, that were not live then, arrived (a merge's segment brings none). Whoever wrote
+    them (an upload, `serve --watch`, `askdesk add` in another process) does not matter.
+    """
+
+    KEPT = 500  # arrivals remembered; a page open longer than this many arrivals shows the last ones
+
+    def __init__(self, desk: Any):
+        import threading
+        from collections import deque
+
+        self.desk = desk
+        self.seq = 0
+        self.log: deque = deque(maxlen=self.KEPT)  # (seq, article id, title, date)
+        self._lock = threading.Lock()
+        try:
+            self._snap: Any = desk.snapshot  # what is there at start is not news
+        except (AskdeskError, OSError, AttributeError):  # no index yet (or a desk that keeps none)
+            self._snap = _NoIndex()
+
+    def poll(self) -> int:
+        """The number of the last arrival, after looking at the live generation."""
+        try:
+            snap = self.desk.snapshot
+        except (AskdeskError, OSError, AttributeError):
+            return self.seq  # no index yet (or one being replaced): nothing new
+        with self._lock:
+            old = self._snap
+            if snap is old:
+                return self.seq
+            if hasattr(snap, "segments") and hasattr(old, "segments"):
+                known = {s.name for s in old.segments}
+                for seg, dead in zip(snap.segments, snap.deleted):
+                    if seg.name in known:
+                        continue
+                    for a in seg.articles.values():
+                        if a.id not in dead and old.get(a.id) is None:
+                            self.seq += 1
+                            self.log.append((self.seq, a.id, a.title, a.date))
+            self._snap = snap
+            return self.seq
+
+    def since(self, seq: int) -> list[tuple[str, str | None]]:
+        """(title, date) of the articles that arrived after ``seq`` and are still live, oldest first."""
+        snap = self._snap
+        return [(t, d) for n, aid, t, d in list(self.log) if n > seq and snap.get(aid) is not None]
+
+
+class _NoIndex:
+    """The generation before the first write: no segments, no articles."""
+
+    segments: tuple = ()
+
+    @staticmethod
+    def get(article_id: str) -> None:
+        return None
+
+
+# ---- uploads: files land inside the corpus folder, under safe names ----
+
+def safe_filename(name: str) -> str:
+    """An uploaded file name reduced to a plain basename with an article suffix.
+
+    Raises:
+        BadInputError: the suffix is not one the page accepts.
+    """
+    name = unicodedata.normalize("NFKC", name)  # first, so full-width "．．／" cannot become "../" later
+    base = re.split(r"[\\/]", name)[-1]  # browsers may send either separator
+    stem, dot, suffix = base.rpartition(".")
+    if not dot or "." + suffix.lower() not in UPLOAD_SUFFIXES:
+        raise BadInputError(f"{base!r} is not a {', '.join(UPLOAD_SUFFIXES)} file; "
+                            "save it as one and upload it again")
+    stem = re.sub(r"[^\w-]+", "_", stem).strip("_-")[:80] or "article"  # no dots: never hidden, never ".."
+    return f"{stem}.{suffix.lower()}"
+
+
+def store_uploads(paths: Iterable[str | Path], corpus: Path, *,
+                  max_bytes: int) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
+    """Copy uploaded files into `corpus` under safe names; an identical file already there is reused.
+
+    Returns:
+        (stored paths, the subset newly created, [(file name, reason)] for files refused).
+    """
+    root = Path(corpus).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    stored, created, rejected = [], [], []
+    for src in map(Path, paths):
+        try:
+            name = safe_filename(src.name)
+            size = src.stat().st_size
+            if size > max_bytes:
+                raise BadInputError(f"{src.name!r} is {size:,} bytes, over the {max_bytes:,}-byte limit; "
+                                    "split it, or raise ASKDESK_MAX_FILE_BYTES and restart")
+            stem, suffix = os.path.splitext(name)
+            for i in itertools.count(1):  # never overwrite a different file: x.txt, x-2.txt, x-3.txt ...
+                dest = root / (name if i == 1 else f"{stem}-{i}{suffix}")
+                if not dest.exists() or filecmp.cmp(dest, src, shallow=False):
+                    break
+            if dest.parent != root:  # cannot happen after safe_filename; checked because it matters
+                raise BadInputError(f"{src.name!r} would land outside {str(root)!r}")
+            if not dest.exists():
+                tmp = root / f".{dest.name}.{os.getpid()}.part"  # hidden: a concurrent build skips it
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dest)
+                created.append(dest)
+            stored.append(dest)
+        except (BadInputError, OSError) as e:
+            rejected.append((src.name, str(e)))
+    return stored, created, rejected
+
+
+# ---- the page ----
+
+def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
+    """The Blocks app over an open `desk`; `launch` adds the queue, theme and server options.
+
+    Uploads are stored in ``cfg.corpus`` (./corpus when unset) and added to the index.
+    """
+    import gradio as gr
+    from gradio import FileData
+
+    corpus = cfg.corpus or Path("corpus")
+    # Each answer and each upload report carries a number of its own (data-answer, data-upload),
+    # so a reader of the page (a test, a screen reader's "changed" event) can tell a new one
+    # from the one before, even when the question or the report reads the same.
+    answers, uploads = itertools.count(1), itertools.count(1)
+    arrivals = Arrivals(desk)
+
+    def article_text(article_id: str) -> str | None:
+        try:
+            return desk.article(article_id).text
+        except (AskdeskError, LookupError):
+            return None
+
+    def respond_steps(question: str, chat: list, asked: list[str], since: str | None = None,
+                      until: str | None = None, as_of: str | None = None):
+        q = (question or "").strip()
+        if not q:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+        dates = {k: v.strip() for k, v in (("since", since), ("until", until), ("as_of", as_of))
+                 if isinstance(v, str) and v.strip()}  # passed only when set: older desks take none
+        chat = list(chat or []) + [{"role": "user", "content": md_text(q)}]
+        yield "", chat + [{"role": "assistant", "content": THINKING}], gr.skip(), asked
+        try:
+            if getattr(desk, "generator", None) is None:
+                answer = desk.ask(q, history=list(asked) or None, **dates)
+            else:  # the LLM's words stream in; the verified answer replaces them at the end
+                answer, partial, shown = None, "", 0.0
+                for item in desk.ask_stream(q, list(asked) or None, **dates):
+                    if not isinstance(item, str):
+                        answer = item
+                    elif (partial := partial + item) and time.monotonic() - shown >= STREAM_EVERY_S:
+                        shown = time.monotonic()
+                        yield "", chat + [{"role": "assistant", "content": md_text(partial) + " ▍"}], gr.skip(), asked
+        except Exception as e:  # noqa: BLE001 - said in the chat; the page stays usable
+            if isinstance(e, IndexMissingError):  # started on an empty corpus: nothing to answer from yet
+                said = EMPTY_INDEX_NOTE
+            elif isinstance(e, AskdeskError):  # a bad question or index trouble
+                said = f"⚠️ {md_text(e)}"
+            else:  # the traceback goes to the log
+                logger.exception("ask failed for %r", q)
+                said = f"⚠️ {_internal(e)}"
+            # The panel still showed the previous answer's sources: they are not this reply's.
+            yield "", chat + [{"role": "assistant", "content": said}], sources_empty(next(answers)), asked
+            return
+        reply = {"role": "assistant", "content": answer_markdown(answer)}
+        yield "", chat + [reply], sources_html(answer, article_text, serial=next(answers)), [*asked, q]
+
+    if getattr(desk, "generator", None) is None:
+        # Extractive answers take ~15 ms: one update, not a placeholder and then the answer.
+        # Each step of a generator event is another hop to a worker thread, another
+        # postprocess and another SSE message: ~10% of the page's CPU per answer under the
+        # 20-user load (docs/benchmarks.md). Gradio shows its own progress while it waits.
+        def respond(question: str, chat: list, asked: list[str], since: str | None = None,
+                    until: str | None = None, as_of: str | None = None):
+            *_, final = respond_steps(question, chat, asked, since, until, as_of)
+            return final
+    else:  # an LLM writes for seconds: the question shows at once, its words stream in
+        def respond(question: str, chat: list, asked: list[str], since: str | None = None,
+                    until: str | None = None, as_of: str | None = None):
+            yield from respond_steps(question, chat, asked, since, until, as_of)
+
+    def add_articles(files: Sequence[str], progress: Callable | None = None) -> dict:
+        """Store uploaded files in the corpus folder and add them: what `add_files` and `/add` share.
+
+        Returns `Desk.add`'s counts plus "new" (titles now in the index) and "rejected"
+        [(file name, reason)]; raises what `Desk.add` raises, after removing the files it stored.
+        """
+        stored, created, rejected = store_uploads(files, corpus, max_bytes=cfg.max_file_bytes)
+        if not stored:
+            return {"added": 0, "updated": 0, "stored": 0, "skipped": [], "new": [], "rejected": rejected,
+                    **_counts(desk, cfg)}
+        before = {a["id"] for a in _info(desk, cfg).get("articles", [])}
+        try:
+            result = desk.add(stored, progress=progress)
+        except Exception:
+            for p in created:  # the failed files would otherwise be retried at every start
+                p.unlink(missing_ok=True)
+            raise
+        skipped = {Path(p).resolve() for p, _ in result.get("skipped", [])}
+        for p in created:
+            if p in skipped:
+                p.unlink(missing_ok=True)  # unreadable: don't leave it lying in the corpus
+        info = _info(desk, cfg)
+        new = [a["title"] for a in info.get("articles", []) if a["id"] not in before]
+        return {**result, "stored": len(stored), "new": new, "rejected": rejected}
+
+    def add_files(files: list[str] | None, progress=gr.Progress()):  # noqa: B008 - Gradio's documented way
+        if not files:
+            yield gr.skip(), gr.skip(), gr.skip()
+            return
+        serial = next(uploads)
+        # The last upload's report goes at once: while this one runs, nothing on the page says "added".
+        yield add_html(None, serial=serial, adding=[Path(f).name for f in files]), gr.skip(), gr.skip()
+        progress(0, desc="Reading articles")
+        try:
+            result = add_articles(files, lambda done, total, desc: progress((done, total) if total else None,
+                                                                            desc=desc))
+        except Exception as e:  # noqa: BLE001 - reported on the page; unexpected ones also in the log
+            if not isinstance(e, AskdeskError):
+                logger.exception("adding %s failed", files)
+            yield add_html(None, serial=serial, error=md_text(e) if isinstance(e, AskdeskError) else _internal(e)), \
+                gr.skip(), None
+            return
+        yield add_html(result, serial=serial), index_html(_info(desk, cfg)), None  # emptied for the next drop
+
+    with gr.Blocks(title="askdesk", analytics_enabled=False) as demo:
+        gr.Markdown("# askdesk\nAsk about the news articles in the index. Every answer cites the sentences it "
+                    "rests on; when the articles do not say, it says so.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                # No LaTeX and no share button: article text is not maths, and nothing leaves the machine.
+                chatbot = gr.Chatbot(elem_id="chat", label="Conversation", height=460, latex_delimiters=[],
+                                     feedback_options=None, buttons=["copy", "copy_all"],
+                                     placeholder="Ask a question, or pick an example below.")
+                question = gr.Textbox(elem_id="question", show_label=False, submit_btn="Ask",
+                                      max_length=cfg.max_question_chars,
+                                      placeholder="Ask about the articles and press Enter")
+                with gr.Row():
+                    example_buttons = [gr.Button(q, size="sm", elem_id=f"example-{i}") for i, q in enumerate(EXAMPLES)]
+                new_chat = gr.Button("New conversation", size="sm", elem_id="new-chat")
+                with gr.Accordion("Dates", open=False, elem_id="dates-panel"):
+                    with gr.Row():
+                        # Strings, not timestamps: the desk reads ISO dates and names a bad one in the chat.
+                        since = gr.DateTime(label="Published from", include_time=False, type="string",
+                                            elem_id="since")
+                        until = gr.DateTime(label="Published until", include_time=False, type="string",
+                                            elem_id="until")
+                        as_of = gr.DateTime(label="As of", include_time=False, type="string", elem_id="as-of")
+                    gr.Markdown(DATES_HELP, elem_classes=["ad-muted"])
+            with gr.Column(scale=2):
+                sources = gr.HTML(SOURCES_EMPTY, elem_id="sources", js_on_load=None)
+        with gr.Accordion("Add articles", open=True, elem_id="add-panel"):
+            files = gr.File(elem_id="upload", file_count="multiple", file_types=list(UPLOAD_SUFFIXES), height=140,
+                            label=f"Drop .txt, .md or .html files (up to {cfg.max_file_bytes / 1e6:g} MB each); "
+                                  "they are added to the index at once")
+            add_status = gr.HTML(elem_id="add-status", js_on_load=None)
+        live = gr.HTML(live_html([]), elem_id="live-news", js_on_load=None)
+        with gr.Accordion("Index", open=False, elem_id="index-panel"):
+            index_panel = gr.HTML(index_html(_info(desk, cfg)), elem_id="index-info", js_on_load=None)
+        asked = gr.State([])  # this conversation's questions, oldest first: the desk's follow-up context
+        opened = gr.State(0)  # the number of the last arrival when this page was opened
+        shown = gr.State(0)  # ... and when its live note was last drawn
+        timer = gr.Timer(LIVE_EVERY_S)
+
+        # The page's own events are private: programs use the endpoints below (README, "The page's API").
+        ask_io = dict(fn=respond, inputs=[question, chatbot, asked, since, until, as_of],
+                      outputs=[question, chatbot, sources, asked],
+                      concurrency_id="ask", concurrency_limit=ASK_CONCURRENCY, api_visibility="private")
+
+        def ask(question: str, history: list[str] | None = None, since: str | None = None,
+                until: str | None = None, as_of: str | None = None) -> str:
+            """The answer as JSON text, the shape of `askdesk ask --json`; history: earlier questions, oldest first.
+
+            Text, not a dict: gradio_client downloads any dict with a "path" key as a file, and citations have one.
+            """
+            dates = {k: v.strip() for k, v in (("since", since), ("until", until), ("as_of", as_of))
+                     if isinstance(v, str) and v.strip()}
+            try:
+                return json.dumps(desk.ask(question, history=list(history or ()) or None, **dates).to_dict())
+            except IndexMissingError:
+                raise gr.Error(EMPTY_INDEX_NOTE) from None
+            except AskdeskError as e:  # a bad question or date: the caller sees the message
+                raise gr.Error(str(e)) from None
+            except Exception as e:  # noqa: BLE001 - the traceback goes to the log
+                logger.exception("ask failed for %r", question)
+                raise gr.Error(_internal(e)) from None
+
+        def add(files: list[FileData]) -> str:
+            """Add article files (.txt, .md, .html) to the index: what changed, as JSON text (`askdesk add --json`)."""
+            try:
+                return json.dumps(add_articles([f["path"] if isinstance(f, dict) else f.path for f in files or ()]))
+            except AskdeskError as e:
+                raise gr.Error(str(e)) from None
+            except Exception as e:  # noqa: BLE001 - the traceback goes to the log
+                logger.exception("adding %s failed", files)
+                raise gr.Error(_internal(e)) from None
+
+        # Real types, not this module's postponed strings: gradio reads them to describe the endpoint,
+        # and FileData is imported here, out of the module's namespace.
+        add.__annotations__ = {"files": list[FileData], "return": str}
+
+        def info() -> str:
+            """What the index holds (`askdesk info --json`), as JSON text."""
+            return json.dumps(_info(desk, cfg))
+
+        # For programs (gradio_client): no chat history or sources panel to render and send back,
+        # so ~0.8x the chat event's server CPU per answer (docs/benchmarks.md, "20 users").
+        # The same queue as the page's asks: together they never run more than ASK_CONCURRENCY.
+        gr.api(ask, api_name="ask", concurrency_id="ask", concurrency_limit=ASK_CONCURRENCY)
+        gr.api(add, api_name="add", concurrency_id="add", concurrency_limit=1)  # the page's upload queue
+        gr.api(info, api_name="info", queue=False)
+        question.submit(**ask_io)
+        for button, q in zip(example_buttons, EXAMPLES):
+            button.click(lambda q=q: q, None, question, queue=False, api_visibility="private").then(**ask_io)
+        reset = dict(fn=lambda: ([], [], SOURCES_EMPTY, ""), outputs=[chatbot, asked, sources, question], queue=False,
+                     api_visibility="private")
+        new_chat.click(**reset)
+        chatbot.clear(**reset)
+        # One writer at a time; asks run on their own queue, so they go on during an add.
+        files.upload(add_files, files, [add_status, index_panel, files], concurrency_id="add", concurrency_limit=1,
+                     api_visibility="private")
+        def page_opened():
+            seq = arrivals.poll()
+            return index_html(_info(desk, cfg)), seq, seq
+
+        def live_tick(since: int, drawn: int):
+            """Articles arrived since the page was opened: the note and the index panel, redrawn only on news."""
+            seq = arrivals.poll()
+            if seq == drawn:
+                return gr.skip(), gr.skip(), gr.skip()
+            return live_html(arrivals.since(since), serial=seq), index_html(_info(desk, cfg)), seq
+
+        demo.load(page_opened, None, [index_panel, opened, shown], queue=False,  # fresh counts on reload
+                  api_visibility="private")
+        timer.tick(live_tick, [opened, shown], [live, index_panel, shown], queue=False, api_visibility="private")
+    return demo
+
+
+def _internal(e: Exception) -> str:
+    return f"Internal error ({md_text(type(e).__name__)}); the server log has the details."
+
+
+def auth_from_env(environ: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """ASKDESK_AUTH="user:password" -> (user, password); unset or empty -> None (no login)."""
+    raw = (os.environ if environ is None else environ).get("ASKDESK_AUTH", "")
+    if not raw:
+        return None
+    user, sep, password = raw.partition(":")
+    if not (sep and user and password):  # the message never echoes the value: it holds a password
+        raise BadInputError('ASKDESK_AUTH must look like "user:password" with both parts non-empty; '
+                            "fix it, or unset it to serve without a login")
+    return user, password
+
+
+def launch(cfg: Config | None = None, *, host: str | None = None, port: int | None = None, share: bool = False,
+           desk: Any = None, prevent_thread_lock: bool = False, watch: bool = False):
+    """Open (building if needed) the index and serve the page.
+
+    Args:
+        cfg: defaults to ``Config.from_env()``.
+        host: bind address; None honours GRADIO_SERVER_NAME, else 127.0.0.1.
+        port: None honours GRADIO_SERVER_PORT, else 7860.
+        share: a public gradio.live link; off unless asked for.
+        desk: an already open Desk (tests); by default `open_desk(cfg)`.
+        watch: keep the index in step with the corpus folder and its feeds while serving (`askdesk watch`).
+
+    Raises:
+        AskdeskError: the index cannot be opened or built, or ASKDESK_AUTH is malformed.
+    """
+    import gradio as gr
+
+    from .. import Config
+
+    cfg = cfg or Config.from_env()
+    auth = auth_from_env()
+    if desk is None:
+        desk = open_desk(cfg)
+        cfg = desk.config
+    getattr(desk.embedder, "fast", None)  # load the question encoder now (~0.5 s), not on the first question
+    if watch:
+        from ..articles.feeds import Feeds
+        from ..articles.watch import watch_in_background
+
+        folder = cfg.corpus or Path("corpus")
+        folder.mkdir(parents=True, exist_ok=True)
+        desk.merge_in_background = True
+
+        def say(line: str) -> None:
+            print(f"askdesk: {line}", file=sys.stderr, flush=True)
+
+        feeds = Feeds(folder, max_bytes=cfg.max_file_bytes, host_delay=cfg.feed_host_delay, log=say)
+        watch_in_background(desk, folder, feeds=feeds, feed_every=cfg.feed_every, log=say)
+    demo = build_ui(desk, cfg)
+    demo.queue(default_concurrency_limit=ASK_CONCURRENCY, max_size=QUEUE_SIZE)
+    # System fonts: the default theme pulls Google Fonts, which an offline machine cannot reach.
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace"])
+    return demo.launch(server_name=host, server_port=port, share=share, auth=auth, max_file_size=cfg.max_file_bytes,
+                       theme=theme, css=CSS, prevent_thread_lock=prevent_thread_lock, footer_links=["gradio"])
+
+
+def _counts(desk: Any, cfg: Config) -> dict:
+    info = _info(desk, cfg)
+    return {"n_articles": info.get("n_articles", 0), "n_chunks": info.get("n_chunks", 0)}
+
+
+def _info(desk: Any, cfg: Config) -> dict:
+    """``desk.info()``, or an empty index's info before the first article is added."""
+    try:
+        return desk.info()
+    except IndexMissingError:
+        return {"model": cfg.model, "n_articles": 0, "n_chunks": 0, "created": None, "articles": []}
+
+
+def _log_progress(every_s: float = 2.0) -> Callable[[int, int, str], None]:
+    """A Desk progress callback that logs at most every `every_s` seconds (and at the end)."""
+    last = [0.0]
+
+    def report(done: int, total: int, desc: str) -> None:
+        if time.monotonic() - last[0] >= every_s or done == total:
+            last[0] = time.monotonic()
+            print(f"askdesk: {desc} {done}/{total}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def open_desk(cfg: Config) -> Any:
+    """The page's Desk: the index synced with its article folder first, every change printed.
+
+    The folder is ``cfg.corpus`` when given, else the one the index was built from. An index
+    whose folder is gone is served as it is (nothing is removed); with no index and no articles
+    yet, the page starts empty and its upload box adds the first ones.
+    """
+    from .. import Desk
+
+    desk = Desk(cfg.index, config=cfg)
+    corpus = desk.corpus
+    has_index = desk.indexed
+    where = cfg.store or cfg.index  # the index folder, or the Milvus store (ASKDESK_STORE)
+    if corpus is None and has_index:
+        print(f"askdesk: serving {where} as it is: it records no article folder that still exists; "
+              "give --corpus DIR to sync it with one", file=sys.stderr)
+        return Desk(cfg.index, config=cfg.replace(corpus=Path("corpus")), embedder=desk.embedder)
+    corpus = corpus or Path("corpus")
+    desk = Desk(cfg.index, config=cfg.replace(corpus=corpus), embedder=desk.embedder)
+    t0 = time.perf_counter()
+    try:
+        if not corpus.is_dir() and not has_index:
+            raise EmptyCorpusError(f"no folder {str(corpus)!r}")
+        stats = desk.sync(corpus, progress=_log_progress())
+    except EmptyCorpusError:  # the page is how a first article gets added: start it anyway
+        logger.warning("no articles in %s yet; the page starts empty, add articles with its upload box", corpus)
+        return desk
+    notes, lines = changes_lines(stats, corpus)
+    print("\n".join([*notes, f"askdesk: {where} synced with {corpus} in {time.perf_counter() - t0:.1f} s: "
+                               + "\n".join(lines)]), file=sys.stderr)
+    return desk
