@@ -280,7 +280,7 @@ def test_another_model_is_embedded_again_on_request(corpus, fake, fake_config):
 def test_statements_are_found_when_indexed_and_kept_by_merges(corpus, tmp_path, fake, fake_config, monkeypatch):
     from askdesk.answering import news
     from askdesk.articles import quotes
-    from askdesk.store import records
+    from askdesk.store import folder_snapshot
     from askdesk.store import segment as seg_mod
 
     desk = build(corpus, fake, fake_config)
@@ -293,7 +293,7 @@ def test_statements_are_found_when_indexed_and_kept_by_merges(corpus, tmp_path, 
     # Answering reads them from the index: finding them again would fail here.
     def never(text):
         raise AssertionError("statements found at question time")
-    for mod in (quotes, records, seg_mod, news):
+    for mod in (quotes, folder_snapshot, seg_mod, news):
         monkeypatch.setattr(mod, "find_statements", never)
     news.statements_of.cache_clear()  # found from the text by an earlier test: would hide a fallback
     again = Desk.open(fake_config.index, config=fake_config, embedder=fake)
@@ -303,7 +303,7 @@ def test_statements_are_found_when_indexed_and_kept_by_merges(corpus, tmp_path, 
     # A merge copies them: nothing is found again.
     monkeypatch.undo()
     desk.add([write(tmp_path / "more" / "b.txt", "Ferry news\n\n\"The ferry will run again in May,\" said Ola Berg.")])
-    for mod in (quotes, records, seg_mod, news):
+    for mod in (quotes, folder_snapshot, seg_mod, news):
         monkeypatch.setattr(mod, "find_statements", never)
     assert desk.optimize()["segments"] == 1
     (merged,) = desk.snapshot.segments

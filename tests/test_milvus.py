@@ -25,10 +25,7 @@ from askdesk.types import Article, Chunk
 if os.environ.get("ASKDESK_REQUIRE_ENGINES") != "1":
     pytest.importorskip("pymilvus", reason="pip install 'askdesk[milvus]' to test the Milvus store")
 
-from askdesk.store import (
-    milvus,
-    upsert,  # noqa: E402
-)
+from askdesk.store import milvus, milvus_collections, milvus_snapshot, milvus_write, upsert  # noqa: E402
 
 STORY = "The harbour council approved the new ferry terminal on Monday after a long debate."
 
@@ -127,12 +124,12 @@ def test_bm25_run_by_milvus_scores_as_askdesks(tmp_path):
     for a in arts:
         c = Chunk(hashlib.sha1(a.id.encode()).hexdigest()[:16], a.id, 0, len(a.text), a.text)
         spans = split_sentences(a.text)
-        items.append(milvus.Embedded(a, spans, [c], rng.standard_normal((1, 8)).astype(np.float32),
+        items.append(milvus_write.Embedded(a, spans, [c], rng.standard_normal((1, 8)).astype(np.float32),
                                      rng.standard_normal((len(spans), 8)).astype(np.float32)))
     store = milvus.MilvusStore(str(tmp_path / "bm25.db"))
     store.create("g1", 8, "askdesk")
     store.write_articles("g1", items, "askdesk")
-    lex = milvus.MilvusLexical(store.client, store.names("g1")["chunks"])
+    lex = milvus_snapshot.MilvusLexical(store.client, store.names("g1")["chunks"])
 
     def check(kept):
         keys = np.array([chunk_key(e.chunks[0].id) for e in kept])
@@ -230,7 +227,7 @@ def test_an_interrupted_write_is_finished_by_the_next(tmp_path, monkeypatch):
         calls.append(len(items))
         if len(calls) == 3:  # articles and sentences written, then the process "dies" before its chunks
             names = self.names(gen)
-            milvus._put(self.client, names["articles"], [r for e in items for r in milvus._article_rows(
+            milvus_collections.put_rows(self.client, names["articles"], [r for e in items for r in milvus_write.article_rows(
                 e.article, e.sentences)])
             raise KeyboardInterrupt
         return real(self, gen, items, analyzer)
@@ -243,7 +240,7 @@ def test_an_interrupted_write_is_finished_by_the_next(tmp_path, monkeypatch):
     assert len(journal["ids"]) == 3
     # What readers see meanwhile: every chunk a search can find has its article (articles are written first).
     snap = desk.snapshot
-    owners = {r["article_id"] for r in milvus._query_all(desk.store.client, snap.vectors.collection, "key >= 0",
+    owners = {r["article_id"] for r in milvus_collections.query_all(desk.store.client, snap.vectors.collection, "key >= 0",
                                                          ["article_id"])}
     assert owners and owners <= {a.id for a in snap.all_articles()}
     assert not owners & set(journal["ids"])  # the interrupted batch got no chunk in
@@ -339,7 +336,7 @@ def test_an_index_folder_copied_into_a_store_answers_the_same(pair, tmp_path):
 
 
 def test_a_chunk_with_more_sentences_than_its_row_holds_gives_the_rest_its_own_vector(tmp_path, monkeypatch):
-    monkeypatch.setattr(milvus, "SENTENCE_BYTES", 3 * 64 * 2)  # 3 float16 vectors of 64 dimensions
+    monkeypatch.setattr(milvus_collections, "SENTENCE_BYTES", 3 * 64 * 2)  # 3 float16 vectors of 64 dimensions
     c = tmp_path / "corpus"
     write(c / "list.txt", "Results\n\nAlpha won. Beta lost. Gamma drew. Delta won. Epsilon lost.")
     cfg = config(tmp_path)
@@ -360,7 +357,7 @@ def test_an_article_longer_than_a_row_comes_back_whole(tmp_path):
     write(c / "long.txt", "A long report\n\n" + text)
     store = Desk.build(c, config=config(tmp_path), embedder=FakeEmbedder(), store=str(tmp_path / "desk.db"))
     (a,) = store.snapshot.all_articles()
-    assert len(a.text) > 3 * milvus.PIECE and store.article(a.id).text.endswith(text[-200:])
+    assert len(a.text) > 3 * milvus_write.PIECE and store.article(a.id).text.endswith(text[-200:])
     assert "612 percent" in store.ask("By how much did the harbour grow according to sentence number 612?").text
     store.close()
 

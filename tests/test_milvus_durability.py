@@ -23,7 +23,7 @@ from askdesk.store.vectors import chunk_key
 if os.environ.get("ASKDESK_REQUIRE_ENGINES") != "1":
     pytest.importorskip("pymilvus", reason="pip install 'askdesk[milvus]' to test the Milvus store")
 
-from askdesk.store import milvus  # noqa: E402
+from askdesk.store.milvus_collections import query_all  # noqa: E402
 
 WRITER = textwrap.dedent("""
     import os, sys, time
@@ -100,9 +100,9 @@ def test_sigkill_at_any_point_leaves_a_store_that_answers_and_the_next_write_rep
         pending = {i for _, b in batches for i in b["ids"]}
         arts = {x.id: x for x in snap.all_articles()}
         chunks, sentences = {}, {}
-        for r in milvus._query_all(desk.store.client, names["chunks"], "key >= 0", ["article_id"]):
+        for r in query_all(desk.store.client, names["chunks"], "key >= 0", ["article_id"]):
             chunks[r["article_id"]] = chunks.get(r["article_id"], 0) + 1
-        for r in milvus._query_all(desk.store.client, names["sentences"], "key >= 0", ["article_id"]):
+        for r in query_all(desk.store.client, names["sentences"], "key >= 0", ["article_id"]):
             sentences[r["article_id"]] = sentences.get(r["article_id"], 0) + 1
         assert set(chunks) <= set(arts)  # no chunk a search can find lacks its article
         for aid in set(arts) - pending:  # outside the interrupted batch every article is whole

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from askdesk.errors import AskdeskError, BadInputError, BadQuestionError
-from askdesk.surface import render, ui
+from askdesk.surface import render, ui, uploads
 from askdesk.types import Answer, Article, Citation, Claim, Conflict, Period
 
 PAYLOAD = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
@@ -208,13 +208,13 @@ def test_add_report_counts_reasons_and_its_number():
     ("Élysée.md", "Élysée.md"), ("x" * 300 + ".htm", "x" * 80 + ".htm"),
 ])
 def test_safe_filename(name, expected):
-    assert ui.safe_filename(name) == expected
+    assert uploads.safe_filename(name) == expected
 
 
 @pytest.mark.parametrize("name", ["x.exe", "noext", "x.txt/", "x.txt.sh", "x.pdf"])
 def test_safe_filename_refuses_other_types(name):
     with pytest.raises(BadInputError, match="save it as one"):
-        ui.safe_filename(name)
+        uploads.safe_filename(name)
 
 
 def test_store_uploads_stays_inside_corpus(tmp_path):
@@ -222,7 +222,7 @@ def test_store_uploads_stays_inside_corpus(tmp_path):
     up.mkdir()
     evil = up / "..\\..\\evil.txt"  # a legal file name on POSIX
     evil.write_text("Evil\n\nbody")
-    stored, created, rejected = ui.store_uploads([evil], corpus, max_bytes=1000)
+    stored, created, rejected = uploads.store_uploads([evil], corpus, max_bytes=1000)
     assert stored == created == [corpus.resolve() / "evil.txt"] and not rejected
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["..\\..\\evil.txt", "evil.txt"]
 
@@ -235,7 +235,7 @@ def test_store_uploads_reuses_identical_and_never_overwrites(tmp_path):
     for p, text in ((same, "old"), (other, "new")):
         p.parent.mkdir()
         p.write_text(text)
-    stored, created, _ = ui.store_uploads([same, other], corpus, max_bytes=1000)
+    stored, created, _ = uploads.store_uploads([same, other], corpus, max_bytes=1000)
     assert [p.name for p in stored] == ["a.txt", "a-2.txt"] and [p.name for p in created] == ["a-2.txt"]
     assert (corpus / "a.txt").read_text() == "old" and (corpus / "a-2.txt").read_text() == "new"
     assert not list(corpus.glob(".*"))  # no temporary files left behind
@@ -245,7 +245,7 @@ def test_store_uploads_refuses_big_and_foreign_files(tmp_path):
     big, exe = tmp_path / "big.txt", tmp_path / "x.exe"
     big.write_text("x" * 2000)
     exe.write_text("x")
-    stored, _, rejected = ui.store_uploads([big, exe], tmp_path / "corpus", max_bytes=1000)
+    stored, _, rejected = uploads.store_uploads([big, exe], tmp_path / "corpus", max_bytes=1000)
     assert stored == []
     assert "2,000 bytes, over the 1,000-byte limit" in rejected[0][1] and "ASKDESK_MAX_FILE_BYTES" in rejected[0][1]
     assert rejected[1][0] == "x.exe"
@@ -417,7 +417,7 @@ def test_api_ask_reports_desk_errors_by_message(served):
 
 def test_api_lists_only_the_public_endpoints(served):
     """The page's own events (the chat, examples, uploads, resets) are private: a program sees /ask,
-    /add and /info, the endpoints README documents."""
+    /add and /info, the endpoints docs/api.md documents."""
     _desk, client = served
     api = client.view_api(print_info=False, return_format="dict")
     assert sorted(api["named_endpoints"]) == ["/add", "/ask", "/info"]
@@ -453,7 +453,7 @@ def test_arrivals_are_the_articles_written_since_the_page_opened(tmp_path, fake,
     from conftest import write
 
     from askdesk import Desk
-    from askdesk.surface.ui import Arrivals
+    from askdesk.surface.arrivals import Arrivals
 
     write(tmp_path / "corpus" / "a.txt", "First\n\nThe first story, about the harbour.")
     desk = Desk.build(tmp_path / "corpus", fake_config.index, config=fake_config, embedder=fake)
@@ -476,7 +476,7 @@ def test_arrivals_before_the_first_article_count_everything_that_comes(tmp_path,
     from conftest import write
 
     from askdesk import Desk
-    from askdesk.surface.ui import Arrivals
+    from askdesk.surface.arrivals import Arrivals
 
     desk = Desk(fake_config.index, config=fake_config, embedder=fake)
     arrivals = Arrivals(desk)  # no index yet

@@ -48,7 +48,8 @@ _names = itertools.count()
 
 def _milvus(vecs, keys, dates, where):
     """The chunks collection of a Milvus store, in a Milvus Lite file shared by the tests (collections of their own)."""
-    from askdesk.store.milvus import MilvusStore, MilvusVectors
+    from askdesk.store.milvus import MilvusStore
+    from askdesk.store.milvus_snapshot import MilvusVectors
 
     store = MilvusStore(f"{where}#t{next(_names)}")
     store.create("g1", DIM, "askdesk", parts=("chunks",))
@@ -59,7 +60,8 @@ def _milvus(vecs, keys, dates, where):
 
 
 def _milvus_again(index, tmp_path):
-    from askdesk.store.milvus import MilvusStore, MilvusVectors
+    from askdesk.store.milvus import MilvusStore
+    from askdesk.store.milvus_snapshot import MilvusVectors
 
     index.store.close()  # stops the engine: the file is read again from disk
     store = MilvusStore(index.store.uri)

@@ -23,8 +23,8 @@ Layout (plain files, no pickle)::
                          the segments it holds, each with the ids of its articles deleted since
 
 Within a segment row i of vectors.faiss, of chunks.jsonl and of the BM25 documents is the same
-chunk, and each chunk's date is its article's. Outside this module and vectors/lexical/records,
-chunks are addressed by key, never by row.
+chunk, and each chunk's date is its article's. Outside this module and vectors, lexical, records
+and folder_snapshot, chunks are addressed by key, never by row.
 
 A write costs what it changes: adding an article writes a segment holding it and a new manifest
 listing the old segments and the new one; removing one writes only a manifest (the deletion
@@ -58,7 +58,8 @@ from pathlib import Path
 from ..errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError, IndexWriteError
 from ..types import Article
 from ..version import __version__
-from .records import FolderSnapshot, Segment, Sentences, Snapshot
+from .folder_snapshot import FolderSnapshot
+from .records import Segment, Sentences, Snapshot
 from .segment import (  # noqa: F401 - FORMAT_VERSION and NewSegment are the index's names too
     FORMAT_VERSION,
     SEGMENT,

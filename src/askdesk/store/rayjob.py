@@ -31,7 +31,7 @@ from ..errors import StoreUnavailableError
 from ..models.embed import Embedder, SentenceTransformerEmbedder, embed_with_spans
 from ..types import Article, Chunk
 from . import build
-from .milvus import EmbedArticles, Embedded
+from .milvus_write import EmbedArticles, Embedded
 
 logger = logging.getLogger(__name__)
 

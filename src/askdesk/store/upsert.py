@@ -40,8 +40,9 @@ from ..models.embed import Embedder
 from ..types import Article
 from ..version import __version__
 from . import build
-from .milvus import ARTICLES_PER_BATCH, FORMAT, EmbedArticles, Embedded, MilvusStore, text_hash
-from .records import FolderSnapshot
+from .folder_snapshot import FolderSnapshot
+from .milvus import FORMAT, MilvusStore
+from .milvus_write import ARTICLES_PER_BATCH, EmbedArticles, Embedded, text_hash
 from .selection import Held
 
 logger = logging.getLogger(__name__)

@@ -2,26 +2,24 @@
 
 The page holds no retrieval logic: every answer, count and article comes from `Desk`.
 Article text is untrusted: what the page shows of it is rendered and escaped by render.py.
+Uploaded files are stored by uploads.py; arrivals.py tracks what arrived while the page runs.
 """
 
 from __future__ import annotations
 
-import filecmp
 import itertools
 import json
 import logging
 import os
-import re
-import shutil
 import sys
 import time
-import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..articles.watch import changes_lines
 from ..errors import AskdeskError, BadInputError, EmptyCorpusError, IndexMissingError
+from .arrivals import Arrivals
 from .render import (
     SOURCES_EMPTY,
     add_html,
@@ -32,6 +30,7 @@ from .render import (
     sources_empty,
     sources_html,
 )
+from .uploads import UPLOAD_SUFFIXES, store_uploads
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -45,7 +44,6 @@ EXAMPLES = (  # all three are answered by the bundled article (Trump meets Ishib
     "What is the US trade deficit with Japan?",
     "What did Ishiba say about meeting Trump?",
 )
-UPLOAD_SUFFIXES = (".txt", ".md", ".html", ".htm")  # a subset of what ingest reads
 # Answers in flight at once, chat and API together; 2 on the 2-core target. bench/load.py, 20 users,
 # 3 rounds interleaved per run: 4 beat 2 in one run (chat p95 0.88 vs 1.01 s; 1 was worst, 1.12 s)
 # and lost in the next (1.65 vs 1.37 s, 50 vs 40 ms server CPU per answer). An answer holds the GIL for
@@ -74,120 +72,6 @@ CSS = """
 .ad-conflicts { border: 1px solid #f59e0b; border-radius: 4px; padding: .3em .8em; margin: .6em 0; }
 .ad-live:not(:empty) { border-left: 3px solid #10b981; padding: .2em .8em; margin: .4em 0; }
 """
-
-
-class Arrivals:
-    """The articles that became answerable while the page runs, numbered in order of arrival.
-
-    Each poll compares the live generation with the one seen before: the articles of segments it
-    had not seen, that were not live then, arrived (a merge's segment brings none). Whoever wrote
-    them (an upload, `serve --watch`, `askdesk add` in another process) does not matter.
-    """
-
-    KEPT = 500  # arrivals remembered; a page open longer than this many arrivals shows the last ones
-
-    def __init__(self, desk: Any):
-        import threading
-        from collections import deque
-
-        self.desk = desk
-        self.seq = 0
-        self.log: deque = deque(maxlen=self.KEPT)  # (seq, article id, title, date)
-        self._lock = threading.Lock()
-        try:
-            self._snap: Any = desk.snapshot  # what is there at start is not news
-        except (AskdeskError, OSError, AttributeError):  # no index yet (or a desk that keeps none)
-            self._snap = _NoIndex()
-
-    def poll(self) -> int:
-        """The number of the last arrival, after looking at the live generation."""
-        try:
-            snap = self.desk.snapshot
-        except (AskdeskError, OSError, AttributeError):
-            return self.seq  # no index yet (or one being replaced): nothing new
-        with self._lock:
-            old = self._snap
-            if snap is old:
-                return self.seq
-            if hasattr(snap, "segments") and hasattr(old, "segments"):
-                known = {s.name for s in old.segments}
-                for seg, dead in zip(snap.segments, snap.deleted):
-                    if seg.name in known:
-                        continue
-                    for a in seg.articles.values():
-                        if a.id not in dead and old.get(a.id) is None:
-                            self.seq += 1
-                            self.log.append((self.seq, a.id, a.title, a.date))
-            self._snap = snap
-            return self.seq
-
-    def since(self, seq: int) -> list[tuple[str, str | None]]:
-        """(title, date) of the articles that arrived after ``seq`` and are still live, oldest first."""
-        snap = self._snap
-        return [(t, d) for n, aid, t, d in list(self.log) if n > seq and snap.get(aid) is not None]
-
-
-class _NoIndex:
-    """The generation before the first write: no segments, no articles."""
-
-    segments: tuple = ()
-
-    @staticmethod
-    def get(article_id: str) -> None:
-        return None
-
-
-# ---- uploads: files land inside the corpus folder, under safe names ----
-
-def safe_filename(name: str) -> str:
-    """An uploaded file name reduced to a plain basename with an article suffix.
-
-    Raises:
-        BadInputError: the suffix is not one the page accepts.
-    """
-    name = unicodedata.normalize("NFKC", name)  # first, so full-width "．．／" cannot become "../" later
-    base = re.split(r"[\\/]", name)[-1]  # browsers may send either separator
-    stem, dot, suffix = base.rpartition(".")
-    if not dot or "." + suffix.lower() not in UPLOAD_SUFFIXES:
-        raise BadInputError(f"{base!r} is not a {', '.join(UPLOAD_SUFFIXES)} file; "
-                            "save it as one and upload it again")
-    stem = re.sub(r"[^\w-]+", "_", stem).strip("_-")[:80] or "article"  # no dots: never hidden, never ".."
-    return f"{stem}.{suffix.lower()}"
-
-
-def store_uploads(paths: Iterable[str | Path], corpus: Path, *,
-                  max_bytes: int) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
-    """Copy uploaded files into `corpus` under safe names; an identical file already there is reused.
-
-    Returns:
-        (stored paths, the subset newly created, [(file name, reason)] for files refused).
-    """
-    root = Path(corpus).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    stored, created, rejected = [], [], []
-    for src in map(Path, paths):
-        try:
-            name = safe_filename(src.name)
-            size = src.stat().st_size
-            if size > max_bytes:
-                raise BadInputError(f"{src.name!r} is {size:,} bytes, over the {max_bytes:,}-byte limit; "
-                                    "split it, or raise ASKDESK_MAX_FILE_BYTES and restart")
-            stem, suffix = os.path.splitext(name)
-            for i in itertools.count(1):  # never overwrite a different file: x.txt, x-2.txt, x-3.txt ...
-                dest = root / (name if i == 1 else f"{stem}-{i}{suffix}")
-                if not dest.exists() or filecmp.cmp(dest, src, shallow=False):
-                    break
-            if dest.parent != root:  # cannot happen after safe_filename; checked because it matters
-                raise BadInputError(f"{src.name!r} would land outside {str(root)!r}")
-            if not dest.exists():
-                tmp = root / f".{dest.name}.{os.getpid()}.part"  # hidden: a concurrent build skips it
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dest)
-                created.append(dest)
-            stored.append(dest)
-        except (BadInputError, OSError) as e:
-            rejected.append((src.name, str(e)))
-    return stored, created, rejected
 
 
 # ---- the page ----
@@ -345,7 +229,7 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         shown = gr.State(0)  # ... and when its live note was last drawn
         timer = gr.Timer(LIVE_EVERY_S)
 
-        # The page's own events are private: programs use the endpoints below (README, "The page's API").
+        # The page's own events are private: programs use the endpoints below (docs/api.md, "The page's API").
         ask_io = dict(fn=respond, inputs=[question, chatbot, asked, since, until, as_of],
                       outputs=[question, chatbot, sources, asked],
                       concurrency_id="ask", concurrency_limit=ASK_CONCURRENCY, api_visibility="private")
