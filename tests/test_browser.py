@@ -369,7 +369,7 @@ def test_news_conflict_quote_and_date_range(page, app, tmp_path):
 
 
 def test_page_api_lists_only_its_public_endpoints(app):
-    """A program sees /ask, /add and /info (README, "The page's API"), none of the page's own events."""
+    """A program sees /ask, /add and /info (docs/api.md, "The page's API"), none of the page's own events."""
     import json
 
     from gradio_client import Client

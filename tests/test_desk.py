@@ -212,16 +212,16 @@ def test_date_range_and_as_of_restrict_the_articles_used(tmp_path, fake, fake_co
         fake_config.replace(undated="sometimes")
 
 
-def test_readme_json_schema_lists_exactly_the_keys_to_dict_emits():
-    """README's `askdesk ask --json` block and `Answer.to_dict()` name the same keys, at every level."""
+def test_documented_json_schema_lists_exactly_the_keys_to_dict_emits():
+    """docs/api.md's `askdesk ask --json` block and `Answer.to_dict()` name the same keys, at every level."""
     import re
 
     from conftest import ROOT
 
     from askdesk.types import Answer, Citation, Claim, Conflict, Period
 
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("`Answer.to_dict()` / `askdesk ask --json`:", 1)[1].split("```")[1]
+    api = (ROOT / "docs" / "api.md").read_text()
+    block = api.split("`Answer.to_dict()` / `askdesk ask --json`:", 1)[1].split("```")[1]
     documented = set(re.findall(r'"(\w+)":', block))
     c = Citation(1, "a", "t", None, None, None, None, "s.", "s.", 0, 2, 1.0, quote="q", speaker="x")
     a = Answer("q", "s. [1]", False, (c,), (c,), 0.5, {"retrieve": 1.0, "answer": 1.0}, "extractive",

@@ -126,7 +126,7 @@ class Answer:
     short: str | None = None  # for a factoid question, the span of the first cited sentence that answers it
 
     def to_dict(self) -> dict:
-        """The JSON shape of `askdesk ask --json` (README lists every key; a test holds them equal)."""
+        """The JSON shape of `askdesk ask --json` (docs/api.md lists every key; a test holds them equal)."""
         return {
             "question": self.question,
             "answer": self.text,
