@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 try:
-    from askdesk.cli import main
+    from askdesk.surface.cli import main
 except ImportError:  # a fresh clone before `pip install -e .`: use the source tree beside this file
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
-    from askdesk.cli import main
+    from askdesk.surface.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["serve", *sys.argv[1:]]))  # the same options as `askdesk serve`

@@ -80,6 +80,12 @@ def test_every_command_is_in_the_cli_reference():
                     assert flag in reference, f"docs/cli.md does not document `askdesk {name} {flag}`"
 
 
+def test_app_py_is_askdesk_serve():
+    """`python app.py` (what `make chat` runs) takes `askdesk serve`'s options."""
+    p = subprocess.run([sys.executable, str(ROOT / "app.py"), "--help"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "usage: askdesk serve" in p.stdout, p.stderr
+
+
 @pytest.mark.slow
 def test_index_ask_info_end_to_end(tmp_path):
     corpus = tmp_path / "corpus"
