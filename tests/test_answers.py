@@ -75,7 +75,7 @@ def test_nothing_reloads_per_question(real_desk, monkeypatch):
 
 def test_who_said_what_about_what(real_desk):
     a = real_desk.ask("What did Trump say about tariffs?")
-    assert not a.refused and a.citations[0].speaker == "Trump" and "reciprocal tariffs" in a.citations[0].quote
+    assert not a.refused and a.citations[0].speaker == "Donald Trump" and "reciprocal tariffs" in a.citations[0].quote
     # A follow-up that names another speaker keeps the topic: Ishiba's words on trade come first.
     b = real_desk.ask("And what did Ishiba say?", history=["What did Trump say about tariffs?"])
     assert "Ishiba" in b.citations[0].speaker and "investment" in b.citations[0].sentence
@@ -91,5 +91,5 @@ def test_he_is_the_person_the_previous_answer_named(real_desk):
     first = real_desk.ask("Who welcomed Ishiba to the White House?")
     assert "Donald Trump" in first.citations[0].sentence
     a = real_desk.ask("What did he say about tariffs?", history=["Who welcomed Ishiba to the White House?"])
-    assert not a.refused and a.citations[0].speaker == "Trump" and "reciprocal tariffs" in a.citations[0].quote
+    assert not a.refused and a.citations[0].speaker == "Donald Trump" and "reciprocal tariffs" in a.citations[0].quote
     assert "“he” is read as Donald Trump" in a.note

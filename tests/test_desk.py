@@ -107,7 +107,7 @@ def test_follow_up_uses_the_conversation(desk, corpus):
     # "he" is Ishiba and "that" Trump on television: his words are cited, or the refusal lists what
     # the articles quote him on (the fake embedder cannot tell how close they are), never another's
     said = a.citations or a.related
-    assert said and {c.speaker for c in said} == {"Ishiba"} and said[0].title.startswith("Trump and Ishiba")
+    assert said and {c.speaker for c in said} == {"Shigeru Ishiba"} and said[0].title.startswith("Trump and Ishiba")
     b = desk.ask("What is the name of the baby panda at the zoo?", history=["What did Ishiba say about Trump?"])
     assert "Lin" in b.citations[0].sentence
 

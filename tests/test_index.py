@@ -288,7 +288,7 @@ def test_statements_are_found_when_indexed_and_kept_by_merges(corpus, tmp_path, 
     rows = [json.loads(line) for line in (seg.path / "articles.jsonl").read_text().splitlines()]
     article = desk.snapshot.article(rows[0]["id"])
     assert rows[0]["statements"] == [st.to_row() for st in quotes.find_statements(article.text)]
-    assert any(r[0] == "Trump" and r[3] for r in rows[0]["statements"])  # a quotation, with its speaker
+    assert any(r[0] == "Donald Trump" and r[3] for r in rows[0]["statements"])  # a quotation, with its speaker
 
     # Answering reads them from the index: finding them again would fail here.
     def never(text):
@@ -298,7 +298,7 @@ def test_statements_are_found_when_indexed_and_kept_by_merges(corpus, tmp_path, 
     news.statements_of.cache_clear()  # found from the text by an earlier test: would hide a fallback
     again = Desk.open(fake_config.index, config=fake_config, embedder=fake)
     a = again.ask("What did Trump say about tariffs?")
-    assert a.citations and a.citations[0].speaker == "Trump"
+    assert a.citations and a.citations[0].speaker == "Donald Trump"
 
     # A merge copies them: nothing is found again.
     monkeypatch.undo()
@@ -322,4 +322,4 @@ def test_a_segment_written_before_statements_were_stored_still_answers_who_said(
     again = Desk.open(fake_config.index, config=fake_config, embedder=fake)
     assert again.snapshot.segments[0].statements == {}
     a = again.ask("What did Trump say about tariffs?")
-    assert a.citations and a.citations[0].speaker == "Trump"  # found from the text on first use
+    assert a.citations and a.citations[0].speaker == "Donald Trump"  # found from the text on first use

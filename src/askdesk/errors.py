@@ -45,3 +45,7 @@ class GeneratorError(AskdeskError):
 
 class StoreUnavailableError(AskdeskError):
     """The store's engine is not installed or cannot be reached (a Milvus server that is down)."""
+
+
+class ParserUnavailableError(AskdeskError):
+    """spaCy or its English model (who said what) is not installed, or is not the pinned model."""

@@ -195,8 +195,8 @@ def enrich(answer: Answer, sentences: Sentences, scores: np.ndarray, statements:
             cites.append(c)
             continue
         a = next((p.article for p in passages if p.article.id == c.article_id), None)
-        q = next((st for st in statements(a) if st.quote and st.start < c.end and c.start < st.end),
-                 None) if a else None
+        q = next((st for st in statements(a) if st.quote and not st.anonymous  # an unnamed source names nobody
+                  and st.start < c.end and c.start < st.end), None) if a else None
         cites.append(dataclasses.replace(c, quote=q.quote, speaker=q.speaker) if q else c)
     answer = dataclasses.replace(answer, citations=tuple(cites))
     answer = _with_conflicts(answer, passages)

@@ -1,9 +1,11 @@
-"""Quotations in news text and the people they are attributed to.
+"""Quotations in news text, statements (who said what, quoted or reported), and the questions
+that ask about them.
 
-A quotation gets a speaker only when the article names one unambiguously: `"...," Trump said.`,
-`"...," said Trump.`, `Trump said: "..."`, `"..." – Ishiba`, a quotation standing after the
-sentence in which a named person speaks, or "he said" when the sentence before names exactly
-one person. Anything else keeps ``speaker=None``: a wrong name is worse than none.
+Who speaks is read from the dependency parse (speakers.py): the subject of a verb of saying, the
+object of "according to", "he"/"she" tied to the person named before. A quotation or sentence
+gets a named speaker only when the article names one; an unnamed source ("a spokesperson for the
+ministry") is kept as such, never given a name. The rest of this module matches the speakers of
+statements to the person a question asks about.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from functools import lru_cache
 
 from ..text import MONTHS, WEEKDAYS
 from .chunk import split_sentences
+from .speakers import Source, attribute
+
+# Bumped when statements are found differently, so an index's stored ones are found again on first
+# use (no re-embedding): 1, regular expressions (issue 16); 2, the dependency parse (issue 24).
+STATEMENTS_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -23,10 +30,14 @@ class Quote:
     text: str  # the words inside the quotation marks, exactly as written
     start: int  # span of the quotation, marks included
     end: int
-    speaker: str | None  # as the article names them; None unless the article names one unambiguously
+    speaker: str | None  # as the article names them (titles left out); None unless the article names one
     passage: tuple[int, int]  # the quotation with its attribution: "...," Trump said.
+    role: str | None = None  # the speaker's title or role as the article gives it ("port director")
+    anonymous: str | None = None  # an unnamed source as described ("a spokesperson for the ministry")
 
 
+# Names and verbs as regular expressions: what a question's speaker is matched with (speaker_matches,
+# asked_speaker); who speaks in an article is read from the parse (speakers.py).
 _VERBS = (r"(?:said|says|say|stated|states|told|tells|added|adds|remarked|noted|notes|explained|insisted|warned|"
           r"wrote|writes|declared|announced|argued|asked|replied|responded|recalled|continued|tweeted|posted|"
           r"urged|claimed|acknowledged|conceded|observed|commented|concluded|spoke|speaking)")
@@ -34,10 +45,6 @@ _TITLES = {"mr", "mrs", "ms", "dr", "prof", "president", "prime", "minister", "c
            "governor", "gov", "mayor", "secretary", "chief", "executive", "ceo", "chairman", "chairwoman", "chair",
            "spokesman", "spokeswoman", "spokesperson", "king", "queen", "pope", "general", "gen", "judge",
            "rep", "representative", "director", "coach", "captain", "sir", "dame", "lord", "lady", "vice", "deputy"}
-# "Harbour master Ilse Brandt": a lower-case role between a capital and a name.
-_ROLES = _TITLES | {"master", "keeper", "official", "manager", "leader", "analyst", "economist", "owner", "worker",
-                    "resident", "teacher", "professor", "founder", "boss", "head", "member", "officer", "lawmaker",
-                    "spokesperson", "striker", "star", "player", "champion", "singer", "actor", "author", "chef"}
 # Capitalised words that start sentences or name things, never people.
 _NOT_NAMES = {"the", "a", "an", "this", "that", "these", "those", "his", "her", "its", "their", "our", "my", "it",
               "he", "she", "they", "we", "i", "you", "but", "and", "so", "then", "when", "while", "in", "on", "at",
@@ -47,46 +54,53 @@ _NAME = r"[A-Z][\w'’.\-]*(?:\s+(?:[A-Z][\w'’.\-]*|de|van|von|bin|al|da|del|d
 # Any double mark, and wire copy's two apostrophes: news text mixes them (“...,'' Rubio said;
 # “...,“ he said), so marks pair up in order within a paragraph, whichever glyph they are.
 _MARK = re.compile(r"[\"“”]|''")
-_AFTER = [  # text just after the closing mark
-    ("name", re.compile(rf"\s*,?\s*(?P<name>{_NAME})\s+{_VERBS}\b")),
-    # "...," Erin O'Connor, lead information officer for the forest service, said Thursday.
-    ("name", re.compile(rf"\s*,?\s*(?P<name>{_NAME}),\s+[^,\"“”\n]{{3,100}},\s+{_VERBS}\b")),
-    # "...," Colombia coach Nestor Lorenzo said. / "...," Varsk port chief Ola Berg said.
-    ("name", re.compile(rf"\s*,?\s*(?:{_NAME}\s+)?(?:[a-z]+\s+){{0,2}}(?:{'|'.join(sorted(_ROLES))})\s+"
-                        rf"(?P<name>{_NAME})\s+{_VERBS}\b")),
-    ("name", re.compile(rf"\s*,?\s*{_VERBS}\s+(?P<name>{_NAME})")),
-    ("pronoun", re.compile(rf"\s*,?\s*(?:he|she)\s+{_VERBS}\b", re.I)),
-    ("name", re.compile(rf"\s*[–—]\s*(?P<name>{_NAME})\s*(?=$|\n|[.,;])|\s+-\s+(?P<name2>{_NAME})\s*(?=$|\n)")),
-]
-_BEFORE = [  # text just before the opening mark, in the same sentence
-    ("name", re.compile(rf"(?P<name>{_NAME})\s+{_VERBS}(?:\s+[\w,]+){{0,4}}?\s*[:,]\s*$")),
-    ("name", re.compile(rf"\b[Aa]ccording to (?P<name>{_NAME})\s*,\s*$")),
-    ("pronoun", re.compile(rf"\b(?:[Hh]e|[Ss]he)\s+{_VERBS}(?:\s+[\w,]+){{0,4}}?\s*[:,]\s*$")),
-]
 MIN_QUOTE_WORDS = 3  # "good looking" or "unprecedented" are a writer's scare quotes, not a statement
 
 
 def find_quotes(text: str) -> list[Quote]:
     """Every quotation of MIN_QUOTE_WORDS or more words in ``text``, with its speaker when named.
 
-    Styles: `"...," Trump said.`, `"...," said Trump.`, `Trump said: "..."`, `"..." – Ishiba`,
-    a standalone quotation after a sentence in which one named person speaks, and "he/she said"
-    when the sentence before names exactly one person or one who speaks ("Large fires are not
-    unusual, O'Connor said. "...," she said."). Curly and straight double quotes and wire copy's ''.
+    The speaker is the one of the verb of saying the quotation hangs from (`"...," said port
+    director Ana Costa.`, `Costa told reporters the port was "..."`, `"...," she said.` after a
+    sentence naming her), or for a quotation standing alone, the one who speaks in the sentence
+    before it (a quotation running over paragraphs keeps its speaker). Curly and straight double
+    quotes and wire copy's ''. A quotation that runs to the end of its paragraph unclosed (wire
+    style: the next paragraph opens with a mark) is a quotation too.
     """
+    return list(_found(text)[0])
+
+
+@lru_cache(maxsize=64)
+def _found(text: str) -> tuple[tuple[Quote, ...], tuple[Statement, ...]]:
+    """The quotations and statements of ``text``, from one parse (find_quotes and find_statements share it)."""
     sentences = split_sentences(text)
-    out = []
-    for (qs, qe), inner in _quotations(text):
-        if len(inner.split()) < MIN_QUOTE_WORDS:
-            continue
-        speaker, passage = _attribute(text, qs, qe, sentences)
-        out.append(Quote(inner, qs, qe, speaker, passage))
-    return out
+    spans = _quotations(text)
+    kept = [(q, inner) for q, inner in spans if len(inner.split()) >= MIN_QUOTE_WORDS]
+    sources, by_sentence = attribute(text, sentences, [q for q, _ in spans])
+    source_of = dict(zip((q for q, _ in spans), sources))
+    quotes, statements, covered = [], [], set()
+    for (qs, qe), inner in kept:
+        src = source_of[(qs, qe)]
+        passage = _passage(qs, qe, sentences, by_sentence, src)
+        quotes.append(Quote(inner, qs, qe, src.name if src else None, passage, src.role if src else None,
+                            src.description if src and not src.name else None))
+        if src is not None and _whole(text, qs, inner):
+            statements.append(_statement(src, *passage, quote=inner))
+            covered.update(i for i, (s, e) in enumerate(sentences) if s < passage[1] and passage[0] < e)
+        elif src is not None:  # told CNN its guidelines "make clear ... We partner with ...": both sentences hers
+            for i, (s, e) in enumerate(sentences):
+                if s < qe and qs < e:
+                    by_sentence.setdefault(i, src)
+    for i, src in by_sentence.items():
+        if i not in covered:
+            statements.append(_statement(src, *sentences[i]))
+    statements.sort(key=lambda st: st.start)
+    return tuple(quotes), tuple(statements)
 
 
 def _quotations(text: str) -> list[tuple[tuple[int, int], str]]:
     """(span, marks included; the words inside) of each quotation: marks paired in order within
-    each paragraph.
+    each paragraph; an odd mark left opening a quotation runs to the paragraph's end.
 
     The glyph does not matter ("“a”", "“a''" and a typo's "“a“" all pair): news copy mixes them,
     and pairing in order keeps a stray mark from running past its paragraph."""
@@ -96,6 +110,10 @@ def _quotations(text: str) -> list[tuple[tuple[int, int], str]]:
         marks = [m for m in _MARK.finditer(para) if not (m.group(0) == "''" and _inside_word(para, m))]
         for a, b in zip(marks[::2], marks[1::2]):
             out.append(((start + a.start(), start + b.end()), para[a.end():b.start()]))
+        if len(marks) % 2 and marks[-1].end() < len(para) and not para[marks[-1].end()].isspace():
+            a = marks[-1]  # “It is not about me ... (no closing mark: it goes on in the next paragraph)
+            end = len(para.rstrip())
+            out.append(((start + a.start(), start + end), para[a.end():end]))
         start += len(para) + 1
     return out
 
@@ -104,74 +122,26 @@ def _inside_word(para: str, m: re.Match) -> bool:
     return m.start() > 0 and m.end() < len(para) and para[m.start() - 1].isalpha() and para[m.end()].isalpha()
 
 
-def _attribute(text: str, qs: int, qe: int, sentences: list[tuple[int, int]]) -> tuple[str | None, tuple[int, int]]:
-    line_end = text.find("\n", qe)
-    after = text[qe:line_end if line_end >= 0 else len(text)][:120]
-    for kind, rx in _AFTER:
-        m = rx.match(after)
-        if m:
-            end = qe + m.end()
-            end = end + 1 if text[end:end + 1] == "." else end
-            if kind == "pronoun":
-                return _previous_person(text, qs, sentences), (qs, end)
-            name = _clean_name(m.group("name") if m.groupdict().get("name") else m.group("name2"))
-            if name:
-                return name, (qs, end)
-    sent = next(((s, e) for s, e in sentences if s <= qs < e), (qs, qe))
-    before = text[sent[0]:qs]
-    for kind, rx in _BEFORE:
-        m = rx.search(before)
-        if m:
-            if kind == "pronoun":
-                return _previous_person(text, sent[0] + m.start(), sentences), (sent[0] + m.start(), qe)
-            name = _clean_name(m.group("name"))
-            if name:
-                return name, (sent[0] + m.start(), qe)
-    if not before.strip():  # the quotation opens its sentence: the speaker may be named just before it
-        prev = [sp for sp in sentences if sp[1] <= qs]
-        if prev and re.search(rf"\b{_VERBS}\b|:\s*$", text[prev[-1][0]:prev[-1][1]]):
-            return _previous_person(text, qs, sentences, pronoun=False), (qs, qe)
-    return None, (qs, qe)
+def _whole(text: str, qs: int, inner: str) -> bool:
+    """Whether a quotation is said whole (a sentence of its own: "We are ready," she said), not words
+    quoted inside the writer's sentence (Biden called it "an outrage"): then the sentence is the statement."""
+    first = next((c for c in inner if c.isalpha()), "")
+    return first.isupper() or not text[:qs].rstrip(" ").endswith(tuple("abcdefghijklmnopqrstuvwxyz,"))
 
 
-def _previous_person(text: str, pos: int, sentences: list[tuple[int, int]], *, pronoun: bool = True) -> str | None:
-    """The one person named in the sentence before ``pos``; None when none or several are.
+def _passage(qs: int, qe: int, sentences, by_sentence: dict, src) -> tuple[int, int]:
+    """The quotation with the sentence that attributes it ("...," said Ana Costa.), when one does."""
+    s, e = qs, qe
+    for i, (a, b) in enumerate(sentences):
+        if a < qe + 2 and qs < b and by_sentence.get(i) is src and src is not None:
+            s, e = min(s, a), max(e, b)
+    return s, e
 
-    For a "he said" exactly one person may be named there; for a quotation standing on its own,
-    the one who speaks in that sentence ("Brandt told reporters:") even if another is named.
-    """
-    prev = [sp for sp in sentences if sp[1] <= pos]
-    if not prev:
-        return None
-    s, e = prev[-1]
-    people, speaking = {}, {}
-    sentence = text[s:e]
-    for m in re.finditer(_NAME, sentence):
-        if sentence[:m.start()].count('"') % 2 or sentence[:m.start()].count("“") > sentence[:m.start()].count("”"):
-            continue  # inside a quotation
-        name = _clean_name(m.group(0))
-        if not name:
-            continue
-        single = " " not in name and not _is_speaker(text, name)
-        if single and re.search(r"\b(?:in|at|from|to|near|of|across|outside)\s+$", sentence[:m.start()]):
-            continue  # "... in Varsk": a place
-        if single and not sentence[:m.start()].strip():  # a capital that may only start the sentence
-            role = re.match(rf"\s+([a-z]+)\s+{_NAME}", sentence[m.end():])
-            if role and role.group(1) in _ROLES:
-                continue  # "Harbour master Ilse Brandt": a description of the name that follows
-            if not re.search(rf"[a-z,;]\s+{re.escape(name)}\b", text):
-                people.setdefault(name, None)  # "Prices rose": counts against certainty, never chosen
-                continue
-        people.setdefault(name.split()[-1], name)
-        if re.match(rf"\s+(?:\w+\s+){{0,2}}?{_VERBS}\b", sentence[m.end():]):
-            speaking.setdefault(name.split()[-1], name)
-    if len(people) == 1:
-        return next(iter(people.values()))  # None when the one capital is not known to be a name
-    if len(speaking) == 1:
-        # 'Large fires are not unusual, O'Connor said. "It's not unheard of ...," she said.': the
-        # one person who speaks in the sentence before is who goes on speaking.
-        return next(iter(speaking.values()))
-    return None
+
+def _statement(src: Source, start: int, end: int, quote: str | None = None) -> Statement:
+    if src.name:
+        return Statement(src.name, start, end, quote, src.role)
+    return Statement(src.description or "", start, end, quote, None, anonymous=True)
 
 
 def _is_speaker(text: str, name: str) -> bool:
@@ -215,22 +185,26 @@ def _clean_name(raw: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class Statement:
-    """A sentence in which a named person speaks: a quotation, or reported speech ("Ishiba
-    reiterated Japan's commitment ..."). What "What did X say about Y?" answers from."""
+    """A sentence in which someone speaks: a quotation, or reported speech ("Ishiba reiterated
+    Japan's commitment ..."). What "What did X say about Y?" answers from."""
 
-    speaker: str  # as the article names them; "he"/"she" resolved only when one person is meant
+    speaker: str  # as the article names them (titles left out); for an unnamed source, its description
     start: int  # the sentence (or the quotation with its attribution), in the article text
     end: int
-    quote: str | None = None  # the quoted words of a quotation; None for reported speech
+    quote: str | None = None  # the quoted words of a quotation said whole; None for reported speech
+    role: str | None = None  # the speaker's title or role as the article gives it ("port director")
+    anonymous: bool = False  # an unnamed source ("a spokesperson for the ministry"): never a named answer
 
     def to_row(self) -> list:
         """As an index stores it (a JSON list)."""
-        return [self.speaker, self.start, self.end, self.quote]
+        return [self.speaker, self.start, self.end, self.quote, self.role, self.anonymous]
 
     @classmethod
     def from_row(cls, row: list) -> Statement:
-        speaker, start, end, quote = row
-        return cls(str(speaker), int(start), int(end), None if quote is None else str(quote))
+        """A stored row; rows of four (speaker, start, end, quote) are those of STATEMENTS_FORMAT 1."""
+        speaker, start, end, quote, role, anonymous = (*row, None, False)[:6] if len(row) == 4 else row
+        return cls(str(speaker), int(start), int(end), None if quote is None else str(quote),
+                   None if role is None else str(role), bool(anonymous))
 
 
 # Verbs of saying, and of stating a position in words ("stressed", "praised", "highlighted").
@@ -240,70 +214,21 @@ _REPORT = (r"(?:said|says|told|tells|added|adds|noted|notes|stressed|stresses|re
            r"critici[sz]ed|criticises|accused|called|calls|highlighted|highlights|explained|remarked|declared|"
            r"suggested|admitted|denied|confirmed|revealed|predicted|rejected|voiced|questioned|"
            r"blamed|thanked|defended|hailed|dismissed|conceded|recalled|wrote|posted|tweeted|testified)")
-_ADVERB = r"(?:(?:\w+ly|further|also|later|then|again|previously|once|often|repeatedly)\s+)?"
-_REPORTED = re.compile(rf"(?P<subj>{_NAME}|[Hh]e|[Ss]he)(?:,[^,\n]{{1,160}},)?\s+{_ADVERB}{_REPORT}\b")
 
 
 def find_statements(text: str) -> list[Statement]:
-    """Every sentence of ``text`` in which a named person speaks, quoted or reported.
+    """Every sentence of ``text`` in which someone speaks, quoted or reported, with who it is.
 
-    A quotation keeps the speaker `find_quotes` finds; a sentence whose subject is a person and
-    whose verb is one of saying ("Ishiba reiterated ...", "He further noted that ...") is reported
-    speech by that person, "he"/"she" resolved to the one person the sentences before name. A
-    sentence with neither, or a subject that is not a person ("The company said"), is no statement.
+    A quotation said whole is one statement with its attribution (`"...," said Ana Costa.`); any
+    other sentence whose verb of saying has a source ("Ishiba reiterated ...", "He further noted
+    that ...", "According to Costa, ...") is reported speech by that source. Unnamed sources are
+    statements with ``anonymous=True`` ("a spokesperson for the ministry"); "he"/"she" that the
+    sentences before do not tie to one person make no statement.
+
+    Raises:
+        ParserUnavailableError: spaCy or its model is not installed (`pip install -e .`).
     """
-    sentences = split_sentences(text)
-    out: list[Statement] = []
-    quoted: set[int] = set()
-    for q in find_quotes(text):
-        if q.speaker:
-            out.append(Statement(q.speaker, *q.passage, quote=q.text))
-            quoted.update(i for i, (s, e) in enumerate(sentences) if s < q.passage[1] and q.passage[0] < e)
-    for i, (s, e) in enumerate(sentences):
-        if i in quoted:
-            continue
-        m = _REPORTED.match(text, s, e) or _REPORTED.match(text, _after_lead(text, s, e), e)
-        if not m:
-            continue
-        subj = m.group("subj")
-        speaker = _previous_person(text, s, sentences) if subj.lower() in ("he", "she") else _clean_name(subj)
-        if speaker and _is_person(text, speaker):
-            out.append(Statement(speaker, s, e))
-    out.sort(key=lambda st: st.start)
-    return out
-
-
-def _after_lead(text: str, s: int, e: int) -> int:
-    """Where the sentence's subject starts after a leading clause ("On trade, Trump said ...")."""
-    m = re.match(r"[^,\n]{2,60},\s+", text[s:e])
-    return s + m.end() if m else s
-
-
-def _is_person(text: str, name: str) -> bool:
-    """Whether ``name`` is used as a person in ``text``: two or more capitalised words, or a word the
-    text also gives as a speaker or after a title ("Prime Minister Ishiba")."""
-    words = name.split()
-    if len(words) > 1:
-        return not any(w.lower() in _NOT_NAMES for w in words)
-    return _is_speaker(text, words[0]) or words[0] in _titled_or_named(text)
-
-
-_AFTER_TITLE = re.compile(rf"\b(?i:{'|'.join(sorted(_TITLES, key=len, reverse=True))})\.?\s+({_NAME})")
-_AFTER_CAPITAL = re.compile(r"\b[A-Z][a-z]+\s+(?=([\w'’.\-]+))")
-
-
-@lru_cache(maxsize=64)
-def _titled_or_named(text: str) -> frozenset[str]:
-    """Words the text puts after a title ("Minister Ishiba", "Gov. Wes Moore": each word of the
-    name) or after another capitalised word ("Shigeru Ishiba"), in one pass over the text."""
-    out: set[str] = set()
-    for m in _AFTER_TITLE.finditer(text):
-        out.update(m.group(1).split())
-    for m in _AFTER_CAPITAL.finditer(text):
-        word = m.group(1)
-        out.add(word)
-        out.add(re.match(r"\w*", word).group(0))  # "Ishiba's" names Ishiba too
-    return frozenset(out)
+    return list(_found(text)[1])
 
 
 _ASKED = re.compile(r"\b(?:did|does|do|has|have|had|will|would)\s+(?P<name>.+?)\s+(?:say|said|tell|told|think|"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..articles.quotes import Statement, find_statements
+from ..articles.quotes import STATEMENTS_FORMAT, Statement, find_statements
 from ..models.embed import Embedder
 from ..types import Article, Chunk
 from .milvus_collections import (
@@ -244,7 +244,11 @@ class MilvusSnapshot:
         if rec is None:
             raise KeyError(article_id)
         rows = rec[2].get("statements")
-        return tuple(Statement.from_row(r) for r in rows) if rows is not None else tuple(find_statements(rec[0].text))
+        if rows is not None and rec[2].get("statements_format") == STATEMENTS_FORMAT:
+            return tuple(Statement.from_row(r) for r in rows)
+        # A record written before statements were stored, or by older rules: found from the text
+        # (quotes caches the last articles' parses), never the stale rows.
+        return tuple(find_statements(rec[0].text))
 
     def sentences_of(self, article_ids: Sequence[str]) -> Sentences:
         """Every sentence of the articles, with the vectors their chunk rows carry (one query for

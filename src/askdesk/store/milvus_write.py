@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..articles.quotes import find_statements
+from ..articles.quotes import STATEMENTS_FORMAT, find_statements
 from ..text import terms
 from ..types import Article, Chunk
 from .milvus_collections import pack, sentence_range
@@ -53,7 +53,7 @@ def rows_of(e: Embedded, analyzer: str) -> tuple[list[dict], list[dict], list[di
     """An embedded article as rows of the articles, sentences and chunks collections; its
     statements (who says what) are found here, once, when it is written."""
     a = e.article
-    articles = article_rows(a, e.sentences, {"n_chunks": len(e.chunks),
+    articles = article_rows(a, e.sentences, {"n_chunks": len(e.chunks), "statements_format": STATEMENTS_FORMAT,
                                              "statements": [st.to_row() for st in find_statements(a.text)]})
     sentences = [{"key": sentence_key(a.id, j), "article_id": a.id, "hash": text_hash(a.text[s:end]),
                   "_v": [0.0, 0.0]} for j, (s, end) in enumerate(e.sentences)]

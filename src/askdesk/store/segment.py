@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..articles.quotes import Statement, find_statements
+from ..articles.quotes import STATEMENTS_FORMAT, Statement, find_statements
 from ..errors import IndexCorruptError
 from ..types import Article, Chunk
 from .lexical import BM25
@@ -77,6 +77,9 @@ def load_segment(path: Path, fix: str) -> Segment:
         articles: dict[str, Article] = {}
         position: dict[str, int] = {}
         statements: dict[str, tuple[Statement, ...]] = {}
+        # Statements found by older rules (no statements_format, or another) are left out, so each
+        # article's are found again on first use (Snapshot.statements_of), without re-embedding.
+        current = meta.get("statements_format") == STATEMENTS_FORMAT
         first = [0]
         spans = np.zeros((len(vectors), 2), dtype=np.int32)  # one row per sentence vector
         for rec in read_jsonl(path / "articles.jsonl"):
@@ -85,8 +88,9 @@ def load_segment(path: Path, fix: str) -> Segment:
                 raise ValueError(f"sentence rows out of order at article {rec['id']!r}")
             spans[row:row + n] = np.asarray(rec.pop("sentences"), dtype=np.int32).reshape(n, 2)
             position[rec["id"]] = len(first) - 1
-            if "statements" in rec:  # absent in a segment written before they were stored
-                statements[rec["id"]] = tuple(Statement.from_row(r) for r in rec.pop("statements"))
+            rows = rec.pop("statements", None)  # absent in a segment written before they were stored
+            if rows is not None and current:
+                statements[rec["id"]] = tuple(Statement.from_row(r) for r in rows)
             first.append(row + n)
             articles[rec["id"]] = Article(**rec)
         starts = np.asarray(first, dtype=np.int64)
@@ -153,10 +157,11 @@ def write_segment(index_dir: Path, seg: NewSegment, stamp: str, made: list[Path]
     for a in seg.articles:
         rows[a.id] = row
         row += len(seg.sentences[a.id])
-    # Who says what is found here, once per article written (~3 ms an article), not per question.
+    # Who says what is found here, once per article written (the parse: ~80 ms for a 1,600-word one), not
+    # per question; an article a merge copies keeps those found before (none found is kept too).
     write_jsonl(tmp / "articles.jsonl", ({**a.__dict__, "sentences": seg.sentences[a.id], "sentence_row": rows[a.id],
-                                           "statements": [st.to_row() for st in seg.statements.get(a.id)
-                                                          or find_statements(a.text)]}
+                                           "statements": [st.to_row() for st in (seg.statements[a.id] if a.id in
+                                                          seg.statements else find_statements(a.text))]}
                                           for a in seg.articles))
     with open(tmp / "sentences.npy", "wb") as f:
         np.save(f, seg.sentence_vectors.astype(np.float16), allow_pickle=False)
@@ -164,7 +169,8 @@ def write_segment(index_dir: Path, seg: NewSegment, stamp: str, made: list[Path]
         np.save(f, np.asarray(seg.hashes, dtype=np.int64), allow_pickle=False)
     files = [*FILES, *seg.lexical.save(tmp)]
     n_sentences = int(seg.sentence_vectors.shape[0])
-    meta = {"format_version": FORMAT_VERSION, "n_articles": len(seg.articles), "n_chunks": len(seg.chunks),
+    meta = {"format_version": FORMAT_VERSION, "statements_format": STATEMENTS_FORMAT,
+            "n_articles": len(seg.articles), "n_chunks": len(seg.chunks),
             "n_sentences": n_sentences, "faiss": seg.vectors.kind,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "files": {n: (tmp / n).stat().st_size for n in files}}
