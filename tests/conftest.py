@@ -59,13 +59,18 @@ class FakeEmbedder:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch, tmp_path):
-    """No test sees the developer's ASKDESK_* settings, and each gets its own index folder."""
+def _isolated_env(monkeypatch, tmp_path, request):
+    """No test sees the developer's ASKDESK_* settings, and each gets its own index folder.
+
+    The fast tier answers without the trained reader (its fake embedder's sentences are no text a
+    reader could judge); the slow tier answers with it, as users do."""
     for k in list(os.environ):
         if k.startswith("ASKDESK_"):
             monkeypatch.delenv(k)
     monkeypatch.setenv("ASKDESK_INDEX", str(tmp_path / "index"))
     monkeypatch.setenv("ASKDESK_LOCK_WAIT", "0")
+    if "slow" not in request.keywords:
+        monkeypatch.setenv("ASKDESK_READER", "0")
 
 
 @pytest.fixture

@@ -168,6 +168,18 @@ def test_answer_markdown_keeps_markers_and_lists_sources():
     assert "<script" not in md and "*Sources:*" in md
 
 
+def test_answer_markdown_leads_with_the_short_answer_escaped():
+    import dataclasses
+
+    a = Answer("How big was the bid?", "Nippon Steel bid $14.9 billion [1].", False, (cite(1),), short="$14.9 billion")
+    md = render.answer_markdown(a)
+    assert md.startswith(f"**{render.SHORT_HEAD}** **$14.9 billion**") and "\\[1\\]" in md
+    hostile = render.answer_markdown(dataclasses.replace(a, short=PAYLOAD))
+    assert "<script" not in hostile
+    written = render.answer_markdown(dataclasses.replace(a, generator="llm"))
+    assert render.SHORT_HEAD not in written  # an LLM's text may not hold the span
+
+
 def test_index_panel_counts_and_escapes():
     info = {"model": "m", "n_articles": 2, "n_chunks": 9, "created": "2025-02-08",
             "articles": [{"id": "1", "title": PAYLOAD, "date": "2025-02-07"}, {"id": "2", "title": "B", "date": None}]}

@@ -42,6 +42,13 @@ class Config:
     # ones that fit unless clearly better), "include" (as if in range) or "exclude".
     undated: str = "after"
     refuse_below: float | None = None  # None: the threshold calibrated for MiniLM (answer.REFUSAL_MODEL)
+    # The trained reader (askdesk/models/READER.md) reads the question with the best candidate
+    # sentences and chooses the cited sentence, the short answer and the refusal; False: the
+    # hand-written sentence scores and refusal model alone (answer.py).
+    reader: bool = True
+    # Sentences the reader reads, each in its window (~15 ms each on one core): 4 and 8 measured no
+    # better than 2 on held-out articles (answering/read.py, docs/quality.md).
+    reader_candidates: int = 2
     lock_wait: float = 30.0  # seconds a writer waits for another writer before giving up
     # A size tier of the index (segments under 1,000 chunks, then each 10x larger) holding this many
     # segments is merged into one after a write; 0: only `askdesk optimize` merges.
@@ -98,6 +105,8 @@ class Config:
             raise BadInputError(f"ann_above={self.ann_above!r} must be 0 or more (chunks; default 50000)")
         if self.undated not in ("after", "include", "exclude"):
             raise BadInputError(f"undated={self.undated!r} must be after, include or exclude (ASKDESK_UNDATED)")
+        if self.reader_candidates < 1:
+            raise BadInputError(f"reader_candidates={self.reader_candidates!r} must be 1 or more (default 2)")
         if self.top_k < 1 or self.candidates < self.top_k:
             raise BadInputError(f"top_k={self.top_k!r} must be >= 1 and <= candidates={self.candidates!r}")
 

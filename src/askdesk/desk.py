@@ -16,6 +16,7 @@ from datetime import date
 from pathlib import Path
 
 from .answering import generate as generate_mod
+from .answering import read as read_mod
 from .answering import respond
 from .answering.respond import Evidence
 from .answering.retrieve import UNDATED_PENALTY, Retriever, date_window
@@ -50,13 +51,15 @@ class Desk:
         store: a Milvus store instead of the folder (``config.store``): ``PATH.db`` (Milvus Lite) or
             ``http://host:19530``; see `askdesk.store.milvus`.
         embedder: the embedding model; sentence-transformers with ``config.model`` when omitted.
+        reader: the reader that chooses the cited sentence, short answer and refusal; by default the
+            one askdesk ships (`askdesk.models.reader`), or none when ``config.reader`` is off.
         generator: an LLM that writes the answers (`askdesk.answering.generate.Generator`); by default the one
             ``config.llm_url`` and ``config.llm_model`` name, or none: extractive answers only.
     """
 
     def __init__(self, index_dir: str | Path | None = None, *, config: Config | None = None,
                  embedder: Embedder | None = None, generator: generate_mod.Generator | None = None,
-                 store: str | None = None):
+                 store: str | None = None, reader: read_mod.SpanReader | None = None):
         self.config = (config or Config.from_env()).replace(store=store)
         # Connected on first use: a bad question is refused before anything opens.
         self.store = milvus.MilvusStore(self.config.store) if self.config.store else None
@@ -73,6 +76,7 @@ class Desk:
         # write returns as soon as its articles are live; False: in the write's call (the CLI, scripts).
         self.merge_in_background = False
         self.generator = generator if generator is not None else generate_mod.from_config(self.config)
+        self._reader = reader
 
     # -- opening and building -------------------------------------------------------------
     @classmethod
@@ -315,7 +319,9 @@ class Desk:
             # (~0.5 s) while the index does, instead of after it. Only when there is an index to
             # load: a process that exits on an error while that thread is inside onnxruntime's
             # or torch's loader can abort ("FATAL: exception not rethrown").
-            encoder = threading.Thread(target=lambda: self.embedder.fast, name="askdesk-encoder", daemon=True)
+            # The reader (~0.3 s) loads in the same thread: the first answer waits for neither.
+            encoder = threading.Thread(target=lambda: (self.embedder.fast, self.reader), name="askdesk-encoder",
+                                       daemon=True)
             encoder.start()
         try:
             loaded = self._current()
@@ -330,11 +336,21 @@ class Desk:
         q = self._check_question(question)
         started = time.perf_counter()
         ev = self._evidence(q, history, window, as_of)
-        ctx = respond.Asking(ev.snap, ev.retriever, self.embedder, self.config, self.generator)
+        ctx = self._asking(None, ev)
         yield from respond.answers(ctx, q, history or (), ev, window=window, stream=stream, started=started)
 
-    def _asking(self, loaded: _Loaded) -> respond.Asking:
-        return respond.Asking(loaded.snap, loaded.retriever, self.embedder, self.config, self.generator)
+    def _asking(self, loaded: _Loaded | None, ev: Evidence | None = None) -> respond.Asking:
+        snap, retriever = (loaded.snap, loaded.retriever) if loaded is not None else (ev.snap, ev.retriever)
+        return respond.Asking(snap, retriever, self.embedder, self.config, self.generator, self.reader)
+
+    @property
+    def reader(self) -> read_mod.SpanReader | None:
+        """The trained reader (`askdesk.models.reader`), loaded on first use; None with ``config.reader`` off."""
+        if self._reader is None and self.config.reader:
+            from .models.reader import shared
+
+            self._reader = shared()
+        return self._reader if self.config.reader else None
 
     def retrieve(self, question: str, *, k: int | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``question`` (fused dense + BM25), best first."""

@@ -20,6 +20,7 @@ from ..store.lexical import LexicalIndex
 from ..store.records import Snapshot
 from ..text import MONTH, question_kind, terms
 from ..types import Article, Citation, Hit
+from . import read as read_mod
 
 REFUSAL = "The articles I have do not answer that question."
 
@@ -66,6 +67,9 @@ class Extract:
     related: tuple[Citation, ...]  # the closest passages, when refused
     confidence: float
     features: dict[str, float] = field(default_factory=dict)  # FEATURES, as `confidence` weighed them
+    short: str | None = None  # the reader's answer span in the first cited sentence, when it is short
+    margin: float | None = None  # the reader's verdict on the first citation (`read.judge`); None without a reader
+    readings: tuple = ()  # read.Judged of each candidate the reader read, best first (bench/calibrate_reader.py)
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,8 @@ def _evidence(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarr
 
 def answer(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray, lexical: LexicalIndex, *,
            max_citations: int = 2, refuse_below: float | None = None, refusal_model: dict | None = None,
-           period: tuple[str, str] | None = None) -> Extract:
+           period: tuple[str, str] | None = None, reader: read_mod.SpanReader | None = None,
+           reader_candidates: int = 4) -> Extract:
     """Choose the answering sentences and decide whether to refuse.
 
     Args:
@@ -176,11 +181,16 @@ def answer(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray,
         refuse_below: the confidence under which it refuses; None: the refusal model's threshold.
         refusal_model: another model than `REFUSAL_MODEL` (bench/calibrate.py).
         period: (since, until) of a date phrase in the question ("last week"), ISO days.
+        reader: the trained reader (`read`): it reads the ``reader_candidates`` best-scored sentences,
+            each with its neighbours, and decides the first citation, the short answer and the
+            refusal; without one, the sentence scores and the refusal model decide.
     """
     model = refusal_model or REFUSAL_MODEL
     scored, feats = _evidence(question, hits, snap, qvec, lexical, period)
     if not scored:
         return Extract(REFUSAL, True, (), (), 0.0, feats)
+    if reader is not None:
+        return _read(question, scored, feats, reader, reader_candidates, max_citations, lexical)
     conf = confidence(feats, model)
     if conf < (model["threshold"] if refuse_below is None else refuse_below):
         related = _citations([(s, c) for s, _, _, c in _diverse(scored, 3)])
@@ -198,6 +208,73 @@ def answer(question: str, hits: Sequence[Hit], snap: Snapshot, qvec: np.ndarray,
     cites = _citations([(s, c) for s, _, _, c in chosen])
     text = " ".join(f"{c.sentence} [{c.n}]" for c in cites)
     return Extract(text, False, cites, (), conf, feats)
+
+
+def _read(question: str, scored: list, feats: dict, reader: read_mod.SpanReader, candidates: int,
+          max_citations: int, lexical: LexicalIndex) -> Extract:
+    """The reader's decision over the best ``candidates`` sentences (see `answer`)."""
+    cands = scored[:candidates]
+    readings = read_mod.read(reader, question, [(c.article.text, *c.span) for _, _, _, c in cands])
+    # The reader's margin, with retrieval's own signals for the same sentence beside it
+    # (`read.judge`): the judgement chooses the first citation and, against its threshold, the refusal.
+    looks = _Looks(question, lexical)
+    seen = []
+    for r in readings:
+        a = cands[r.candidate][3].article
+        f = looks.features(r, a, cands[r.candidate][0])
+        seen.append((read_mod.judge(f), r, read_mod.Judged(read_mod.judge(f), f, a.text[slice(*r.sentence)],
+                                                            read_mod.short_span(a.text, r), r.candidate)))
+    seen.sort(key=lambda x: -x[0])
+    top, best, _ = seen[0]
+    judged = tuple(x[2] for x in seen)
+    conf = _sigmoid(top - read_mod.READER_MODEL["threshold"])
+    if not read_mod.answers_by(top):
+        related = _citations([(s, c) for s, _, _, c in _diverse(scored, 3)])
+        return Extract(REFUSAL, True, (), related, conf, feats, margin=top, readings=judged)
+    chosen = [best]
+    for j, r, _ in seen[1:]:
+        if len(chosen) >= max_citations:
+            break
+        # A second sentence only when it is judged an answer too, nearly as surely, and is another
+        # sentence (wire copies of one story are folded away by _evidence).
+        same = cands[r.candidate][3].article.id == cands[best.candidate][3].article.id and r.sentence == best.sentence
+        if read_mod.answers_by(j) and j >= top - SECOND_MARGIN and not same:
+            chosen.append(r)
+    cites = tuple(citation(n, cands[r.candidate][3].article, *r.sentence, round(_sigmoid(r.margin), 4))
+                  for n, r in enumerate(chosen, start=1))
+    text = " ".join(f"{c.sentence} [{c.n}]" for c in cites)
+    return Extract(text, False, cites, (), conf, feats, short=judged[0].short, margin=top, readings=judged)
+
+
+class _Looks:
+    """Retrieval's signals for one candidate sentence, beside the reader's margin (`read.FEATURES`)."""
+
+    def __init__(self, question: str, lexical: LexicalIndex):
+        self.question = question
+        self.weights = {t: lexical.idf_of(t) for t in set(terms(question))}
+        self.focus = focus_terms(question)
+        self.focus_weight = sum(self.weights.get(t, 0.0) for t in self.focus) or 1.0
+        kind = question_kind(question)
+        self.kind = None if kind == "name" else kind
+        self.lower = question.lower()
+
+    def features(self, r: read_mod.Reading, a: Article, score: float) -> dict[str, float]:
+        sent = a.text[r.sentence[0]:r.sentence[1]]
+        have = set(terms(sent))
+        return {"margin": r.margin, "score": score,
+                # "How much did Japan invest?" against a sentence about a surplus: the asked word is missing.
+                "focus": (sum(self.weights.get(t, 0.0) for t in self.focus & have) / self.focus_weight
+                          if self.focus else 1.0),
+                "specifics": _specifics_found(self.question, f"{a.title} {a.date or ''} {sent}"),
+                # Whether the span is the kind of thing asked for (a number for "how many", ...).
+                "type": 1.0 if self.kind is None else _type_match(self.kind, a.text[r.start:r.end], self.lower)}
+
+
+def _text(cands: list, r: read_mod.Reading) -> str:
+    return cands[r.candidate][3].article.text
+
+
+SECOND_MARGIN = 1.0  # logits: a second answering sentence must be about as sure as the first
 
 
 # The words that ask rather than say what is asked about ("how much", "what year").

@@ -54,6 +54,7 @@ class Asking:
     embedder: object  # askdesk.models.embed.Embedder
     config: Config
     generator: object | None = None  # askdesk.answering.generate.Generator
+    reader: object | None = None  # askdesk.answering.read.SpanReader: chooses the sentence, short answer, refusal
 
 
 def evidence(ctx: Asking, q: str, history: Sequence[str], window: Window | None, as_of: str | None) -> Evidence:
@@ -67,7 +68,8 @@ def evidence(ctx: Asking, q: str, history: Sequence[str], window: Window | None,
     hits, period_used, note = ctx.retriever.retrieve(query, qvec, ctx.config.top_k, window=window, period=period)
     x = answer_mod.answer(query, hits, ctx.snap, qvec, ctx.snap.lexical, max_citations=ctx.config.max_citations,
                           refuse_below=ctx.config.refuse_below,
-                          period=(period.since, period.until) if period else None)
+                          period=(period.since, period.until) if period else None,
+                          reader=ctx.reader, reader_candidates=ctx.config.reader_candidates)
     if turn.referent:  # the reader should see who "he" was taken to be
         note = " ".join(filter(None, (note, f"“{dialog.personal_pronoun(q)}” is read as {turn.referent}, "
                                             f"whom the previous answer named.")))
@@ -100,7 +102,9 @@ def answers(ctx: Asking, q: str, history: Sequence[str], ev: Evidence, *, window
         text, refused, cites, related, why = _who_said(ctx, q, ev, window, related)
         note = " ".join(filter(None, (note, why))) or None
     t2 = time.perf_counter()
-    short = short_answer(q, cites[0].sentence, context=cites[0].snippet) if cites else None
+    # The reader's span when it read the cited sentence (not for who-said answers, which quote X).
+    short = (x.short if x.short and cites and cites == x.citations
+             else short_answer(q, cites[0].sentence, context=cites[0].snippet) if cites else None)
     base = Answer(question=q, text=text, refused=refused, citations=cites, related=related,
                   confidence=x.confidence, timings_ms={"retrieve": (t1 - started) * 1000, "answer": (t2 - t1) * 1000},
                   sentences=tuple(Claim(c.sentence, (c.n,), True, c.sentence) for c in cites),

@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(s)
 
     s = sub.add_parser("eval", help="measure retrieval or answer quality on a third-party data set")
-    s.add_argument("kind", choices=["retrieval", "qa"],
-                   help="retrieval: BEIR-style folder; qa: SQuAD JSON or qa.jsonl folder")
+    s.add_argument("kind", choices=["retrieval", "qa", "reader"],
+                   help="retrieval: BEIR-style folder; qa: SQuAD JSON or qa.jsonl folder; reader: the trained "
+                   "reader alone on a SQuAD 2.0 JSON file, given each question's gold paragraph")
     s.add_argument("path", help="the data set (file or folder)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     s.add_argument("--limit", type=int, help="only the first N queries, in file order")
@@ -184,7 +185,7 @@ def progress_bar():
         bar.total = total
         bar.n = done
         bar.refresh()
-        if done >= total and desc in ("writing", "qa", "retrieval"):
+        if done >= total and desc in ("writing", "qa", "retrieval", "reader"):
             bar.close()
 
     return update
@@ -397,6 +398,10 @@ def cmd_serve(args) -> int:
 def cmd_eval(args) -> int:
     from . import eval as eval_mod
 
+    if args.kind == "reader":  # no index: the reader reads each question's own paragraph
+        result = eval_mod.eval_reader(args.path, limit=args.limit, progress=progress_bar())
+        print(json.dumps(result, indent=2) if args.json else eval_mod.format_table(result))
+        return 0
     cfg = _config(args)
     kw = {"compare": args.compare} if args.kind == "retrieval" else {}
     if cfg.store and "#" not in cfg.store:

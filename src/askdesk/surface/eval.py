@@ -192,6 +192,58 @@ def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None
     }
 
 
+# The published anchor for a reader of this size, given the gold paragraph (deepset/minilm-uncased-squad2:
+# MiniLM-L12-H384 trained on all 130k SQuAD 2.0 questions on a GPU).
+READER_ANCHOR = {"f1": 0.795, "noans_acc": 0.739}
+
+
+def eval_reader(path: str | Path, *, reader=None, limit: int | None = None, progress: Progress | None = None) -> dict:
+    """The reader alone, given each question's gold paragraph (a SQuAD 2.0 JSON file).
+
+    Every sentence of the paragraph is a candidate (`answering.read.read_passage`); the reader's
+    best span is the answer unless its margin is under `read.THRESHOLD`, then it says "no answer".
+
+    Returns:
+        ``em`` and ``f1`` (SQuAD 2.0 rules: a no-answer question scores 1 when refused, else 0),
+        ``has_ans_f1`` and ``has_ans_refused`` over answerable questions, ``noans_acc`` (unanswerable
+        ones refused), ``sentence_hit`` (answered answerable questions whose chosen sentence holds a
+        gold answer), ``anchor_f1`` and ``anchor_noans_acc`` (`READER_ANCHOR`), ``p50_ms``, ``n``.
+    """
+    from ..answering import read as read_mod
+    from ..models.reader import shared
+
+    reader = reader or shared()
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))["data"]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise BadInputError(f"{str(p)!r} is not a SQuAD 2.0 JSON file ({{\"data\": [{{\"paragraphs\"}}]}})") from None
+    items = [(para["context"], qa) for art in data for para in art["paragraphs"] for qa in para["qas"]][:limit]
+    rows, times = [], []
+    for ctx, qa in _counted(items, "reader", progress):
+        t0 = time.perf_counter()
+        r = read_mod.read_passage(reader, qa["question"], ctx)
+        times.append((time.perf_counter() - t0) * 1000)
+        golds = [a["text"] for a in qa.get("answers", [])] if not qa.get("is_impossible") else []
+        said = ctx[r.start:r.end] if r is not None and r.answers else None
+        if not golds:
+            rows.append({"has": False, "em": said is None, "f1": float(said is None), "refused": said is None})
+            continue
+        sent = ctx[r.sentence[0]:r.sentence[1]] if said is not None else ""
+        rows.append({"has": True, "refused": said is None, "sent": said is not None and any(g in sent for g in golds),
+                     "em": said is not None and max(normalize_answer(said) == normalize_answer(g) for g in golds),
+                     "f1": max(token_f1(said, g) for g in golds) if said is not None else 0.0})
+    has = [r for r in rows if r["has"]]
+    no = [r for r in rows if not r["has"]]
+    mean = lambda rs, k: round(float(np.mean([float(r[k]) for r in rs])), 4) if rs else None  # noqa: E731
+    return {"em": mean(rows, "em"), "f1": mean(rows, "f1"), "has_ans_f1": mean(has, "f1"),
+            "has_ans_refused": mean(has, "refused"), "noans_acc": mean(no, "refused"),
+            "sentence_hit": mean([r for r in has if not r["refused"]], "sent"),
+            "anchor_f1": READER_ANCHOR["f1"], "anchor_noans_acc": READER_ANCHOR["noans_acc"],
+            "p50_ms": round(float(np.percentile(times, 50)), 1) if times else None,
+            "n": len(rows), "n_answerable": len(has), "n_unanswerable": len(no)}
+
+
 def format_table(result: dict) -> str:
     """A result dict as a table, one metric a line; with `compare` results, one column a system."""
     if "dense_ndcg@10" in result:

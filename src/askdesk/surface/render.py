@@ -160,6 +160,9 @@ def sources_html(answer: Answer, article_text: Callable[[str], str | None] | Non
             f'{note}{conflicts}{cards or "<p class=ad-muted>No passages.</p>"}</div>')
 
 
+SHORT_HEAD = "Short answer:"
+
+
 def answer_markdown(answer: Answer) -> str:
     """The chat bubble: the answer with its [n] markers, then a one-line list of its sources.
 
@@ -185,6 +188,8 @@ def answer_markdown(answer: Answer) -> str:
                 f" ({md_text(by_n[n].source or by_n[n].title)})" if n in by_n else "") for v, n in x.values)
             body += f"\n\n**{md_text(CONFLICTS_HEAD)}** on {md_text(x.about)}: {values}"
     note = f"\n\n> {md_text(answer.note)}" if answer.note else ""  # e.g. the LLM was down: extractive instead
+    if answer.short and answer.generator == "extractive":  # the reader's span in citation [1], first and bold
+        body = f"**{md_text(SHORT_HEAD)}** **{md_text(answer.short)}**\n\n{body}"
     return body + (f"\n\n*Sources:* {refs}" if refs else "") + note
 
 
