@@ -48,7 +48,7 @@ def news_corpus(folder):
 
 
 def config(tmp_path, **kw):
-    return Config.from_env({}, model="fake", index=tmp_path / "index", refuse_below=0.0, **kw)
+    return Config.from_env({}, model="fake", reader=False, index=tmp_path / "index", refuse_below=0.0, **kw)
 
 
 @pytest.fixture(scope="module")

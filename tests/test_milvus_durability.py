@@ -81,7 +81,7 @@ def expected_chunks(folders, cfg):
 def test_sigkill_at_any_point_leaves_a_store_that_answers_and_the_next_write_repairs(tmp_path):
     a, b = corpora(tmp_path)
     store = str(tmp_path / "desk.db")
-    cfg = Config.from_env({}, model="fake", refuse_below=0.0, index=tmp_path / "index", store=store)
+    cfg = Config.from_env({}, model="fake", reader=False, refuse_below=0.0, index=tmp_path / "index", store=store)
     want_chunks, want_sentences = expected_chunks([a, b], cfg)
     Desk.build(a, config=cfg, embedder=FakeEmbedder()).close()
     rng = random.Random(17)
@@ -126,7 +126,7 @@ def test_sigkill_at_any_point_leaves_a_store_that_answers_and_the_next_write_rep
 def test_a_second_process_is_refused_a_milvus_lite_file_with_the_reason(tmp_path):
     a, b = corpora(tmp_path)
     store = str(tmp_path / "desk.db")
-    cfg = Config.from_env({}, model="fake", refuse_below=0.0, index=tmp_path / "index", store=store)
+    cfg = Config.from_env({}, model="fake", reader=False, refuse_below=0.0, index=tmp_path / "index", store=store)
     Desk.build(b, config=cfg, embedder=FakeEmbedder()).close()
     gate = tmp_path / "gate"
     p = start_writer(tmp_path, store, a, b, gate=gate, rounds=1)
@@ -173,7 +173,7 @@ def milvus_server(tmp_path):
 
 def test_two_writers_on_a_server_one_is_refused_naming_the_other_and_readers_keep_answering(tmp_path, milvus_server):
     a, b = corpora(tmp_path)
-    cfg = Config.from_env({}, model="fake", refuse_below=0.0, index=tmp_path / "index", store=milvus_server)
+    cfg = Config.from_env({}, model="fake", reader=False, refuse_below=0.0, index=tmp_path / "index", store=milvus_server)
     reader = Desk.build(b, config=cfg, embedder=FakeEmbedder())
     gate = tmp_path / "gate"
     p = start_writer(tmp_path, milvus_server, a, b, gate=gate, rounds=1)

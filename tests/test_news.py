@@ -187,7 +187,7 @@ def news_desk(tmp_path, fake):
           "The port of Varsk handled 11.2 million tonnes of cargo in 2022, up from 10.9 million tonnes in 2021.\n")
     write(c / "bridge.txt", "Varsk bridge closes\n\nVARSK, March 4, 2024 (Harbor Wire) - The Varsk bridge closed for repairs to its "
           "old deck.\n\nDrivers must use the ferry until May, the council said.\n")
-    cfg = Config.from_env({}, model="fake", corpus=c, index=tmp_path / "index", refuse_below=0.0)
+    cfg = Config.from_env({}, model="fake", reader=False, corpus=c, index=tmp_path / "index", refuse_below=0.0)
     return Desk.build(c, cfg.index, config=cfg, embedder=fake)
 
 

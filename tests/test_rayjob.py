@@ -43,7 +43,7 @@ def same_index(a: Desk, b: Desk) -> None:
 
 def test_the_ray_job_builds_what_a_local_build_does(tmp_path, local_ray):
     c = news_corpus(tmp_path / "corpus")
-    cfg = Config.from_env({}, model="fake", index=tmp_path / "index", refuse_below=0.0, ray="auto")
+    cfg = Config.from_env({}, model="fake", reader=False, index=tmp_path / "index", refuse_below=0.0, ray="auto")
     local = Desk.build(c, tmp_path / "local", config=cfg.replace(ray=""), embedder=FakeEmbedder())
 
     reports, here = [], FakeEmbedder()

@@ -139,7 +139,7 @@ def _port_articles(folder):
 
 def test_what_did_ana_costa_say_fast_tier(tmp_path, fake):
     c = _port_articles(tmp_path / "news")
-    cfg = Config.from_env({}, model="fake", corpus=c, index=tmp_path / "index", refuse_below=0.0)
+    cfg = Config.from_env({}, model="fake", reader=False, corpus=c, index=tmp_path / "index", refuse_below=0.0)
     a = Desk.build(c, cfg.index, config=cfg, embedder=fake).ask("What did Ana Costa say?")
     assert not a.refused and a.citations[0].speaker == "Ana Costa"
     assert "We are ready for bigger ships" in a.text
@@ -162,7 +162,7 @@ def test_a_segment_of_older_statements_finds_them_again_on_first_use(tmp_path, f
     import json
 
     c = _port_articles(tmp_path / "news")
-    cfg = Config.from_env({}, model="fake", corpus=c, index=tmp_path / "index", refuse_below=0.0)
+    cfg = Config.from_env({}, model="fake", reader=False, corpus=c, index=tmp_path / "index", refuse_below=0.0)
     desk = Desk.build(c, cfg.index, config=cfg, embedder=fake)
     (seg,) = desk.snapshot.segments
     assert json.loads((seg.path / "segment.json").read_text())["statements_format"] == quotes.STATEMENTS_FORMAT
@@ -188,7 +188,7 @@ def test_a_milvus_record_of_older_statements_finds_them_again(tmp_path, monkeypa
     from askdesk.store import milvus_write
 
     c = _port_articles(tmp_path / "news")
-    cfg = Config.from_env({}, model="fake", index=tmp_path / "index", refuse_below=0.0, store=str(tmp_path / "desk.db"))
+    cfg = Config.from_env({}, model="fake", reader=False, index=tmp_path / "index", refuse_below=0.0, store=str(tmp_path / "desk.db"))
     with monkeypatch.context() as m:  # records as the regular-expression rules wrote them
         m.setattr(milvus_write, "STATEMENTS_FORMAT", 1)
         m.setattr(milvus_write, "find_statements", lambda text: [Statement("Ana Costa. Container", 0, 10)])
