@@ -12,9 +12,10 @@ from conftest import write
 from askdesk import Config, Desk
 from askdesk.answering import news
 from askdesk.answering.news import disagree, find_figures
+from askdesk.answering.respond import AGE_NOTE, age_words
 from askdesk.answering.retrieve import PERIOD_FALLBACK_NOTE
 from askdesk.articles.quotes import asked_speaker, find_quotes, same_person
-from askdesk.text import pretty_date, resolve_period, without_period
+from askdesk.text import RECENT_DAYS, pretty_date, recent_period, resolve_period, without_period
 from askdesk.types import Period
 
 # ---- relative dates ---------------------------------------------------------------------------------
@@ -248,7 +249,62 @@ def test_relative_period_is_preferred_then_falls_back(news_desk):
     assert a.to_dict()["period"] == {"phrase": "last week", "since": "2024-02-26", "until": "2024-03-03", "used": True}
     b = news_desk.ask("How much cargo did the port of Varsk handle yesterday?", as_of="2024-08-01")
     assert not b.refused and b.period.used is False  # nothing published on 31 July: all dates, with a note
-    assert b.note == PERIOD_FALLBACK_NOTE.format(phrase="yesterday", since="31 July 2024", until="31 July 2024")
+    assert b.note.startswith(PERIOD_FALLBACK_NOTE.format(phrase="yesterday", since="31 July 2024", until="31 July 2024"))
+    first = b.citations[0]  # ... and how old the report it had to use is
+    assert b.note.endswith(AGE_NOTE.format(n=1, date=pretty_date(first.date), age=age_words(first.date, "2024-07-31"),
+                                           day="31 July 2024"))
+
+
+@pytest.mark.parametrize("question,phrase,cut", [
+    ("Who has recently taken over the port?", "recently", "Who has taken over the port?"),
+    ("What is the port's latest cargo figure?", "latest", "What is the port's cargo figure?"),
+    ("Who currently runs the ferry?", "currently", "Who runs the ferry?"),
+    ("How many drivers signed up so far?", "so far", "How many drivers signed up?"),
+])
+def test_recency_words_ask_for_the_newest_reports(question, phrase, cut):
+    p = recent_period(question, AS_OF)
+    assert (p.phrase, p.recent, p.until) == (phrase, True, AS_OF)
+    assert p.since == "2025-02-27" and RECENT_DAYS == 14  # the 14 days up to as_of, both ends counted
+    assert without_period(question, p) == cut
+
+
+def test_a_question_without_a_date_word_still_prefers_the_newest_reports_silently():
+    p = recent_period("Who runs the ferry to Varsk?", AS_OF)
+    assert (p.phrase, p.recent, p.since, p.until) == ("", True, "2025-02-27", AS_OF)
+    assert without_period("Who runs the ferry to Varsk?", p) == "Who runs the ferry to Varsk?"
+
+
+@pytest.mark.parametrize("then,now,words", [("2025-03-10", "2025-03-12", "2 days"), ("2025-03-11", "2025-03-12", "1 day"),
+                                            ("2025-01-01", "2025-03-12", "2 months"), ("2025-02-01", "2025-03-12", "5 weeks"),
+                                            ("2013-11-04", "2026-04-02", "12 years")])
+def test_age_words(then, now, words):
+    assert age_words(then, now) == words
+
+
+@pytest.fixture
+def fares(tmp_path, fake):
+    c = tmp_path / "fares"
+    # The old report repeats the question's words; the new one says it in fewer: only its date puts it first.
+    write(c / "old.md", "---\ntitle: Ferry fares\ndate: 2023-11-04\n---\n"
+          "The Varsk ferry fare is 12 euros, the Varsk ferry company said of the ferry fare.\n")
+    write(c / "new.md", "---\ntitle: Crossing costs more\ndate: 2024-03-04\n---\n"
+          "Since Monday a Varsk crossing costs 15 euros, the ferry fare having risen.\n")
+    write(c / "undated.md", "---\ntitle: Fares\n---\nThe Varsk ferry fare was 9 euros, the Varsk ferry company said.\n")
+    cfg = Config.from_env({}, model="fake", reader=False, corpus=c, index=tmp_path / "index", refuse_below=0.0)
+    return Desk.build(c, cfg.index, config=cfg, embedder=fake)
+
+
+def test_the_newest_report_answers_first_then_older_ones_with_their_age(fares):
+    a = fares.ask("What is the Varsk ferry fare?", as_of="2024-03-10")
+    assert a.citations[0].date == "2024-03-04" and "15 euros" in a.text
+    assert a.period is None and not (a.note or "").count(" before ")  # asked with no date word: nothing to explain
+    old = fares.ask("What is the Varsk ferry fare?", as_of="2024-02-01")  # the new report is not out yet
+    assert all(c.date != "2024-03-04" for c in old.citations)
+    b = fares.ask("What is the Varsk ferry fare currently?", as_of="2024-09-01")  # nothing from the last 14 days
+    assert b.period == Period("currently", "2024-08-19", "2024-09-01", False)
+    assert not b.refused and b.citations[0].date
+    assert AGE_NOTE.format(n=1, date=pretty_date(b.citations[0].date), age=age_words(b.citations[0].date, "2024-09-01"),
+                           day="1 September 2024") in b.note
 
 
 def test_period_and_as_of_work_together(news_desk):
@@ -285,3 +341,51 @@ def test_real_model_quote_and_conflict(tmp_path):
     q = desk.ask("What did Brandt say about the breakwater?")
     assert not q.refused and q.citations[0].speaker == "Ilse Brandt"
     assert "The new breakwater made all the difference for our fishing fleet" in q.text
+
+
+@pytest.fixture
+def statements_desk(tmp_path, fake):
+    c = tmp_path / "said"
+    write(c / "raisi.md", "---\ntitle: Reactions\ndate: 2024-05-20\n---\n"
+          "Senator Marco Rubio did not hold back about Raisi.\n\n"
+          "“The regime in Tehran has lost one of its bloodiest hard-liners,” Rubio said in a statement. "
+          "“Since before his sham election, President Raisi subjugated the Iranian people.”\n\n"
+          "Minister Michael Weeks warned residents of Bermuda to prepare for Hurricane Ernesto.\n\n"
+          "The National Hurricane Center says Ernesto will be large when it nears Bermuda.\n\n"
+          "“The window to prepare for Ernesto is closing rapidly,” he said.\n")
+    cfg = Config.from_env({}, model="fake", reader=False, corpus=c, index=tmp_path / "index", refuse_below=0.0)
+    return Desk.build(c, cfg.index, config=cfg, embedder=fake)
+
+
+def test_a_quotation_split_into_sentences_is_quoted_whole(statements_desk):
+    a = statements_desk.ask("What did Rubio say about Raisi?")
+    quotes = [c.quote for c in a.citations]
+    assert any("bloodiest hard-liners" in (q or "") for q in quotes)
+    assert any("subjugated the Iranian people" in (q or "") for q in quotes)
+    assert all(c.speaker == "Marco Rubio" for c in a.citations)
+
+
+def test_reported_speech_comes_with_the_speakers_own_words(statements_desk):
+    a = statements_desk.ask("What did Weeks say about Ernesto?")
+    assert not a.refused and all(c.speaker == "Michael Weeks" for c in a.citations)
+    assert any(c.quote and "window to prepare" in c.quote for c in a.citations)  # "he": Weeks, not the storm
+
+
+def test_only_reported_speech_chosen_brings_the_best_quotation_on_the_topic():
+    from askdesk.articles.quotes import Statement
+    from askdesk.types import Article
+
+    text = ("Weeks warned residents to prepare for Ernesto. The airport will close, Weeks added.\n\n"
+            "Officials met on Thursday.\n\n“Do not wait until the last minute,” Weeks said.\n\n“Storms pass,” Weeks said.")
+    art = Article(id="a1", title="t", text=text)
+    said = [Statement("Michael Weeks", text.index(x), text.index(x) + len(x), q or None)
+            for x, q in (("Weeks warned residents to prepare for Ernesto.", ""), ("The airport will close, Weeks added.", ""),
+                         ("“Do not wait until the last minute,” Weeks said.", "Do not wait until the last minute,"),
+                         ("“Storms pass,” Weeks said.", "Storms pass,"))]
+    warned, added, wait, storms = ((1.0 - k / 10, m, st, art) for k, (st, m) in enumerate(zip(said, (0.9, 0.8, 0.5, 0.2))))
+    out = news._own_words([warned], [warned, added, wait, storms], "Weeks", lambda a: said, True, 3)
+    assert [x[2].quote for x in out] == [None, "Do not wait until the last minute,"]  # on the topic (0.5 >= ABOUT_MIN)
+    out = news._own_words([warned, added], [warned, added, wait, storms], "Weeks", lambda a: said, True, 2)
+    assert [x[2] for x in out] == [said[0], said[2]]  # the quotation takes the last place
+    off = [(r, 0.1 if st.quote else m, st, a) for r, m, st, a in (warned, added, wait, storms)]
+    assert [x[2] for x in news._own_words(off[:1], off, "Weeks", lambda a: said, True, 3)] == [said[0]]  # none on Y

@@ -146,6 +146,7 @@ class DatePhrase:
     phrase: str  # as written in the question
     span: tuple[int, int]  # where the phrase is in the question
     relative: bool  # "last week" (True) or a named month or year, "in 2023" (False)
+    recent: bool = False  # a preference for the newest reports (`recent_period`), not a period the question names
 
 
 _PERIOD = re.compile(
@@ -199,6 +200,27 @@ def resolve_period(question: str, as_of: str | date | None = None) -> DatePhrase
     return DatePhrase(lo.isoformat(), hi.isoformat(), m.group(0), m.span(), relative)
 
 
+# News time sense: "recently", "currently", "the latest" ask for the newest reports, and so does a
+# question that names no date at all (news is asked about now): the RECENT_DAYS before as_of. A
+# preference, never a filter: with nothing that recent, the best of any date answers (docs/news.md).
+RECENT_DAYS = 14
+_RECENT = re.compile(r"\b(?:recently|lately|currently|at present|at the moment|right now|these days|so far|to date"
+                     r"|(?:the )?(?:latest|most recent|newest)|now)\b", re.I)
+
+
+def recent_period(question: str, as_of: str | date | None = None, *, days: int = RECENT_DAYS) -> DatePhrase:
+    """The newest reports' period for ``question``: the ``days`` before ``as_of`` (default today).
+
+    Its phrase is the question's word for it ("recently", cut from the retrieval text like "last
+    week"), or "" when the question has none (a question about the news is asked about now)."""
+    day = date.fromisoformat(as_of) if isinstance(as_of, str) else (as_of or date.today())
+    lo = (day - timedelta(days=days - 1)).isoformat()
+    m = _RECENT.search(question)
+    if m is None:
+        return DatePhrase(lo, day.isoformat(), "", (0, 0), False, recent=True)
+    return DatePhrase(lo, day.isoformat(), m.group(0), m.span(), True, recent=True)
+
+
 def _relative_range(rel: str, unit: str, day: date) -> tuple[date, date]:
     if rel == "past":  # a rolling window that ends today
         return day - timedelta(days={"week": 6, "month": 29, "year": 364}[unit]), day
@@ -222,7 +244,7 @@ def without_period(question: str, period: DatePhrase | None) -> str:
     if period is None or not period.relative:
         return question
     s, e = period.span
-    return " ".join((question[:s] + question[e:]).split()) or question
+    return re.sub(r" ([?.!,])", r"\1", " ".join((question[:s] + question[e:]).split())) or question
 
 
 def pretty_date(iso: str | None) -> str | None:

@@ -283,10 +283,48 @@ def who_said(speaker: str, about: str | None, about_vec: np.ndarray | None, sent
         # Ishiba say?" after a question on tariffs: his words on trade before those on Trump).
         ranked.sort(key=lambda x: -(x[0] + x[1]))
     chosen = [ranked[0]] + [x for x in ranked[1:max_quotes] if x[0] >= ranked[0][0] - SECOND_STATEMENT]
+    chosen = _own_words(chosen, ranked, speaker, statements or _found, about_vec is not None and asked_about,
+                        max_quotes + 1)
     cites = tuple(_statement_citation(n, st, a, r) for n, (r, _, st, a) in enumerate(chosen, 1))
     text = " ".join(QUOTE_ANSWER.format(speaker=c.speaker, quote=c.quote.rstrip(", "), n=c.n) if c.quote
                     else f"{c.sentence} [{c.n}]" for c in cites)
     return text, cites, (), None
+
+
+def _own_words(chosen: list, ranked: list, speaker: str, statements: Statements, on_topic: bool, limit: int) -> list:
+    """X's words as a reader wants them: a quotation the article splits into sentences kept whole
+    ("“... hard-liners,” Rubio said in a statement. “Since before ...”": X's statements with
+    nothing but white space between them, one run), and when only reported speech was chosen
+    ("Weeks warned residents ..."), X's best quotation beside it (on Y when Y was asked).
+    At most ``limit`` statements; the chosen ones first, each run in article order."""
+    out, seen = [], set()
+
+    def add(item) -> None:
+        if len(out) < limit and (item[3].id, item[2].start) not in seen:
+            seen.add((item[3].id, item[2].start))
+            out.append(item)
+
+    for rank, match, st, a in chosen:
+        own = sorted((x for x in statements(a) if speaker_matches(x.speaker, speaker, a.text)), key=lambda x: x.start)
+        i = next((k for k, x in enumerate(own) if x.start == st.start), None)
+        if i is None:
+            add((rank, match, st, a))
+            continue
+        lo = hi = i
+        while lo > 0 and own[lo - 1].quote and not a.text[own[lo - 1].end:own[lo].start].strip():
+            lo -= 1
+        while hi + 1 < len(own) and own[hi + 1].quote and not a.text[own[hi].end:own[hi + 1].start].strip():
+            hi += 1
+        for x in own[lo:hi + 1]:
+            add((rank, match, x, a))
+    if not any(st.quote for _, _, st, _ in out):
+        quote = next((x for x in ranked if x[2].quote and (not on_topic or x[1] >= ABOUT_MIN)), None)
+        if quote is not None:
+            if len(out) >= limit:
+                seen.discard((out[-1][3].id, out[-1][2].start))
+                out.pop()
+            add(quote)
+    return out
 
 
 def _specifics_near(required: set[str], a: Article, st: Statement) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 from ..config import Config
 from ..store.records import Snapshot
 from ..store.vectors import Window
-from ..text import resolve_period, terms, without_period
+from ..text import pretty_date, recent_period, resolve_period, terms, without_period
 from ..types import Answer, Claim, Hit, Period
 from . import answer as answer_mod
 from . import dialog, news
@@ -61,8 +61,10 @@ def evidence(ctx: Asking, q: str, history: Sequence[str], window: Window | None,
     """``q`` (checked, one line) after ``history``: read, retrieved and answered extractively."""
     referent = _referent(ctx, q, history, window, as_of)
     turn = dialog.read(q, history, referent)
-    # "last week" is resolved against as_of (default today) and cut from the text retrieval sees.
-    period = resolve_period(q, as_of or date.today())
+    # "last week" is resolved against as_of (default today) and cut from the text retrieval sees;
+    # with no date phrase, the newest reports are preferred ("recently", or nothing said: news time sense).
+    day = as_of or date.today()
+    period = resolve_period(q, day) or recent_period(q, day)
     query = without_period(turn.query, period)
     qvec = ctx.embedder.embed_query(query)
     hits, period_used, note = ctx.retriever.retrieve(query, qvec, ctx.config.top_k, window=window, period=period)
@@ -111,7 +113,7 @@ def answers(ctx: Asking, q: str, history: Sequence[str], ev: Evidence, *, window
                   note=note, period=ev.period, short=short)
 
     def dated(a: Answer) -> Answer:  # what the reader should know about the dates of what is cited
-        said = window_notes(window, hits, a.citations)
+        said = " ".join(filter(None, (window_notes(window, hits, a.citations), age_note(ev.period, a))))
         return dataclasses.replace(a, note=" ".join(filter(None, (a.note, said)))) if said else a
 
     if refused:  # the refusal stands: the LLM is not asked, the news layer has nothing to add
@@ -151,3 +153,26 @@ def statements(snap: Snapshot) -> news.Statements | None:
     """The index's stored statements, when its store keeps them (`Snapshot.statements_of`)."""
     of = getattr(snap, "statements_of", None)
     return (lambda a: of(a.id)) if of is not None else None
+
+
+AGE_NOTE = "[{n}] is from {date}, {age} before {day}."
+
+
+def age_note(period: Period | None, a: Answer) -> str | None:
+    """How old the first source is, when the question asked for a period ("this week", "recently")
+    and the answer had to come from before it: older reports answer only when nothing recent does."""
+    if period is None or a.refused or not a.citations or not a.citations[0].date:
+        return None
+    c = a.citations[0]
+    if c.date >= period.since:
+        return None
+    return AGE_NOTE.format(n=c.n, date=pretty_date(c.date), age=age_words(c.date, period.until),
+                           day=pretty_date(period.until))
+
+
+def age_words(then: str, now: str) -> str:
+    """"5 days", "3 weeks", "4 months", "2 years": the time from ISO day ``then`` to ``now``."""
+    days = (date.fromisoformat(now) - date.fromisoformat(then)).days
+    n, unit = ((days, "day") if days < 14 else (days // 7, "week") if days < 61 else
+               (days // 30, "month") if days < 730 else (days // 365, "year"))
+    return f"{n} {unit}{'s' * (n != 1)}"

@@ -144,10 +144,14 @@ class Retriever:
         w = window or Window()
         lo = max(w.since or period.since, period.since)
         hi = min(w.until or period.until, period.until)
+        # Dated articles only: an undated one may be from any year, so it comes after the dated
+        # reports of the period, among the best of any date.
         inside = self.search(query, qvec, min(PERIOD_CHUNKS, k), window=Window(lo, hi)) if lo <= hi else []
         have = {h.chunk.id for h in inside}
         hits = inside + [h for h in hits if h.chunk.id not in have][:k - len(inside)]
-        note = None if inside else PERIOD_FALLBACK_NOTE.format(
+        if period.recent and not period.phrase:  # no word asked for it: the preference goes unsaid
+            return hits, None, None
+        note = None if inside or period.recent else PERIOD_FALLBACK_NOTE.format(
             phrase=period.phrase, since=pretty_date(period.since), until=pretty_date(period.until))
         return hits, Period(period.phrase, period.since, period.until, bool(inside)), note
 

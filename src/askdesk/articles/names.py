@@ -25,7 +25,8 @@ comptroller auditor attorney-general editor-in-chief""".split())
 ORG_WORDS = set("""inc corp co company group department ministry agency commission association society council
 committee service administration bank airlines forces command university board foundation institute office
 party act court law bill news times press journal network radio city county state states river street stadium center
-centre hospital airport park club team fund initiative project program""".split())
+centre hospital airport park club team fund initiative project program
+hurricane typhoon cyclone storm""".split())  # storms: named like people ("Hurricane Ernesto"), never a speaker
 DATES = set(MONTHS) | set(WEEKDAYS)
 PLACE_PREPS = {"in", "at", "from", "to", "near", "of", "across", "outside", "into", "on", "throughout", "around",
                "over", "within", "through", "toward", "towards", "between", "among", "via"}

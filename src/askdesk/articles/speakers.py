@@ -398,6 +398,8 @@ def _referent(word: str, at: int, art: _Article, verb: int | None = None) -> str
         if src is not None and src.name and (anyone or (is_body(src.name, art.mentions) if body
                                                        else not has_org_word(src.name))):
             return src.name
+        if src is not None and src.name and not (body or anyone) and is_body(src.name, art.mentions):
+            continue  # "The hurricane center says ...": a body is never "he" or "she"; look further back
         if src is not None and (src.name or body or anyone):
             return None  # someone else spoke there; an unnamed "experts" is passed over for "he"
         if prev not in art.parsed:

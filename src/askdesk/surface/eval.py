@@ -17,15 +17,17 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-from ..articles.ingest import article_from_text
+from ..articles.ingest import article_from_text, normalize_date
 from ..config import Config
 from ..desk import Desk, Progress
 from ..errors import BadInputError, BadQuestionError
 from ..models.embed import Embedder
+from ..text import RECENT_DAYS
 from ..types import Answer, Article
 
 logger = logging.getLogger(__name__)
@@ -135,7 +137,9 @@ def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None
         left out); ``short_em`` and ``short_f1`` (SQuAD exact match and token F1 of
         ``Answer.short`` against the best gold, over the answered answerable questions whose answer
         carries a short span; None when none does) and ``short_coverage`` (the share of answered
-        answerable questions that carry one); ``p50_ms``, ``p95_ms`` (time per ask); ``n``,
+        answerable questions that carry one); ``first_recent`` (news time sense: of the answers
+        whose first citation is dated, asked on a ``question_date``, the share citing a report of
+        the `RECENT_DAYS` up to it; None without dates); ``p50_ms``, ``p95_ms`` (time per ask); ``n``,
         ``n_answerable``, ``n_unanswerable``, ``n_docs``, ``index_s``.
 
     Raises:
@@ -164,6 +168,7 @@ def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None
             if not ans.refused:
                 words.append(len(_MARKER.sub("", ans.text).split()))
             first = ans.citations[0].sentence if ans.citations else ""
+            asked, cited_on = normalize_date(q.get("date")) if dated else None, ans.citations[0].date if first else None
             short = ans.short if not ans.refused and golds else None
             rows.append({
                 "answerable": bool(q["answers"]), "refused": ans.refused, "gold_docs": q["gold_docs"],
@@ -173,6 +178,9 @@ def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None
                 "short": short is not None,
                 "short_em": short is not None and normalize_answer(short) in golds,
                 "short_f1": max(token_f1(short, g) for g in golds) if short is not None else 0.0,
+                # news time sense: the first citation dated within RECENT_DAYS before the question's date
+                "first_dated": not ans.refused and bool(asked and cited_on),
+                "first_recent": not ans.refused and bool(asked and cited_on) and _within(cited_on, asked),
             })
     answerable = [r for r in rows if r["answerable"]]
     unanswerable = [r for r in rows if not r["answerable"]]
@@ -186,6 +194,7 @@ def eval_qa(path: str | Path, *, config: Config | None = None, limit: int | None
         "short_em": _rate(shorts, "short_em"),
         "short_f1": round(float(np.mean([r["short_f1"] for r in shorts])), 4) if shorts else None,
         "short_coverage": _rate([r for r in answerable if not r["refused"]], "short"),
+        "first_recent": _rate([r for r in rows if r["first_dated"]], "first_recent"),
         "p50_ms": round(float(np.percentile(times, 50)), 1), "p95_ms": round(float(np.percentile(times, 95)), 1),
         "n": len(rows), "n_answerable": len(answerable), "n_unanswerable": len(unanswerable),
         "n_docs": len(articles), "index_s": round(index_s, 1),
@@ -303,6 +312,12 @@ def token_f1(prediction: str, gold: str) -> float:
         return 0.0
     precision, recall = same / len(pred), same / len(ref)
     return 2 * precision * recall / (precision + recall)
+
+
+def _within(day: str, asked: str, days: int = RECENT_DAYS) -> bool:
+    """Whether ISO ``day`` is one of the ``days`` up to ``asked``."""
+    gap = (date.fromisoformat(asked) - date.fromisoformat(day)).days
+    return 0 <= gap < days
 
 
 def _contains(text: str, golds: list[str]) -> bool:
