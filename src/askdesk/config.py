@@ -57,6 +57,11 @@ class Config:
     feed_host_delay: float = 2.0  # seconds between two requests to one host (feeds and their pages)
     max_question_chars: int = 2000  # longer questions are refused as bad input
     max_file_bytes: int = 5_000_000  # articles larger than this are skipped at ingest
+    # The page for the public (`askdesk serve --read-only`): asking and reading only, no way to add articles.
+    read_only: bool = False
+    # Questions one client address may ask the page a minute; None: 30 on a read-only page, else no
+    # limit; 0: no limit (surface/limits.py).
+    max_questions_per_minute: int | None = None
     # Written answers (askdesk.answering.generate): an OpenAI-compatible /v1 base URL and model; None: extractive only.
     llm_url: str | None = None  # e.g. http://localhost:11434/v1 (Ollama)
     llm_model: str | None = None  # e.g. llama3.2
@@ -107,6 +112,9 @@ class Config:
             raise BadInputError(f"undated={self.undated!r} must be after, include or exclude (ASKDESK_UNDATED)")
         if self.reader_candidates < 1:
             raise BadInputError(f"reader_candidates={self.reader_candidates!r} must be 1 or more (default 2)")
+        if self.max_questions_per_minute is not None and self.max_questions_per_minute < 0:
+            raise BadInputError(f"max_questions_per_minute={self.max_questions_per_minute!r} must be 0 (no limit) "
+                                "or more (default: 30 on a read-only page, else no limit)")
         if self.top_k < 1 or self.candidates < self.top_k:
             raise BadInputError(f"top_k={self.top_k!r} must be >= 1 and <= candidates={self.candidates!r}")
 
@@ -122,7 +130,7 @@ def is_milvus(store: str | None) -> bool:
 def _coerce(f: dataclasses.Field, raw: str):
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     try:
-        if kind == "int":
+        if kind in ("int", "int | None"):
             return int(raw)
         if kind.startswith("float"):
             return float(raw)

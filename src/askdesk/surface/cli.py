@@ -117,6 +117,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--watch", action="store_true", help="keep the index in step with the folder (and its feeds) "
                                                         "while serving, as askdesk watch does")
+    p.add_argument("--read-only", action="store_true", default=None, help="asking and reading only: no upload box, "
+                   "and /add refused (default: $ASKDESK_READ_ONLY); editors add with askdesk add or askdesk watch")
+    p.add_argument("--max-questions-per-minute", type=int, metavar="N", help="questions one client address may ask a "
+                   "minute; 0: no limit (default: $ASKDESK_MAX_QUESTIONS_PER_MINUTE, else 30 with --read-only, "
+                   "else no limit)")
 
 
 def _common(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
@@ -391,6 +396,7 @@ def cmd_serve(args) -> int:
     cfg = _config(args)
     if args.corpus:
         cfg = cfg.replace(corpus=Path(args.corpus))
+    cfg = cfg.replace(read_only=args.read_only, max_questions_per_minute=args.max_questions_per_minute)
     ui.launch(cfg, host=args.host, port=args.port, share=args.share, watch=args.watch)
     return 0
 

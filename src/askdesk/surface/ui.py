@@ -3,6 +3,7 @@
 The page holds no retrieval logic: every answer, count and article comes from `Desk`.
 Article text is untrusted: what the page shows of it is rendered and escaped by render.py.
 Uploaded files are stored by uploads.py; arrivals.py tracks what arrived while the page runs.
+A page for the public (`--read-only`, a question limit) is kept so by gate.py and limits.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from ..articles.watch import changes_lines
 from ..errors import AskdeskError, BadInputError, EmptyCorpusError, IndexMissingError
 from .arrivals import Arrivals
+from .gate import READ_ONLY, READ_ONLY_EMPTY, client_of, gate_middleware
+from .limits import QuestionLimit, per_minute, too_many
 from .render import (
     SOURCES_EMPTY,
     add_html,
@@ -76,15 +79,20 @@ CSS = """
 
 # ---- the page ----
 
-def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
+def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None) -> gr.Blocks:
     """The Blocks app over an open `desk`; `launch` adds the queue, theme and server options.
 
-    Uploads are stored in ``cfg.corpus`` (./corpus when unset) and added to the index.
+    Uploads are stored in ``cfg.corpus`` (./corpus when unset) and added to the index. A read-only
+    page (``cfg.read_only``) has no upload box, and its `/add` refuses. ``limit`` counts each
+    question of the chat and of `/ask` by client address (default: ``cfg``'s limit, if any).
     """
     import gradio as gr
     from gradio import FileData
 
     corpus = cfg.corpus or Path("corpus")
+    read_only = cfg.read_only
+    limit = limit or (QuestionLimit(per_minute(cfg)) if per_minute(cfg) else None)
+    empty_note = READ_ONLY_EMPTY if read_only else EMPTY_INDEX_NOTE
     # Each answer and each upload report carries a number of its own (data-answer, data-upload),
     # so a reader of the page (a test, a screen reader's "changed" event) can tell a new one
     # from the one before, even when the question or the report reads the same.
@@ -98,7 +106,7 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
             return None
 
     def respond_steps(question: str, chat: list, asked: list[str], since: str | None = None,
-                      until: str | None = None, as_of: str | None = None):
+                      until: str | None = None, as_of: str | None = None, request: Any = None):
         q = (question or "").strip()
         if not q:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -106,6 +114,10 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         dates = {k: v.strip() for k, v in (("since", since), ("until", until), ("as_of", as_of))
                  if isinstance(v, str) and v.strip()}  # passed only when set: older desks take none
         chat = list(chat or []) + [{"role": "user", "content": md_text(q)}]
+        if limit is not None and (wait := limit.take(client_of(request))):  # said as the reply; the box keeps it
+            yield gr.skip(), chat + [{"role": "assistant", "content": too_many(wait)}], sources_empty(next(answers)), \
+                asked
+            return
         yield "", chat + [{"role": "assistant", "content": THINKING}], gr.skip(), asked
         try:
             if getattr(desk, "generator", None) is None:
@@ -120,7 +132,7 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
                         yield "", chat + [{"role": "assistant", "content": md_text(partial) + " ▍"}], gr.skip(), asked
         except Exception as e:  # noqa: BLE001 - said in the chat; the page stays usable
             if isinstance(e, IndexMissingError):  # started on an empty corpus: nothing to answer from yet
-                said = EMPTY_INDEX_NOTE
+                said = empty_note
             elif isinstance(e, AskdeskError):  # a bad question or index trouble
                 said = f"⚠️ {md_text(e)}"
             else:  # the traceback goes to the log
@@ -138,13 +150,15 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         # postprocess and another SSE message: ~10% of the page's CPU per answer under the
         # 20-user load (docs/benchmarks.md). Gradio shows its own progress while it waits.
         def respond(question: str, chat: list, asked: list[str], since: str | None = None,
-                    until: str | None = None, as_of: str | None = None):
-            *_, final = respond_steps(question, chat, asked, since, until, as_of)
+                    until: str | None = None, as_of: str | None = None, request: Any = None):
+            *_, final = respond_steps(question, chat, asked, since, until, as_of, request)
             return final
     else:  # an LLM writes for seconds: the question shows at once, its words stream in
         def respond(question: str, chat: list, asked: list[str], since: str | None = None,
-                    until: str | None = None, as_of: str | None = None):
-            yield from respond_steps(question, chat, asked, since, until, as_of)
+                    until: str | None = None, as_of: str | None = None, request: Any = None):
+            yield from respond_steps(question, chat, asked, since, until, as_of, request)
+    # gradio passes the asker's gr.Request (its address: the limit's key) to a parameter of that real type.
+    respond.__annotations__["request"] = gr.Request
 
     def add_articles(files: Sequence[str], progress: Callable | None = None) -> dict:
         """Store uploaded files in the corpus folder and add them: what `add_files` and `/add` share.
@@ -216,11 +230,12 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
                     gr.Markdown(DATES_HELP, elem_classes=["ad-muted"])
             with gr.Column(scale=2):
                 sources = gr.HTML(SOURCES_EMPTY, elem_id="sources", js_on_load=None)
-        with gr.Accordion("Add articles", open=True, elem_id="add-panel"):
-            files = gr.File(elem_id="upload", file_count="multiple", file_types=list(UPLOAD_SUFFIXES), height=140,
-                            label=f"Drop .txt, .md or .html files (up to {cfg.max_file_bytes / 1e6:g} MB each); "
-                                  "they are added to the index at once")
-            add_status = gr.HTML(elem_id="add-status", js_on_load=None)
+        if not read_only:  # a read-only page has no upload box at all, not a disabled one
+            with gr.Accordion("Add articles", open=True, elem_id="add-panel"):
+                files = gr.File(elem_id="upload", file_count="multiple", file_types=list(UPLOAD_SUFFIXES), height=140,
+                                label=f"Drop .txt, .md or .html files (up to {cfg.max_file_bytes / 1e6:g} MB each); "
+                                      "they are added to the index at once")
+                add_status = gr.HTML(elem_id="add-status", js_on_load=None)
         live = gr.HTML(live_html([]), elem_id="live-news", js_on_load=None)
         with gr.Accordion("Index", open=False, elem_id="index-panel"):
             index_panel = gr.HTML(index_html(_info(desk, cfg)), elem_id="index-info", js_on_load=None)
@@ -235,25 +250,31 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
                       concurrency_id="ask", concurrency_limit=ASK_CONCURRENCY, api_visibility="private")
 
         def ask(question: str, history: list[str] | None = None, since: str | None = None,
-                until: str | None = None, as_of: str | None = None) -> str:
+                until: str | None = None, as_of: str | None = None, request: Any = None) -> str:
             """The answer as JSON text, the shape of `askdesk ask --json`; history: earlier questions, oldest first.
 
             Text, not a dict: gradio_client downloads any dict with a "path" key as a file, and citations have one.
             """
+            if limit is not None and (wait := limit.take(client_of(request))):
+                raise gr.Error(too_many(wait))
             dates = {k: v.strip() for k, v in (("since", since), ("until", until), ("as_of", as_of))
                      if isinstance(v, str) and v.strip()}
             try:
                 return json.dumps(desk.ask(question, history=list(history or ()) or None, **dates).to_dict())
             except IndexMissingError:
-                raise gr.Error(EMPTY_INDEX_NOTE) from None
+                raise gr.Error(empty_note) from None
             except AskdeskError as e:  # a bad question or date: the caller sees the message
                 raise gr.Error(str(e)) from None
             except Exception as e:  # noqa: BLE001 - the traceback goes to the log
                 logger.exception("ask failed for %r", question)
                 raise gr.Error(_internal(e)) from None
 
+        ask.__annotations__["request"] = gr.Request  # as respond's
+
         def add(files: list[FileData]) -> str:
             """Add article files (.txt, .md, .html) to the index: what changed, as JSON text (`askdesk add --json`)."""
+            if read_only:  # the gate answers 403 first; this holds for any route it does not know
+                raise gr.Error(READ_ONLY)
             try:
                 return json.dumps(add_articles([f["path"] if isinstance(f, dict) else f.path for f in files or ()]))
             except AskdeskError as e:
@@ -267,8 +288,9 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
         add.__annotations__ = {"files": list[FileData], "return": str}
 
         def info() -> str:
-            """What the index holds (`askdesk info --json`), as JSON text."""
-            return json.dumps(_info(desk, cfg))
+            """What the index holds (`askdesk info --json`) and whether the page is read-only, as JSON text."""
+            return json.dumps({**_info(desk, cfg), "read_only": read_only,
+                               "questions_per_minute": limit.per_minute if limit else None})
 
         # For programs (gradio_client): no chat history or sources panel to render and send back,
         # so ~0.8x the chat event's server CPU per answer (docs/benchmarks.md, "20 users").
@@ -283,9 +305,9 @@ def build_ui(desk: Any, cfg: Config) -> gr.Blocks:
                      api_visibility="private")
         new_chat.click(**reset)
         chatbot.clear(**reset)
-        # One writer at a time; asks run on their own queue, so they go on during an add.
-        files.upload(add_files, files, [add_status, index_panel, files], concurrency_id="add", concurrency_limit=1,
-                     api_visibility="private")
+        if not read_only:  # one writer at a time; asks run on their own queue, so they go on during an add
+            files.upload(add_files, files, [add_status, index_panel, files], concurrency_id="add", concurrency_limit=1,
+                         api_visibility="private")
         def page_opened():
             seq = arrivals.poll()
             return index_html(_info(desk, cfg)), seq, seq
@@ -320,8 +342,12 @@ def auth_from_env(environ: dict[str, str] | None = None) -> tuple[str, str] | No
 
 
 def launch(cfg: Config | None = None, *, host: str | None = None, port: int | None = None, share: bool = False,
-           desk: Any = None, prevent_thread_lock: bool = False, watch: bool = False):
+           desk: Any = None, prevent_thread_lock: bool = False, watch: bool = False,
+           limit: QuestionLimit | None = None):
     """Open (building if needed) the index and serve the page.
+
+    ``cfg.read_only`` serves asking and reading only; ``cfg.max_questions_per_minute`` limits each
+    client address (limits.py); gate.py answers their refusals with 403 and 429.
 
     Args:
         cfg: defaults to ``Config.from_env()``.
@@ -330,6 +356,7 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
         share: a public gradio.live link; off unless asked for.
         desk: an already open Desk (tests); by default `open_desk(cfg)`.
         watch: keep the index in step with the corpus folder and its feeds while serving (`askdesk watch`).
+        limit: the question limit (tests pass one on a fake clock); by default from ``cfg``.
 
     Raises:
         AskdeskError: the index cannot be opened or built, or ASKDESK_AUTH is malformed.
@@ -357,12 +384,18 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
 
         feeds = Feeds(folder, max_bytes=cfg.max_file_bytes, host_delay=cfg.feed_host_delay, log=say)
         watch_in_background(desk, folder, feeds=feeds, feed_every=cfg.feed_every, log=say)
-    demo = build_ui(desk, cfg)
+    limit = limit or (QuestionLimit(per_minute(cfg)) if per_minute(cfg) else None)
+    demo = build_ui(desk, cfg, limit=limit)
     demo.queue(default_concurrency_limit=ASK_CONCURRENCY, max_size=QUEUE_SIZE)
+    if cfg.read_only or limit:
+        print(f"askdesk: {'read-only page: asking and reading only; ' if cfg.read_only else ''}"
+              + (f"at most {limit.per_minute} questions a minute per client address" if limit else "no question limit"),
+              file=sys.stderr, flush=True)
     # System fonts: the default theme pulls Google Fonts, which an offline machine cannot reach.
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace"])
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth, max_file_size=cfg.max_file_bytes,
-                       theme=theme, css=CSS, prevent_thread_lock=prevent_thread_lock, footer_links=["gradio"])
+                       theme=theme, css=CSS, prevent_thread_lock=prevent_thread_lock, footer_links=["gradio"],
+                       app_kwargs={"middleware": gate_middleware(demo, read_only=cfg.read_only, limit=limit)})
 
 
 def _counts(desk: Any, cfg: Config) -> dict:
