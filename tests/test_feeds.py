@@ -1,5 +1,6 @@
 """Feeds against a local HTTP server (127.0.0.1, no outside network): new entries become article
-files with front matter, conditional requests, no entry fetched twice, limits, failures in one line."""
+files with front matter, conditional requests, no entry fetched twice, limits, failures in one line,
+robots.txt and Crawl-delay honoured, a failing feed backed off (on a fake clock: no sleeps)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from test_watch import expect, read_lines
 
 from askdesk.articles.feeds import Feeds
 from askdesk.articles.ingest import read_article
+from askdesk.errors import BadInputError
 
 PAGE = """<html><head><title>{title} | Harbor Times</title><meta property="og:site_name" content="Harbor Times">
 <meta name="date" content="{date}"></head><body><nav>Home | News | Sport</nav><article><h1>{title}</h1>
@@ -32,19 +34,25 @@ STORIES = {
 }
 
 
-def rss(base: str, ids: list[str]) -> str:
+def rss(base: str, ids: list[str], teasers: dict[str, str] | None = None) -> str:
     items = "".join(f"<item><title>{STORIES[i][0]}</title><link>{base}/{i}.html</link><guid>{base}/{i}</guid>"
                     f"<pubDate>{formatdate(time.mktime(time.strptime(STORIES[i][1], '%Y-%m-%d')))}</pubDate>"
-                    f"<description>Short teaser.</description></item>" for i in reversed(ids))
+                    f"<description>{(teasers or {}).get(i, 'Short teaser.')}</description></item>"
+                    for i in reversed(ids))
     return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>Harbor Times</title><link>{base}/</link>'
             f"<description>News</description>{items}</channel></rss>")
 
 
 class Site:
-    """A local news site: /feed.xml (RSS with an ETag), /<id>.html pages, /broken.xml (500), /big.html."""
+    """A local news site: /feed.xml (RSS with an ETag), /<id>.html pages, /broken.xml (500 while ``broken``,
+    then the feed), /big.html, and /robots.txt (``robots``, answered with ``robots_status``; None: 404)."""
 
     def __init__(self):
         self.entries = ["a1", "a2"]
+        self.teasers: dict[str, str] = {}  # entry id -> its <description>, when not "Short teaser."
+        self.broken = True
+        self.robots: str | None = None
+        self.robots_status = 200
         self.requests: list[tuple[str, str | None, float]] = []  # (path, If-None-Match, time)
         site = self
 
@@ -55,13 +63,19 @@ class Site:
             def do_GET(self):
                 site.requests.append((self.path, self.headers.get("If-None-Match"), time.monotonic()))
                 etag = f'"v{len(site.entries)}"'
-                if self.path == "/feed.xml":
+                if self.path == "/robots.txt":
+                    if site.robots is None or site.robots_status != 200:
+                        self.send_response(404 if site.robots is None else site.robots_status)
+                        self.end_headers()
+                        return
+                    return self._send(site.robots, "text/plain")
+                if self.path == "/feed.xml" or (self.path == "/broken.xml" and not site.broken):
                     if self.headers.get("If-None-Match") == etag:
                         self.send_response(304)
                         self.send_header("ETag", etag)
                         self.end_headers()
                         return
-                    return self._send(rss(site.base, site.entries), "application/rss+xml", etag=etag)
+                    return self._send(rss(site.base, site.entries, site.teasers), "application/rss+xml", etag=etag)
                 if self.path == "/broken.xml":
                     self.send_response(500)
                     self.end_headers()
@@ -137,7 +151,8 @@ def test_requests_to_one_host_are_spaced_by_the_delay(tmp_path, site):
     site.entries.append("a3")
     feeds.poll()
     times = [t for _, _, t in site.requests]
-    assert len(times) == 4 and all(b - a >= 0.39 for a, b in zip(times, times[1:]))
+    assert site.paths() == ["/robots.txt", "/feed.xml", "/a1.html", "/a2.html", "/a3.html"]
+    assert all(b - a >= 0.39 for a, b in zip(times, times[1:]))
 
 
 def test_a_failing_feed_is_one_line_and_the_others_still_come(tmp_path, site):
@@ -148,13 +163,16 @@ def test_a_failing_feed_is_one_line_and_the_others_still_come(tmp_path, site):
     feeds.add(f"{site.base}/feed.xml")
     written = feeds.poll()
     assert len(written) == 2
-    assert lines[0] == f"feed {site.base}/broken.xml: HTTP 500 Internal Server Error; tried again at the next poll"
+    assert lines[0] == (f"feed {site.base}/broken.xml: HTTP 500 Internal Server Error; failed 1 time in a row, "
+                        "next try in 2 min")  # polled on demand (every=0): the back-off starts at a minute, doubled
     state = {f.url: f for f in feeds.load()}
     assert state[f"{site.base}/broken.xml"].last_error == "HTTP 500 Internal Server Error"
     dead = Feeds(corpus, host_delay=0.0, timeout=2.0, log=lines.append)
     dead.add("http://127.0.0.1:9/feed.xml", check=False)  # nothing listens on port 9
     dead.poll()
-    assert any(line.startswith("feed http://127.0.0.1:9/feed.xml: cannot fetch") for line in lines)
+    # its robots.txt is the first thing asked of a host: that is what cannot be fetched
+    assert any(line.startswith("feed http://127.0.0.1:9/feed.xml: not fetched: cannot fetch "
+                               "http://127.0.0.1:9/robots.txt (") for line in lines)
 
 
 def test_a_page_over_the_size_cap_is_not_saved_and_is_tried_again(tmp_path, site):
@@ -224,3 +242,112 @@ def test_feed_commands_and_watch_index_what_the_feed_brings(tmp_path, site):
     code, out, _ = fake_cli(tmp_path, "feed", "remove", f"{site.base}/feed.xml", "--corpus", str(corpus), env=env)
     assert code == 0 and "the articles it brought stay" in out
     assert len(list((corpus / "feeds").rglob("*.md"))) == 3
+
+
+LONG_TEASER = ("The mill in Orm hired 40 workers for its new line, the owner said on Wednesday. The line makes "
+               "boards for the yards of the coast, and the first shift starts in April, the owner added, with "
+               "a second to follow in the summer.")
+
+
+def test_robots_txt_is_honoured_and_a_disallowed_page_is_never_fetched(tmp_path, site):
+    # askdesk's own group closes a2 and a3 to it; a1, closed to every other crawler, stays open to askdesk
+    site.robots = "User-agent: askdesk\nDisallow: /a2\nDisallow: /a3\n\nUser-agent: *\nDisallow: /a1\n"
+    site.entries, site.teasers = ["a1", "a2", "a3"], {"a3": LONG_TEASER}
+    corpus, lines, clock = tmp_path / "corpus", [], [0.0]
+    feeds = Feeds(corpus, host_delay=0.0, log=lines.append, monotonic=lambda: clock[0])
+    feeds.add(f"{site.base}/feed.xml", check=False)
+    written = feeds.poll()
+    assert site.paths() == ["/robots.txt", "/feed.xml", "/a1.html"]  # never /a2.html nor /a3.html
+    robots = f"{site.base}/robots.txt"
+    assert f"feed Harbor Times: {site.base}/a2.html: not fetched: {robots} disallows it for askdesk; skipped (the " \
+           "feed holds only a teaser)" in lines
+    assert f"feed Harbor Times: {site.base}/a3.html: not fetched: {robots} disallows it for askdesk; saved from " \
+           "the feed's own text" in lines
+    a1, a3 = (read_article(p, root=corpus) for p in written)
+    assert "42 million euros" in a1.text and (a3.title, a3.text) == ("Mill in Orm hires", LONG_TEASER)
+    (feed,) = feeds.load()
+    assert len(feed.seen) == 3 and feed.failures == 0  # the skipped entry is not asked for again
+
+    site.requests.clear()
+    assert feeds.poll() == [] and site.paths() == ["/feed.xml"]  # robots.txt is kept for an hour
+    clock[0] += 3600
+    site.robots = "User-agent: *\nDisallow: /feed.xml\n"
+    site.requests.clear()
+    assert feeds.poll() == [] and site.paths() == ["/robots.txt"]  # asked again; now the feed itself is closed
+    assert lines[-1] == f"feed {site.base}/feed.xml: not fetched: {robots} disallows it for askdesk"
+    (feed,) = feeds.load()
+    assert (feed.failures, feed.next_try) == (0, None)  # the site's choice, not a failure to back off from
+    with pytest.raises(BadInputError, match=r"^cannot subscribe to .*/feed.xml': not fetched: .*/robots.txt "
+                                            r"disallows it for askdesk \(askdesk honours robots.txt\)$"):
+        Feeds(tmp_path / "other", host_delay=0.0).add(f"{site.base}/feed.xml")
+
+
+def test_crawl_delay_spaces_the_requests_to_its_host(tmp_path, site):
+    site.robots = "User-agent: *\nCrawl-delay: 7\n"
+    clock, slept, lines = [100.0], [], []
+
+    def sleep(s: float) -> None:  # the fake clock moves on instead: the test never sleeps
+        slept.append(s)
+        clock[0] += s
+
+    feeds = Feeds(tmp_path / "corpus", host_delay=2.0, log=lines.append, monotonic=lambda: clock[0], sleep=sleep)
+    feeds.add(f"{site.base}/feed.xml", check=False)
+    assert len(feeds.poll()) == 2
+    assert site.paths() == ["/robots.txt", "/feed.xml", "/a1.html", "/a2.html"]
+    assert slept == [7.0, 7.0, 7.0]  # before the feed and each page: the site's 7 s, not our 2
+
+    site.robots = "User-agent: *\nCrawl-delay: 3600\n"  # more than a watcher can wait between two requests
+    site.entries.append("a3")
+    site.requests.clear()
+    fresh = Feeds(tmp_path / "corpus", host_delay=2.0, log=lines.append, monotonic=lambda: clock[0], sleep=sleep)
+    assert fresh.poll() == [] and site.paths() == ["/robots.txt"] and len(slept) == 3
+    assert lines[-1] == (f"feed {site.base}/feed.xml: not fetched: {site.base}/robots.txt asks for 3600 s between "
+                         "requests (askdesk waits at most 60 s)")
+
+
+def test_an_unreachable_robots_txt_fetches_nothing_there_until_it_answers(tmp_path, site):
+    site.robots, site.robots_status = "", 503
+    now, lines = [1_000_000.0], []
+    feeds = Feeds(tmp_path / "corpus", host_delay=0.0, log=lines.append, now=lambda: now[0])
+    feeds.add(f"{site.base}/feed.xml", check=False)
+    assert feeds.poll(900) == [] and site.paths() == ["/robots.txt"]  # RFC 9309: unreachable is a full disallow
+    host = site.base.removeprefix("http://")
+    assert lines == [f"feed {site.base}/feed.xml: not fetched: {site.base}/robots.txt is unreachable (HTTP 503 "
+                     f"Service Unavailable): nothing on {host} is fetched until it answers; failed 1 time in a row, "
+                     "next try in 30 min"]
+    site.robots_status = 200  # an empty robots.txt: everything allowed
+    now[0] += 1800
+    assert len(feeds.poll(900)) == 2  # an unreachable robots.txt is asked again at the next round, not cached
+    assert site.paths() == ["/robots.txt", "/robots.txt", "/feed.xml", "/a1.html", "/a2.html"]
+
+
+def test_a_failing_feed_is_tried_later_and_later_and_recovers(tmp_path, site):
+    corpus, lines, now = tmp_path / "corpus", [], [1_000_000.0]
+    feeds = Feeds(corpus, host_delay=0.0, log=lines.append, now=lambda: now[0])
+    url = f"{site.base}/broken.xml"
+    feeds.add(url, check=False)
+
+    def attempt(after: float) -> bool:
+        """The clock moved on by ``after`` s, a poll as the watcher's (every 15 minutes): whether the feed was asked."""
+        now[0] += after
+        site.requests.clear()
+        feeds.poll(900)
+        return "/broken.xml" in site.paths()
+
+    assert attempt(0)
+    assert lines[-1] == f"feed {url}: HTTP 500 Internal Server Error; failed 1 time in a row, next try in 30 min"
+    assert not attempt(900) and not feeds.due(900)  # its usual 15 minutes later: still backing off
+    assert attempt(900)
+    assert lines[-1].endswith("; failed 2 times in a row, next try in 60 min")
+    assert not attempt(3599) and attempt(1)
+    assert lines[-1].endswith("; failed 3 times in a row, next try in 60 min")  # at most an hour between tries
+    restarted = Feeds(corpus, host_delay=0.0, now=lambda: now[0])  # the back-off is in the state file
+    (feed,) = restarted.load()
+    assert (feed.failures, feed.next_try, feed.last_error) == (3, now[0] + 3600, "HTTP 500 Internal Server Error")
+    assert not restarted.due(900, now[0] + 3599) and restarted.due(900, now[0] + 3600)
+
+    site.broken = False
+    assert attempt(3600) and len(list((corpus / "feeds").rglob("*.md"))) == 2
+    (feed,) = feeds.load()
+    assert (feed.failures, feed.next_try, feed.last_error) == (0, None, None)
+    assert not attempt(899) and attempt(1)  # back on its usual 15 minutes

@@ -58,7 +58,8 @@ def test_new_changed_and_deleted_files_follow_the_folder(watched):
     assert titles(desk) == {"Seed story"}  # the catch-up sync at start
     f = write(corpus / "sub" / "ferry.md", "Ferry returns\n\nThe ferry to Brask runs again from 3 May.")
     wait_for(lambda: "Ferry returns" in titles(desk), "the new file to be indexed")
-    assert "added sub/ferry.md (Ferry returns)" in lines
+    # Its line is logged after the write is published: waited for, not read at once.
+    wait_for(lambda: "added sub/ferry.md (Ferry returns)" in lines, "the new file's line")
     assert "3 May" in desk.ask("When does the ferry to Brask run again?").citations[0].sentence
     f.write_text("Ferry returns\n\nThe ferry to Brask runs again from 9 June, later than planned.")
     wait_for(lambda: "updated sub/ferry.md (Ferry returns)" in lines, "the change to be indexed")
@@ -105,6 +106,32 @@ def test_a_copy_of_many_files_is_one_write(tmp_path, fake, fake_config):
     finally:
         w.stop.set()
         t.join(timeout=30)
+
+
+def test_a_file_that_lands_the_moment_watching_is_said_is_indexed(tmp_path, fake, fake_config):
+    """The watches are in place before the "watching" line: a file written from inside that log call,
+    before the watcher waits for its first event, is not missed (no sleep can hide a late watch here)."""
+    corpus = tmp_path / "corpus"
+    write(corpus / "seed.txt", "Seed story\n\nThe seed article.")
+    desk = Desk(fake_config.index, config=fake_config, embedder=fake)
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if line.startswith("watching"):  # the watcher's own thread, between the sync and its first wait
+            write(corpus / "early" / "dawn.txt", "Dawn story\n\nThe dawn story says the ferry left at five.")
+
+    w = Watcher(desk, corpus, quiet=0.2, log=log)
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: any(line.startswith("watching") for line in lines), "the watcher to start")
+        wait_for(lambda: "Dawn story" in titles(desk), "the file written as the watcher started")
+        assert titles(desk) == {"Seed story", "Dawn story"}
+    finally:
+        w.stop.set()
+        t.join(timeout=30)
+    assert not t.is_alive(), "the watcher did not stop when asked"
 
 
 def test_is_article_follows_the_indexers_rules(tmp_path):

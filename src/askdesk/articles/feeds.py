@@ -6,9 +6,12 @@ seconds. A new entry's page is fetched and its text extracted with trafilatura, 
 stays the one source of truth, and `askdesk index` rebuilds the same index from it. The watcher
 indexes the file like any other that lands in the folder.
 
-Polite by default: conditional requests (ETag / Last-Modified), `HOST_DELAY_S` between two
-requests to one host, a timeout, a size cap; a feed that fails is one log line and is tried again
-at its next poll; an entry seen before is never fetched again.
+Polite by default (polite.py): the site's robots.txt is honoured (a disallowed feed or page is
+one line and never fetched) and so is its Crawl-delay; conditional requests (ETag /
+Last-Modified), `HOST_DELAY_S` at least between two requests to one host, a timeout, a size cap;
+a feed that fails is one log line and is tried again later and later (the poll interval doubled
+at each failure in a row, at most an hour), and at its next poll once it worked again; an entry
+seen before is never fetched again.
 
 The subscriptions and what was seen live in ``<corpus>/.askdesk-feeds.json`` (plain JSON, hidden
 from the indexer): with the articles they produced, so a rebuilt index does not fetch them again.
@@ -34,6 +37,7 @@ from pathlib import Path
 from ..errors import BadInputError
 from ..version import __version__
 from .ingest import html_document, normalize_date
+from .polite import Disallowed, FeedError, Robots, backoff_s, minutes
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +62,8 @@ class Feed:
     last_poll: float | None = None  # unix time
     last_error: str | None = None
     seen: list[str] = field(default_factory=list)  # entry ids, oldest first
-
-
-class FeedError(Exception):
-    """A feed or page that could not be fetched or read: one line for the log."""
+    failures: int = 0  # failed polls in a row (0 after one that worked)
+    next_try: float | None = None  # unix time before which a failing feed is not polled again (the back-off)
 
 
 class Feeds:
@@ -73,15 +75,22 @@ class Feeds:
         host_delay: seconds between two requests to one host.
         timeout: seconds for each request.
         log: where one line per saved article or failing feed goes (default: the logger).
+        now: unix time (poll times and back-off, kept in the state file); tests pass a fake clock.
+        monotonic: the clock of the spacing between requests and of robots.txt's cache.
+        sleep: waits out that spacing (tests pass one that moves their fake ``monotonic``).
     """
 
     def __init__(self, corpus: str | Path, *, max_bytes: int = MAX_FEED_BYTES, host_delay: float = HOST_DELAY_S,
-                 timeout: float = TIMEOUT_S, log: Callable[[str], None] | None = None):
+                 timeout: float = TIMEOUT_S, log: Callable[[str], None] | None = None,
+                 now: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         self.corpus = Path(corpus)
         self.path = self.corpus / STATE
         self.max_bytes, self.host_delay, self.timeout = max_bytes, host_delay, timeout
         self.log = log or logger.info
-        self._last: dict[str, float] = {}  # host -> time.monotonic() of the last request
+        self.now, self.monotonic, self.sleep = now, monotonic, sleep
+        self.robots = Robots(lambda url: self._get(url, {}, robots=False)[1], clock=monotonic)
+        self._last: dict[str, float] = {}  # host -> monotonic time of the last request
         self._lock = threading.Lock()
 
     # -- the subscription list ------------------------------------------------------------------
@@ -116,12 +125,14 @@ class Feeds:
                                 "https://example.org/rss.xml")
         if any(f.url == url for f in self.load()):
             raise BadInputError(f"already subscribed to {url!r}; `askdesk feed list` shows the feeds")
-        feed, n = Feed(url, added=datetime.now(timezone.utc).isoformat(timespec="seconds")), 0
+        feed, n = Feed(url, added=datetime.fromtimestamp(self.now(), timezone.utc).isoformat(timespec="seconds")), 0
         if check:
             import feedparser
 
             try:
                 _, body, _ = self._get(url, {})
+            except Disallowed as e:
+                raise BadInputError(f"cannot subscribe to {url!r}: {e} (askdesk honours robots.txt)") from None
             except FeedError as e:
                 raise BadInputError(f"cannot read the feed at {url!r}: {e}; check the address and try again") from None
             parsed = feedparser.parse(body)
@@ -148,27 +159,36 @@ class Feeds:
 
     # -- polling ----------------------------------------------------------------------------------
     def due(self, every: float, now: float | None = None) -> bool:
-        """Whether any feed was last polled ``every`` seconds ago or more (or never)."""
-        now = time.time() if now is None else now
-        return any(f.last_poll is None or now - f.last_poll >= every for f in self.load())
+        """Whether any feed was last polled ``every`` seconds ago or more (or never), and is not backing off."""
+        now = self.now() if now is None else now
+        return any(_due(f, every, now) for f in self.load())
 
     def poll(self, every: float = 0.0) -> list[Path]:
         """Poll each feed not polled in the last ``every`` seconds; returns the article files written.
 
-        Never raises for a feed or page that fails: it is logged in one line and tried again
-        at the next poll (a page that fails is not marked seen).
+        Never raises for a feed or page that fails: it is logged in one line. A page that fails is
+        not marked seen, and is fetched again at the next poll; a feed that fails is tried again
+        after `polite.backoff_s` (``every`` doubled at each failure in a row, at most an hour).
+        One that robots.txt disallows is one line at each poll, and is not fetched.
         """
         written: list[Path] = []
+        self.robots.new_round()
         for feed in self.load():
-            if feed.last_poll is not None and time.time() - feed.last_poll < every:
+            if not _due(feed, every, self.now()):
                 continue
             try:
                 written += self._poll_one(feed)
-                feed.last_error = None
-            except FeedError as e:
+                feed.last_error, feed.failures, feed.next_try = None, 0, None
+            except Disallowed as e:  # the site's choice, not a failure: asked again at the next poll
                 feed.last_error = str(e)
-                self.log(f"feed {feed.url}: {e}; tried again at the next poll")
-            feed.last_poll = time.time()
+                self.log(f"feed {feed.url}: {e}")
+            except FeedError as e:
+                feed.last_error, feed.failures = str(e), feed.failures + 1
+                wait = backoff_s(every, feed.failures)
+                feed.next_try = self.now() + wait
+                self.log(f"feed {feed.url}: {e}; failed {feed.failures} time{'s' * (feed.failures != 1)} in a row, "
+                         f"next try in {minutes(wait)}")
+            feed.last_poll = self.now()
             self._update(feed)
         return written
 
@@ -230,16 +250,26 @@ class Feeds:
             if entry.get(k):
                 date = time.strftime("%Y-%m-%d", entry[k])
                 break
-        text, meta = "", {}
+        text, meta, disallowed = "", {}, None
         if link:
-            status, body, got = self._get(link, {})
-            kind = got.get("Content-Type", "")
-            if "html" in kind or not kind:
-                text, meta = _extract(body.decode(_charset(kind), errors="replace"), link)
+            try:
+                status, body, got = self._get(link, {})
+            except Disallowed as e:  # the feed itself was allowed: what it says of the entry may still be kept
+                disallowed = e
+            else:
+                kind = got.get("Content-Type", "")
+                if "html" in kind or not kind:
+                    text, meta = _extract(body.decode(_charset(kind), errors="replace"), link)
         if len(text) < MIN_TEXT:  # no page, or trafilatura found little: the entry's own text, when longer
             summary = _plain(_entry_html(entry))
             if len(summary) > len(text):
                 text = summary
+        if disallowed is not None:
+            kept = len(text) >= MIN_TEXT  # a teaser alone is no article
+            self.log(f"feed {feed.title or feed.url}: {link}: {disallowed}; "
+                     + ("saved from the feed's own text" if kept else "skipped (the feed holds only a teaser)"))
+            if not kept:
+                return None
         if not text.strip():
             self.log(f"feed {feed.title or feed.url}: {link or title!r} has no article text; skipped")
             return None
@@ -262,13 +292,17 @@ class Feeds:
         os.replace(tmp, path)
         return path
 
-    def _get(self, url: str, headers: dict) -> tuple[int, bytes, dict]:
-        """GET with the politeness rules: (status, body, headers); 304 has an empty body."""
+    def _get(self, url: str, headers: dict, *, robots: bool = True) -> tuple[int, bytes, dict]:
+        """GET with the politeness rules: (status, body, headers); 304 has an empty body.
+
+        With ``robots`` the site's robots.txt is asked first (Disallowed or FeedError when it says no).
+        """
         host = urllib.parse.urlsplit(url).netloc
-        wait = self._last.get(host, -1e9) + self.host_delay - time.monotonic()
+        delay = max(self.host_delay, self.robots.check(url) if robots else 0.0)
+        wait = self._last.get(host, -1e9) + delay - self.monotonic()
         if wait > 0:
-            time.sleep(wait)  # the poller's own thread: nothing else waits for it
-        self._last[host] = time.monotonic()
+            self.sleep(wait)  # the poller's own thread: nothing else waits for it
+        self._last[host] = self.monotonic()
         req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:  # noqa: S310 - http(s) only, checked at add
@@ -282,10 +316,16 @@ class Feeds:
         except urllib.error.HTTPError as e:
             if e.code == 304:
                 return 304, b"", dict(e.headers)
-            raise FeedError(f"HTTP {e.code} {e.reason}") from None
+            raise FeedError(f"HTTP {e.code} {e.reason}", status=e.code) from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", None) or e
             raise FeedError(f"cannot fetch {url} ({reason})") from None
+
+
+def _due(feed: Feed, every: float, now: float) -> bool:
+    """Not polled in the last ``every`` seconds, and not backing off after a failure."""
+    return ((feed.last_poll is None or now - feed.last_poll >= every)
+            and (feed.next_try is None or now >= feed.next_try))
 
 
 def _charset(content_type: str) -> str:

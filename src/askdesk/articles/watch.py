@@ -1,7 +1,7 @@
 """`askdesk watch`: keep the index in step with a folder (and its feeds) as files come and go.
 
 At start the index is synced with the folder (what changed while nothing watched). Then file
-events (watchfiles: inotify on Linux) are gathered until the folder has been quiet for
+events (watchdog: inotify on Linux) are gathered until the folder has been quiet for
 ``quiet`` seconds, so a copy of 500 files is one write, not 500; each batch is one
 `Desk.update` (new and changed files added or updated, deleted ones removed), with one log
 line per article. A file that cannot be read is skipped with its reason, and read again when
@@ -13,6 +13,7 @@ folder and indexed as the next batch. Each write is published atomically: stoppi
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 QUIET_S = 0.5  # a batch is written once the folder has had no event for this long
 MAX_BATCH_S = 10.0  # ... or after this long, when files keep coming
+STOP_CHECK_S = 0.25  # how soon a set `Watcher.stop` is seen while waiting for events
 
 
 def is_article(path: str | Path, folder: Path) -> bool:
@@ -62,30 +64,57 @@ class Watcher:
 
     def run(self, *, sync: bool = True) -> None:
         """Watch (and first sync, with ``sync``) until `stop` is set; Ctrl-C raises KeyboardInterrupt."""
-        # watchfiles' notifier, built directly: its watches are in place when it is built, so the
-        # sync below and the "watching" line come after them and no file landing later is missed
-        # (watchfiles.watch registers them only at its generator's first step).
-        from watchfiles._rust_notify import RustNotify
+        from watchdog.observers import Observer
 
-        step_ms = max(10, int(self.quiet * 1000))
-        wait_ms = 1000 if self.feeds is not None else 2000  # wake up now and then for the feeds
-        with RustNotify([str(self.folder)], False, False, 300, True, False) as notify:
+        changes: queue.SimpleQueue[str] = queue.SimpleQueue()
+        observer = Observer()
+        observer.start()
+        try:
+            # On a started observer, schedule() returns with its watches in place (inotify's, added in
+            # this thread, a folder at a time): the sync below and the "watching" line come after
+            # them, so no file that lands later is missed.
+            observer.schedule(_collector(changes), str(self.folder), recursive=True, event_filter=_events())
             if sync:
                 self.catch_up()
             self.log(f"watching {self.folder} (Ctrl-C stops)")
+            wait = 1.0 if self.feeds is not None else 2.0  # wake up now and then for the feeds
             while not self.stop.is_set():
-                raw = notify.watch(int(MAX_BATCH_S * 1000), step_ms, wait_ms, self.stop)
-                if raw == "signal":
-                    raise KeyboardInterrupt
-                if raw == "stop":
-                    break
-                if raw != "timeout":
-                    self.pending |= set(self.articles_in({p for _, p in raw}))
+                changed = self._gather(changes, wait)
+                if changed:
+                    self.pending |= set(self.articles_in(changed))
                 if self.pending:
                     paths, self.pending = sorted(self.pending), set()
                     self.apply(paths)
                 if self.feeds is not None and not self.stop.is_set():
                     self.poll_feeds()
+        finally:
+            observer.stop()
+            observer.join(timeout=10)
+
+    def _gather(self, changes: queue.SimpleQueue, wait: float) -> set[str]:
+        """The paths of one batch: its first event within ``wait`` s, then each one until the folder
+        has been quiet for ``quiet`` s (or for ``MAX_BATCH_S`` at most); empty without an event, or at stop."""
+        got: set[str] = set()
+        end = time.monotonic() + wait
+        while not got:
+            left = end - time.monotonic()
+            if left <= 0 or self.stop.is_set():
+                return got
+            try:
+                got.add(changes.get(timeout=min(left, STOP_CHECK_S)))
+            except queue.Empty:
+                pass
+        start = last = time.monotonic()
+        while not self.stop.is_set():
+            left = min(last + max(self.quiet, 0.01), start + MAX_BATCH_S) - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                got.add(changes.get(timeout=min(left, STOP_CHECK_S)))
+            except queue.Empty:
+                continue
+            last = time.monotonic()
+        return got
 
     def articles_in(self, changed: set[str]) -> list[str]:
         """The article files a batch of events is about: files as they are, a folder that
@@ -154,6 +183,29 @@ class Watcher:
                 self.feeds.poll(self.feed_every)
         except Exception as e:  # noqa: BLE001 - a feed never stops the watcher
             self.log(f"polling feeds failed ({type(e).__name__}: {e}); tried again at the next poll")
+
+
+def _events() -> list[type]:
+    """The events a batch is made of: files created, written, closed after a write, deleted or moved,
+    folders created, deleted or moved. Not a folder's "modified" (its listing changed: the file's own
+    event says which file), nor opens and reads (the indexer's own reads would wake the watcher)."""
+    from watchdog import events as ev
+
+    return [ev.FileCreatedEvent, ev.FileModifiedEvent, ev.FileClosedEvent, ev.FileDeletedEvent, ev.FileMovedEvent,
+            ev.DirCreatedEvent, ev.DirDeletedEvent, ev.DirMovedEvent]
+
+
+def _collector(changes: queue.SimpleQueue):
+    """A watchdog event handler that puts each path an event names (both of a move) on ``changes``."""
+    from watchdog.events import FileSystemEventHandler
+
+    class Collect(FileSystemEventHandler):
+        def on_any_event(self, event) -> None:
+            for p in (event.src_path, getattr(event, "dest_path", "")):
+                if p:
+                    changes.put(str(p))
+
+    return Collect()
 
 
 def watch_in_background(desk: Any, folder: str | Path, **kw) -> Watcher:
