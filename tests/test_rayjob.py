@@ -4,6 +4,7 @@ index folder it builds the index a local build does, with the model passes on Ra
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -66,6 +67,44 @@ def test_the_ray_job_builds_what_a_local_build_does(tmp_path, local_ray):
     stats = store.sync(c)  # an update through Ray embeds only the new article
     assert (stats["added"], stats["embedded"]) == (1, local.sync(c)["embedded"]) and stats["embedded"] <= 2
     same_index(local, store)
+    store.close()
+
+
+def test_statements_are_found_on_the_workers_and_written_as_found(tmp_path, local_ray, monkeypatch):
+    """Each article's statements (the spaCy parse) are found in the Ray task that plans it; the writer
+    in this process stores them as they came and parses nothing."""
+    from askdesk.articles import quotes
+    from askdesk.store import milvus_write, upsert
+
+    found, parsed = quotes.find_statements, []
+
+    def counted(text):
+        parsed.append(text)
+        return found(text)
+
+    # This process's every name for it (the writer's, the store's reader's, the job's): the workers are
+    # other processes, with their own askdesk, so their calls are not counted.
+    for m in [m for name, m in sys.modules.items() if name.startswith("askdesk")]:
+        if getattr(m, "find_statements", None) is found:
+            monkeypatch.setattr(m, "find_statements", counted)
+
+    c = news_corpus(tmp_path / "corpus")
+    cfg = Config.from_env({}, model="fake", reader=False, index=tmp_path / "index", refuse_below=0.0, ray="auto")
+    store = Desk.build(c, config=cfg, embedder=FakeEmbedder(), store=str(tmp_path / "desk.db"))
+    articles = store.snapshot.all_articles()
+    stored = {a.id: store.snapshot.statements_of(a.id) for a in articles}
+    assert parsed == []  # neither written nor read back by parsing here
+    assert len(articles) == 5
+    for a in articles:
+        assert stored[a.id] == tuple(found(a.text)), a.title
+    assert {"Ilse Brandt", "Jan Kow"} <= {st.speaker for sts in stored.values() for st in sts}
+
+    # The counting sees the writer's parse: an article that comes without its statements is parsed here, once.
+    a = articles[0]
+    here = next(upsert.local_embedding(cfg, FakeEmbedder())([a]))
+    assert here.statements is None and parsed == []
+    milvus_write.rows_of(here, "askdesk")
+    assert parsed == [a.text]
     store.close()
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..articles.quotes import STATEMENTS_FORMAT, find_statements
+from ..articles.quotes import STATEMENTS_FORMAT, Statement, find_statements
 from ..text import terms
 from ..types import Article, Chunk
 from .milvus_collections import pack, sentence_range
@@ -33,6 +33,7 @@ class Embedded:
     chunk_vectors: np.ndarray  # (len(chunks), dim) float32
     sentence_vectors: np.ndarray  # (len(sentences), dim)
     encoded: int = 0  # texts that went through the model for it
+    statements: tuple[Statement, ...] | None = None  # found where it was planned (a Ray worker); None: found here
 
 
 EmbedArticles = Callable[[list[Article]], Iterator[Embedded]]  # new articles -> embedded, in any order
@@ -51,10 +52,11 @@ def text_hash(text: str) -> int:
 
 def rows_of(e: Embedded, analyzer: str) -> tuple[list[dict], list[dict], list[dict]]:
     """An embedded article as rows of the articles, sentences and chunks collections; its
-    statements (who says what) are found here, once, when it is written."""
+    statements (who says what) are those it carries, else found here, once, when it is written."""
     a = e.article
+    found = e.statements if e.statements is not None else find_statements(a.text)
     articles = article_rows(a, e.sentences, {"n_chunks": len(e.chunks), "statements_format": STATEMENTS_FORMAT,
-                                             "statements": [st.to_row() for st in find_statements(a.text)]})
+                                             "statements": [st.to_row() for st in found]})
     sentences = [{"key": sentence_key(a.id, j), "article_id": a.id, "hash": text_hash(a.text[s:end]),
                   "_v": [0.0, 0.0]} for j, (s, end) in enumerate(e.sentences)]
     date = day_number(a.date)

@@ -1,11 +1,14 @@
 """The embedding job on Ray Data: `askdesk index CORPUS --ray [ADDRESS]`.
 
 Into a Milvus store (`ray_embedding`): articles -> `build.plan` of each article in Ray tasks on
-CPU workers (sentences, chunks, the texts to embed) -> `build.embed` in a pool of actors that each
-load the model once -> the writer in this process upserts each article as it arrives
-(`upsert.write`). Into an index folder (`RayEmbedder`): the folder's writer plans (it reuses
-unchanged articles) and only the model passes go to the actors. Either way the chunks, ids and
-vectors are those of a local build: the same functions run, only elsewhere.
+CPU workers (sentences, chunks, the texts to embed) and its statements (`quotes.find_statements`,
+the spaCy parse: ~70 ms for a 10k-character article) -> `build.embed` in a pool of actors that
+each load the model once -> the writer in this process upserts each article as it arrives
+(`upsert.write`), with the statements the worker found: it parses nothing. Into an index folder
+(`RayEmbedder`): the folder's writer plans (it reuses unchanged articles), only the model passes go
+to the actors, and the statements are found in this process when a segment is written
+(`segment.write_segment`). Either way the chunks, ids, vectors and statements are those of a local
+build: the same functions run, only elsewhere.
 
 Where: ``--ray ADDRESS`` connects to a running cluster (``ray start --head`` prints it); ``--ray``
 alone uses ``$RAY_ADDRESS``, else starts Ray on this machine for the job and stops it after.
@@ -26,6 +29,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from ..articles.quotes import STATEMENTS_FORMAT, Statement, find_statements
 from ..config import Config
 from ..errors import StoreUnavailableError
 from ..models.embed import Embedder, SentenceTransformerEmbedder, embed_with_spans
@@ -71,13 +75,16 @@ def _make(spec: dict | Embedder, device: str | None = None) -> Embedder:
 
 
 def _plan(row: dict, *, config: Config, spec: dict | Embedder) -> dict:
-    """A Ray task: one article's sentences, chunks and texts to embed (`build.plan`), as JSON."""
+    """A Ray task: one article's sentences, chunks and texts to embed (`build.plan`) and its
+    statements (`find_statements`, so that the writer parses nothing), as JSON."""
     a = Article(**json.loads(row["article"]))
     p = build.plan([a], None, config, _make(spec, "cpu").fits)  # counting wordpieces needs no GPU
     return {"plan": json.dumps({"article": asdict(a), "sentences": p.sentences[a.id],
                                 "chunks": [[c.id, c.start, c.end] for c in p.chunks[a.id]],
                                 "texts": p.texts, "spans": p.spans, "chunk_text": p.chunk_text,
-                                "slots": p.sentence_slots[a.id]}, ensure_ascii=False)}
+                                "slots": p.sentence_slots[a.id],
+                                "statements": [st.to_row() for st in find_statements(a.text)],
+                                "statements_format": STATEMENTS_FORMAT}, ensure_ascii=False)}
 
 
 def _merge(plans: Sequence[dict]) -> tuple[build.Plan, list[Article]]:
@@ -107,12 +114,15 @@ class _Embed:
 
     def __call__(self, batch: dict) -> dict:
         if "plan" in batch:
-            p, arts = _merge([json.loads(x) for x in batch["plan"]])
+            plans = [json.loads(x) for x in batch["plan"]]
+            p, arts = _merge(plans)
             cv, sv, n = build.embed(p, self.embedder)
             dim = self.embedder.dim
             return {"article": np.array([json.dumps({"article": asdict(a), "sentences": p.sentences[a.id],
-                                                     "chunks": [[c.id, c.start, c.end] for c in p.chunks[a.id]]},
-                                                    ensure_ascii=False) for a in arts], dtype=object),
+                                                     "chunks": [[c.id, c.start, c.end] for c in p.chunks[a.id]],
+                                                     "statements": d["statements"],
+                                                     "statements_format": d["statements_format"]},
+                                                    ensure_ascii=False) for d, a in zip(plans, arts)], dtype=object),
                     "chunk_vectors": np.array([np.stack([cv[c.id] for c in p.chunks[a.id]]).astype(np.float32).tobytes()
                                                if p.chunks[a.id] else b"" for a in arts], dtype=object),
                     "sentence_vectors": np.array([np.asarray(sv[a.id], np.float32).reshape(-1, dim).tobytes()
@@ -203,11 +213,14 @@ def ray_embedding(config: Config, embedder: Embedder) -> EmbedArticles:
                 sv = np.frombuffer(row["sentence_vectors"], np.float32).reshape(len(d["sentences"]), -1)
                 if getattr(embedder, "int8_active", 0) is None:
                     embedder.int8_active = bool(row["int8"])  # what the actors ran, for the manifest
+                # A worker with another askdesk (other rules for statements) leaves them to the writer.
+                found = (tuple(Statement.from_row(r) for r in d["statements"])
+                         if d.get("statements_format") == STATEMENTS_FORMAT else None)
                 yield Embedded(a, [tuple(s) for s in d["sentences"]],
                                [Chunk(cid, a.id, s, e, a.text[s:e]) for cid, s, e in d["chunks"]],
                                cv.reshape(len(d["chunks"]), embedder.dim), sv.reshape(len(d["sentences"]),
                                                                                       embedder.dim),
-                               int(row["encoded"]))
+                               int(row["encoded"]), statements=found)
         finally:
             if started:
                 _ray().shutdown()
