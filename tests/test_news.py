@@ -283,6 +283,10 @@ def test_age_words(then, now, words):
 
 @pytest.fixture
 def fares(tmp_path, fake):
+    return _fares(tmp_path, fake)
+
+
+def _fares(tmp_path, fake, **settings):
     c = tmp_path / "fares"
     # The old report repeats the question's words; the new one says it in fewer: only its date puts it first.
     write(c / "old.md", "---\ntitle: Ferry fares\ndate: 2023-11-04\n---\n"
@@ -290,8 +294,14 @@ def fares(tmp_path, fake):
     write(c / "new.md", "---\ntitle: Crossing costs more\ndate: 2024-03-04\n---\n"
           "Since Monday a Varsk crossing costs 15 euros, the ferry fare having risen.\n")
     write(c / "undated.md", "---\ntitle: Fares\n---\nThe Varsk ferry fare was 9 euros, the Varsk ferry company said.\n")
-    cfg = Config.from_env({}, model="fake", reader=False, corpus=c, index=tmp_path / "index", refuse_below=0.0)
+    cfg = Config.from_env({}, model="fake", reader=False, corpus=c, index=tmp_path / "index", refuse_below=0.0,
+                          **settings)
     return Desk.build(c, cfg.index, config=cfg, embedder=fake)
+
+
+def test_recent_days_0_ranks_reports_by_their_words_alone(tmp_path, fake):
+    desk = _fares(tmp_path, fake, recent_days=0)
+    assert desk.ask("What is the Varsk ferry fare?", as_of="2024-03-10").citations[0].date != "2024-03-04"
 
 
 def test_the_newest_report_answers_first_then_older_ones_with_their_age(fares):

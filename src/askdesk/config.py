@@ -49,6 +49,9 @@ class Config:
     # Sentences the reader reads, each in its window (~15 ms each on one core): 4 and 8 measured no
     # better than 2 on held-out articles (answering/read.py, docs/quality.md).
     reader_candidates: int = 2
+    # News time sense: a question with no date phrase, or "recently"/"currently", prefers the reports
+    # of this many days up to as_of (text.RECENT_DAYS, docs/news.md); 0: no preference for recent ones.
+    recent_days: int = 14
     lock_wait: float = 30.0  # seconds a writer waits for another writer before giving up
     # A size tier of the index (segments under 1,000 chunks, then each 10x larger) holding this many
     # segments is merged into one after a write; 0: only `askdesk optimize` merges.
@@ -110,6 +113,8 @@ class Config:
             raise BadInputError(f"ann_above={self.ann_above!r} must be 0 or more (chunks; default 50000)")
         if self.undated not in ("after", "include", "exclude"):
             raise BadInputError(f"undated={self.undated!r} must be after, include or exclude (ASKDESK_UNDATED)")
+        if self.recent_days < 0:
+            raise BadInputError(f"recent_days={self.recent_days!r} must be 0 (no preference) or more (default 14)")
         if self.reader_candidates < 1:
             raise BadInputError(f"reader_candidates={self.reader_candidates!r} must be 1 or more (default 2)")
         if self.max_questions_per_minute is not None and self.max_questions_per_minute < 0:

@@ -203,7 +203,7 @@ def resolve_period(question: str, as_of: str | date | None = None) -> DatePhrase
 # News time sense: "recently", "currently", "the latest" ask for the newest reports, and so does a
 # question that names no date at all (news is asked about now): the RECENT_DAYS before as_of. A
 # preference, never a filter: with nothing that recent, the best of any date answers (docs/news.md).
-RECENT_DAYS = 14
+RECENT_DAYS = 14  # the default of Config.recent_days
 _RECENT = re.compile(r"\b(?:recently|lately|currently|at present|at the moment|right now|these days|so far|to date"
                      r"|(?:the )?(?:latest|most recent|newest)|now)\b", re.I)
 

@@ -64,7 +64,8 @@ def evidence(ctx: Asking, q: str, history: Sequence[str], window: Window | None,
     # "last week" is resolved against as_of (default today) and cut from the text retrieval sees;
     # with no date phrase, the newest reports are preferred ("recently", or nothing said: news time sense).
     day = as_of or date.today()
-    period = resolve_period(q, day) or recent_period(q, day)
+    period = resolve_period(q, day) or (recent_period(q, day, days=ctx.config.recent_days)
+                                        if ctx.config.recent_days else None)
     query = without_period(turn.query, period)
     qvec = ctx.embedder.embed_query(query)
     hits, period_used, note = ctx.retriever.retrieve(query, qvec, ctx.config.top_k, window=window, period=period)
