@@ -6,6 +6,7 @@ No model and no browser: a FakeDesk stands in for `Desk` where the page needs on
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -495,3 +496,43 @@ def test_arrivals_before_the_first_article_count_everything_that_comes(tmp_path,
     assert arrivals.poll() == 0
     desk.add([write(tmp_path / "corpus" / "a.txt", "First\n\nThe first story, about the harbour.")])
     assert arrivals.poll() == 1 and arrivals.since(0) == [("First", None)]
+
+
+def test_arrivals_never_keep_a_merged_away_index_open(tmp_path, fake, fake_config):
+    """A page that only API clients use never polls: it must not pin the generation it opened on
+    (its memory maps would hold files merged away and deleted for the life of the server)."""
+    import gc
+
+    from conftest import write
+
+    from askdesk import Desk
+    from askdesk.surface.arrivals import Arrivals
+
+    def deleted_files_open() -> list[str]:
+        fds = "/proc/self/fd"
+        index = str(fake_config.index.resolve())
+        return [t for fd in os.listdir(fds)
+                if "(deleted)" in (t := _readlink(os.path.join(fds, fd))) and t.startswith(index)]
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc (Linux)")
+    for i in range(3):
+        write(tmp_path / "corpus" / f"{i}.txt", f"Story {i}\n\nThe council approved plan number {i} for the harbour.")
+    desk = Desk.build(tmp_path / "corpus", fake_config.index, config=fake_config, embedder=fake)
+    desk.ask("What did the council approve?")  # the generation's files are open (memory maps)
+    arrivals = Arrivals(desk)
+    desk.add([write(tmp_path / "corpus" / "new.txt", "New\n\nThe mill reported its output.")])
+    desk.optimize()  # every segment of the first generation merged away ...
+    desk.add([write(tmp_path / "corpus" / "late.txt", "Late\n\nThe ferry sailed late.")])
+    desk.add([write(tmp_path / "corpus" / "later.txt", "Later\n\nThe bridge opened.")])  # ... and collected
+    desk.ask("When did the ferry sail?")
+    gc.collect()
+    assert deleted_files_open() == []
+    assert arrivals.poll() == 3  # and it still sees what arrived
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # closed between listing and reading
+        return ""

@@ -28,10 +28,15 @@ class Arrivals:
         self.seq = 0
         self.log: deque = deque(maxlen=self.KEPT)  # (seq, article id, title, date)
         self._lock = threading.Lock()
+        # What was live, kept as names and ids, never the snapshot itself: a page that only API
+        # clients use polls rarely, and a kept snapshot would pin its segments' memory maps (files
+        # merged away and deleted) for the life of the process (bench/soak.py found it).
+        self._seen: tuple = ()  # (segment name, deletions) of the generation last looked at
+        self._live: frozenset = frozenset()  # its live article ids
         try:
-            self._snap: Any = desk.snapshot  # what is there at start is not news
+            self._look(desk.snapshot)  # what is there at start is not news
         except (AskdeskError, OSError, AttributeError):  # no index yet (or a desk that keeps none)
-            self._snap = _NoIndex()
+            pass
 
     def poll(self) -> int:
         """The number of the last arrival, after looking at the live generation."""
@@ -40,32 +45,30 @@ class Arrivals:
         except (AskdeskError, OSError, AttributeError):
             return self.seq  # no index yet (or one being replaced): nothing new
         with self._lock:
-            old = self._snap
-            if snap is old:
+            if not hasattr(snap, "segments") or _signature(snap) == self._seen:
                 return self.seq
-            if hasattr(snap, "segments") and hasattr(old, "segments"):
-                known = {s.name for s in old.segments}
-                for seg, dead in zip(snap.segments, snap.deleted):
-                    if seg.name in known:
-                        continue
-                    for a in seg.articles.values():
-                        if a.id not in dead and old.get(a.id) is None:
-                            self.seq += 1
-                            self.log.append((self.seq, a.id, a.title, a.date))
-            self._snap = snap
+            known = {name for name, _ in self._seen}
+            for seg, dead in zip(snap.segments, snap.deleted):
+                if seg.name in known:
+                    continue
+                for a in seg.articles.values():
+                    if a.id not in dead and a.id not in self._live:
+                        self.seq += 1
+                        self.log.append((self.seq, a.id, a.title, a.date))
+            self._look(snap)
             return self.seq
+
+    def _look(self, snap: Any) -> None:
+        if hasattr(snap, "segments"):
+            self._seen = _signature(snap)
+            self._live = frozenset(a for seg, dead in zip(snap.segments, snap.deleted)
+                                   for a in seg.articles if a not in dead)
 
     def since(self, seq: int) -> list[tuple[str, str | None]]:
         """(title, date) of the articles that arrived after ``seq`` and are still live, oldest first."""
-        snap = self._snap
-        return [(t, d) for n, aid, t, d in list(self.log) if n > seq and snap.get(aid) is not None]
+        live = self._live
+        return [(t, d) for n, aid, t, d in list(self.log) if n > seq and aid in live]
 
 
-class _NoIndex:
-    """The generation before the first write: no segments, no articles."""
-
-    segments: tuple = ()
-
-    @staticmethod
-    def get(article_id: str) -> None:
-        return None
+def _signature(snap: Any) -> tuple:
+    return tuple((seg.name, len(dead)) for seg, dead in zip(snap.segments, snap.deleted))
