@@ -30,8 +30,9 @@ class ScriptedLLM:
     """An OpenAI-compatible /v1/chat/completions server replying from a script.
 
     ``reply`` is called with the request body and returns a dict: {"text": ...} (streamed when the
-    client asks for a stream; "finish" sets finish_reason, default "stop"), {"status": 500}, or
-    {"hold": True, ...}: no reply until the test ends (`release`), the way a stuck model behaves.
+    client asks for a stream, unless "json" is set; "finish" sets finish_reason, default "stop"),
+    {"status": 500}, or {"hold": True, ...}: no reply until the test ends (`release`), the way a
+    stuck model behaves.
     ``hung_up`` is set when a client closed a stream before its end.
     """
 
@@ -57,7 +58,7 @@ class ScriptedLLM:
                     return
                 self.send_response(200)
                 finish = r.get("finish", "stop")
-                if body.get("stream"):
+                if body.get("stream") and not r.get("json"):
                     self.send_header("Content-Type", "text/event-stream")
                     self.end_headers()
                     events = [{"delta": {"content": piece}} for piece in re.findall(r"\S+\s*", r["text"])]
@@ -146,7 +147,7 @@ def test_streamed_answer_is_verified_renumbered_and_cited(built, fake, llm):
 def test_non_streamed_answer(built, fake, llm):
     llm.reply = lambda b: {"text": f"{BID} [{llm.passage_with(b, '14.9 billion')}]."}
     a = desk_for(built, fake, llm).ask(QUESTION)
-    assert llm.requests[0]["body"]["stream"] is False
+    assert llm.requests[0]["body"]["stream"] is True  # gathered from a stream, which a timeout can cut (below)
     assert a.generator == "scripted" and a.text == f"{BID} [1]." and a.sentences[0].supported
 
 
@@ -439,6 +440,14 @@ def test_config_from_env_and_validation(monkeypatch, fake, built):
         generate.OpenAIGenerator("file:///etc/passwd", "m")
     with pytest.raises(BadInputError, match="ASKDESK_LLM_TIMEOUT"):
         generate.from_config(cfg.replace(llm_timeout=-1.0))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_server_that_ignores_stream_is_read_whole(llm, stream):
+    llm.reply = lambda b: {"text": "Cut off here", "finish": "length", "json": True}
+    reply = generate.OpenAIGenerator(llm.url, "scripted").complete([{"role": "user", "content": "hi"}], stream=stream)
+    whole = reply if not stream else "".join(pieces := list(reply))
+    assert whole == "Cut off here" and (reply if not stream else pieces[-1]).finish_reason == "length"
 
 
 def test_api_key_is_sent_as_bearer(llm):

@@ -14,15 +14,18 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from test_browser import CHROMIUM, CHROMIUM_ARGS, App, _free_port, _require_browser, last_reply
 
+from askdesk import Desk
 from askdesk.answering import generate
 
 pytestmark = pytest.mark.slow
@@ -39,6 +42,8 @@ READY_S = 120  # the server answers /v1/models ~1 s after start here
 LLM_TIMEOUT_S = 300
 MARKUP = re.compile(r"[<‹]\s*/?\s*(?:passages?|question)\b|^\s*(?:title|date)\s*:", re.I | re.M)
 RULES = [line for line in generate.SYSTEM_PROMPT.splitlines() if line]
+CUT_S = 3  # a timeout that cuts Gemma's reply short: it writes 512 tokens in 20-40 s
+STOP_S = 120  # the server hears of a hang-up at its next token: after the prompt is read at the latest
 
 
 def _missing() -> str | None:
@@ -52,9 +57,18 @@ def _missing() -> str | None:
     return None
 
 
+class Server(NamedTuple):
+    url: str  # the /v1 base
+    log: Path  # what the server prints
+
+
 @pytest.fixture(scope="session")
-def llm_url(tmp_path_factory):
-    """`python -m llama_cpp.server` with Gemma 3 270M on a free port; its /v1 base URL once it answers."""
+def llm_server(tmp_path_factory):
+    """`python -m llama_cpp.server` with Gemma 3 270M on a free port, once it answers.
+
+    ``--interrupt_requests False``: a request that waits for the model does not cut short the reply
+    it waits behind (the server's default does), so a reply that stops early was stopped by its client.
+    """
     problem = _missing()
     if problem:
         if REQUIRE_LLM:
@@ -66,7 +80,8 @@ def llm_url(tmp_path_factory):
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(LLM_PYTHON), "-m", "llama_cpp.server", "--model", str(LLM_GGUF),
                                  "--chat_format", "gemma", "--host", "127.0.0.1", "--port", str(port),
-                                 "--n_ctx", "4096"], stdout=out, stderr=subprocess.STDOUT, env=env)
+                                 "--n_ctx", "4096", "--interrupt_requests", "False"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + READY_S
     try:
@@ -82,7 +97,7 @@ def llm_url(tmp_path_factory):
                     pytest.fail(f"llama_cpp.server did not answer {url}/models within {READY_S} s:\n"
                                 f"{log.read_text(errors='replace')[-3000:]}")
                 time.sleep(0.2)
-        yield url
+        yield Server(url, log)
     finally:
         proc.terminate()
         try:
@@ -90,6 +105,11 @@ def llm_url(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def llm_url(llm_server):
+    return llm_server.url
 
 
 def assert_no_markup(text: str) -> None:
@@ -218,3 +238,58 @@ def test_page_streams_a_weak_llm_without_markup_and_keeps_the_cited_answer(llm_a
     assert sources.startswith("Sources") and "14.9 billion" in sources  # cited, not "Related passages"
     if "answer was not used" in reply:  # else the written answer passed its check (the CLI test checks how)
         assert f"{MODEL}'s answer was not used" in reply and "this is the extractive answer" in reply
+
+
+# ---- cancelling: askdesk hangs up, the server stops writing ----
+
+def log_since(server: Server, start: int) -> str:
+    return server.log.read_bytes()[start:].decode("utf-8", "replace")
+
+
+def wait_for_log(server: Server, start: int, line: str, within: float, *, part: bool = False) -> None:
+    """Wait up to ``within`` s for ``line`` (or a line holding it, ``part``) in what the server printed after ``start``."""
+    deadline = time.monotonic() + within
+    while not any(line in x if part else x.strip() == line for x in log_since(server, start).splitlines()):
+        assert time.monotonic() < deadline, f"no {line!r} from the server within {within} s:\n{log_since(server, start)[-3000:]}"
+        time.sleep(0.1)
+
+
+def wait_idle(server: Server, within: float) -> None:
+    """Until the server is idle: /v1/models waits for the model's lock, which a reply holds while it is written."""
+    with urllib.request.urlopen(f"{server.url}/models", timeout=within) as r:
+        assert r.status == 200
+
+
+def test_a_timed_out_answer_stops_the_server(llm_server, real_desk):
+    wait_idle(llm_server, LLM_TIMEOUT_S)  # what an earlier test asked is written
+    start = llm_server.log.stat().st_size
+    gen = generate.OpenAIGenerator(llm_server.url, MODEL, timeout=CUT_S)
+    a = Desk.open(real_desk.index_dir, config=real_desk.config, embedder=real_desk.embedder, generator=gen).ask(QUESTION)
+    assert a.generator == "extractive" and f"within {CUT_S} s" in a.note and "$14.9 billion" in a.text, a.note
+    # The server's streaming loop says "disconnected" when a client's hang-up cancels it: only then,
+    # and never for a reply it writes whole (a request without "stream", which askdesk sent before).
+    wait_for_log(llm_server, start, "disconnected", STOP_S)
+    wait_idle(llm_server, 30)
+
+
+def test_ctrl_c_in_askdesk_ask_stops_the_server(llm_server, real_desk):
+    """`askdesk ask --json` gathers the whole reply (the page and the terminal stop reading at the
+    prompt's markup, which Gemma writes at once): here only Ctrl-C can end it early."""
+    wait_idle(llm_server, LLM_TIMEOUT_S)
+    start = llm_server.log.stat().st_size
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASKDESK_")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ASKDESK_LLM_TIMEOUT=str(LLM_TIMEOUT_S))
+    p = subprocess.Popen([sys.executable, "-m", "askdesk", "--index", str(real_desk.index_dir), "ask", "--json",
+                          "--llm-url", llm_server.url, "--llm-model", MODEL, QUESTION],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for_log(llm_server, start, '"POST /v1/chat/completions HTTP/1.1" 200', READY_S, part=True)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130 and "interrupted" in err and out == "", err
+    wait_for_log(llm_server, start, "disconnected", STOP_S)
+    wait_idle(llm_server, 30)

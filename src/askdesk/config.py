@@ -65,11 +65,15 @@ class Config:
     # Questions one client address may ask the page a minute; None: 30 on a read-only page, else no
     # limit; 0: no limit (surface/limits.py).
     max_questions_per_minute: int | None = None
+    # Questions that may wait for an answer on the page (the chat and /ask together); one more is told
+    # when to retry (/ask: HTTP 503 with Retry-After; surface/busy.py). 64 is ~2 s of answers at ~30 a
+    # second (14k chunks, 2 cores); 0: no cap, every question waits its turn.
+    max_waiting: int = 64
     # Written answers (askdesk.answering.generate): an OpenAI-compatible /v1 base URL and model; None: extractive only.
     llm_url: str | None = None  # e.g. http://localhost:11434/v1 (Ollama)
     llm_model: str | None = None  # e.g. llama3.2
     llm_api_key: str | None = dataclasses.field(default=None, repr=False)  # local servers need none
-    llm_timeout: float = 30.0  # seconds to wait for a reply (and between streamed pieces), then fall back
+    llm_timeout: float = 30.0  # seconds the whole reply may take; then askdesk hangs up and falls back
     # The embedding job on Ray Data (`askdesk index --ray`): a cluster address, or "auto" (RAY_ADDRESS,
     # else a Ray started on this machine); None embeds in this process.
     ray: str | None = None
@@ -120,6 +124,8 @@ class Config:
         if self.max_questions_per_minute is not None and self.max_questions_per_minute < 0:
             raise BadInputError(f"max_questions_per_minute={self.max_questions_per_minute!r} must be 0 (no limit) "
                                 "or more (default: 30 on a read-only page, else no limit)")
+        if self.max_waiting < 0:
+            raise BadInputError(f"max_waiting={self.max_waiting!r} must be 0 (no cap) or more (default 64)")
         if self.top_k < 1 or self.candidates < self.top_k:
             raise BadInputError(f"top_k={self.top_k!r} must be >= 1 and <= candidates={self.candidates!r}")
 

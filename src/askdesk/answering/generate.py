@@ -11,6 +11,7 @@ note, whenever the LLM fails, and whenever its answer fails its check (`rejectio
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -79,22 +80,28 @@ class Generator(Protocol):
                  timeout: float | None = None) -> str | Iterator[str]:
         """The reply to ``messages``: all of it, or (``stream=True``) its pieces.
 
-        ``timeout`` is in seconds; None means the generator's own default. Return a `Reply` (or,
-        streaming, end with one) to say the reply was cut off. Raises GeneratorError (any other
-        exception is also caught by `written_answer`, which falls back). A stream that is closed
-        early (``close()``) should stop the model: `written_answer` stops reading a reply it will
-        not use.
+        ``timeout`` is in seconds for the whole reply; None means the generator's own default. Return
+        a `Reply` (or, streaming, end with one) to say the reply was cut off. Raises GeneratorError
+        (any other exception is also caught by `written_answer`, which falls back). A stream that is
+        closed early (``close()``) should stop the model: `written_answer` stops reading a reply it
+        will not use, and a page whose reader left closes it.
         """
 
 
 class OpenAIGenerator:
     """A chat model behind an OpenAI-compatible HTTP API, called with urllib (no SDK).
 
+    Every request streams (``"stream": true``), also for a whole reply (``complete(stream=False)``
+    gathers the pieces), so that it can be cancelled: past ``timeout``, on Ctrl-C, or when the
+    caller closes the stream, the connection is closed at once and the server stops generating
+    (`askdesk.answering.llm_stream`). A server that ignores "stream" and replies with one JSON body
+    is read as well.
+
     Args:
         base_url: the API's ``/v1`` base, e.g. ``http://localhost:11434/v1`` for Ollama.
         model: the model name the server knows, e.g. ``llama3.2``.
         api_key: sent as ``Authorization: Bearer``; local servers need none.
-        timeout: seconds to wait for the server to reply, and between streamed pieces.
+        timeout: seconds the whole reply may take, from sending the request to its last piece.
 
     Raises:
         BadInputError: ``base_url`` is not an http(s) URL, or ``timeout`` is not positive.
@@ -117,26 +124,26 @@ class OpenAIGenerator:
 
     def complete(self, messages: list[dict], *, stream: bool = False,
                  timeout: float | None = None) -> str | Iterator[str]:
-        wait = self.timeout if timeout is None else timeout
+        pieces = self._stream(messages, self.timeout if timeout is None else timeout)
         if stream:
-            return self._stream(messages, wait)
-        with self._post(messages, False, wait) as resp:
-            try:
-                return _content(json.loads(resp.read()), self.url)
-            except (OSError, ValueError) as e:
-                raise GeneratorError(_why(e, self.url, wait)) from None
+            return pieces
+        with contextlib.closing(pieces):  # Ctrl-C between two pieces hangs up too
+            text = list(pieces)
+        return Reply("".join(text), getattr(text[-1], "finish_reason", None) if text else None)
 
     def _stream(self, messages: list[dict], wait: float) -> Iterator[str]:
-        with self._post(messages, True, wait) as resp:
-            try:
-                if "json" in resp.headers.get("Content-Type", ""):  # a server that ignores "stream"
-                    yield _content(json.loads(resp.read()), self.url)
+        started = False  # whether the model had begun its reply (the timeout's message says which)
+        try:
+            with self._post(messages, wait) as reply:
+                if "json" in reply.content_type:  # a server that ignores "stream"
+                    yield _content(json.loads(reply.read()), self.url)
                     return
                 finish = None
-                for data in sse_events(resp):
+                for data in sse_events(reply):
                     event = json.loads(data)
                     if event.get("error"):
                         raise GeneratorError(f"{self.url} reported an error: {str(event['error'])[:200]}")
+                    started = True
                     for choice in event.get("choices") or ():
                         finish = choice.get("finish_reason") or finish
                         piece = (choice.get("delta") or {}).get("content")
@@ -144,25 +151,25 @@ class OpenAIGenerator:
                             yield piece
                 if finish:
                     yield Reply("", finish)
-            except (OSError, ValueError) as e:
-                raise GeneratorError(_why(e, self.url, wait)) from None
+        except (OSError, ValueError) as e:
+            raise GeneratorError(_why(e, self.url, wait, started)) from None
 
-    def _post(self, messages: list[dict], stream: bool, wait: float):
+    def _post(self, messages: list[dict], wait: float):
         import urllib.error
-        import urllib.request
 
-        body = json.dumps({"model": self.name, "messages": messages, "stream": stream,
+        from . import llm_stream  # urllib: loaded by the first question to an LLM, not by `import askdesk`
+
+        body = json.dumps({"model": self.name, "messages": messages, "stream": True,
                            "temperature": self.temperature, "max_tokens": self.max_tokens}).encode()
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         try:
-            return urllib.request.urlopen(urllib.request.Request(self.url, body, headers, method="POST"), timeout=wait)
+            return llm_stream.post(self.url, body, headers, wait)
         except urllib.error.HTTPError as e:
             detail = " ".join(e.read(300).decode("utf-8", "replace").split())
+            e.close()
             raise GeneratorError(f"{self.url} answered HTTP {e.code}" + (f": {detail}" if detail else "")) from None
-        except (OSError, ValueError) as e:  # URLError, refused connection, timeout
-            raise GeneratorError(_why(e, self.url, wait)) from None
 
 
 def from_config(cfg) -> OpenAIGenerator | None:
@@ -201,10 +208,11 @@ def _content(reply: dict, url: str) -> Reply:
         raise GeneratorError(f"{url} sent no chat completion: {str(reply)[:200]}") from None
 
 
-def _why(e: Exception, url: str, wait: float) -> str:
+def _why(e: Exception, url: str, wait: float, started: bool = False) -> str:
     reason = getattr(e, "reason", e)
     if isinstance(reason, TimeoutError):
-        return f"no reply from {url} within {wait:g} s"
+        return (f"{url} did not finish its reply within {wait:g} s" if started  # the model was still writing
+                else f"no reply from {url} within {wait:g} s")
     if isinstance(e, ValueError):
         return f"{url} sent a reply that is not JSON"
     return f"cannot reach {url} ({reason}); is the server running?"

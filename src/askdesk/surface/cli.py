@@ -122,6 +122,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-questions-per-minute", type=int, metavar="N", help="questions one client address may ask a "
                    "minute; 0: no limit (default: $ASKDESK_MAX_QUESTIONS_PER_MINUTE, else 30 with --read-only, "
                    "else no limit)")
+    p.add_argument("--max-waiting", type=int, metavar="N", help="questions that may wait for an answer; one more is "
+                   "told when to retry (/ask: 503 with Retry-After); 0: no cap (default: $ASKDESK_MAX_WAITING, "
+                   "else 64)")
 
 
 def _common(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0
     # The page logs at INFO (its address, the index it serves); the other commands only warnings.
-    level = logging.WARNING - 10 * min(args.verbose + 2 * (args.command == "serve"), 2)
+    level = logging.WARNING - 10 * min(args.verbose + (args.command == "serve"), 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)
@@ -238,14 +241,16 @@ def cmd_remove(args) -> int:
 
 def cmd_ask(args) -> int:
     from ..desk import Desk
+    from .terminal import streamed
 
     cfg = _config(args).replace(llm_url=args.llm_url, llm_model=args.llm_model)
     # The question and dates are checked before anything loads.
-    answer = Desk(cfg.index, config=cfg).ask(" ".join(args.question), history=args.history, since=args.since,
-                                             until=args.until, as_of=args.as_of)
-    if args.json:
-        print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
+    desk, q = Desk(cfg.index, config=cfg), " ".join(args.question)
+    dates = dict(since=args.since, until=args.until, as_of=args.as_of)
+    if args.json:  # one object, once an LLM's reply is whole and checked
+        print(json.dumps(desk.ask(q, history=args.history, **dates).to_dict(), indent=2, ensure_ascii=False))
         return 0
+    answer = streamed(desk.ask_stream(q, args.history, **dates))  # an LLM's words on the terminal meanwhile
     print(answer.text)
     if answer.short and answer.generator == "extractive":  # a span of citation [1]; an LLM's text may not hold it
         print(f"Short answer: {answer.short}")
@@ -294,7 +299,7 @@ def cmd_rollback(args) -> int:
 
     cfg = _config(args)
     r = Desk(cfg.index, config=cfg).rollback()
-    print(f"{cfg.index} is back to the generation written {r['created']} ({r['n_articles']:,} articles, "
+    print(f"{cfg.store or cfg.index} is back to the generation written {r['created']} ({r['n_articles']:,} articles, "
           f"{r['n_chunks']:,} chunks); `askdesk rollback` again returns to the one it replaced")
     return 0
 
@@ -396,7 +401,8 @@ def cmd_serve(args) -> int:
     cfg = _config(args)
     if args.corpus:
         cfg = cfg.replace(corpus=Path(args.corpus))
-    cfg = cfg.replace(read_only=args.read_only, max_questions_per_minute=args.max_questions_per_minute)
+    cfg = cfg.replace(read_only=args.read_only, max_questions_per_minute=args.max_questions_per_minute,
+                      max_waiting=args.max_waiting)
     ui.launch(cfg, host=args.host, port=args.port, share=args.share, watch=args.watch)
     return 0
 

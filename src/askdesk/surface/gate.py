@@ -1,5 +1,6 @@
 """The page's HTTP gate, for a page open to many: a read-only page answers 403 to every route that
-writes, and a client over the question limit gets 429 with Retry-After from `/ask`.
+writes, a client over the question limit gets 429 with Retry-After from `/ask`, and a question that
+finds the answer queue full (busy.py) gets 503 with Retry-After instead of joining it.
 
 The gate gives the status codes; it is not the only guard. The page's own functions refuse too
 (ui.py: `/add` on a read-only page never writes, a question over the limit is never answered),
@@ -13,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from .busy import Busy
 from .limits import QuestionLimit, retry_after, too_many
 
 READ_ONLY = ("This page is read-only; editors add articles with `askdesk add FILE`, `askdesk watch DIR`, "
@@ -34,14 +36,15 @@ def client_of(request: Any) -> str:
     return host or "unknown"
 
 
-def gate_middleware(blocks: Any, *, read_only: bool, limit: QuestionLimit | None) -> list:
-    """`app_kwargs["middleware"]` for ``blocks.launch``: the gate, where the page is read-only or limited."""
-    if not (read_only or limit):
+def gate_middleware(blocks: Any, *, read_only: bool, limit: QuestionLimit | None, busy: Busy | None = None) -> list:
+    """`app_kwargs["middleware"]` for ``blocks.launch``: the gate, where the page is read-only, limited or capped."""
+    if not (read_only or limit or busy):
         return []
     from starlette.middleware import Middleware
 
     names = {i: f.api_name for i, f in blocks.fns.items()}
-    return [Middleware(Gate, names=names, read_only=read_only, limit=limit)]
+    chat = {f.api_name for f in blocks.fns.values() if f.concurrency_id == "ask" and f.api_name != "ask"}
+    return [Middleware(Gate, names=names, read_only=read_only, limit=limit, busy=busy, chat=chat)]
 
 
 class Gate:
@@ -52,11 +55,16 @@ class Gate:
         names: fn_index -> the function's api name ("ask", "add", "respond", ...).
         read_only: refuse the routes that write with 403.
         limit: the question limit whose 429 `/ask` answers; None: no limit.
+        busy: the answer queue's cap, whose 503 `/ask` answers; None: no cap.
+        chat: the api names of the page's own events on the answer queue ("respond", "respond_1",
+            ...): the page checks the cap before they join (ui.py), so the gate refuses them only
+            past ``busy.hard_cap``.
     """
 
     def __init__(self, app: Any, *, names: dict[int, str | None], read_only: bool,
-                 limit: QuestionLimit | None):
+                 limit: QuestionLimit | None, busy: Busy | None = None, chat: set[str] = frozenset()):
         self.app, self.names, self.read_only, self.limit = app, names, read_only, limit
+        self.busy, self.chat = busy, chat
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -81,7 +89,29 @@ class Gate:
             wait = self.limit.wait(client_of(scope))
             if wait:
                 return await _answer(send, 429, too_many(wait), [(b"retry-after", str(retry_after(wait)).encode())])
+        if self.busy is not None and (name == "ask" or name in self.chat):
+            refused = self.busy.admit(None if name == "ask" else self.busy.hard_cap)
+            if refused:
+                return await _answer(send, 503, refused[0], [(b"retry-after", str(refused[1]).encode())])
+            return await self._join(scope, receive, send)
         return await self.app(scope, receive, send)
+
+    async def _join(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """Pass a question the cap let in; it counts as waiting until gradio's reply to its join starts."""
+        joining = True
+
+        async def sent(message: dict) -> None:
+            nonlocal joining
+            if joining and message["type"] == "http.response.start":  # gradio queued it (or refused it)
+                joining = False
+                self.busy.joined()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            if joining:
+                self.busy.joined()
 
 
 async def _read(receive: Callable) -> tuple[list[dict], bytes]:

@@ -3,11 +3,13 @@
 The page holds no retrieval logic: every answer, count and article comes from `Desk`.
 Article text is untrusted: what the page shows of it is rendered and escaped by render.py.
 Uploaded files are stored by uploads.py; arrivals.py tracks what arrived while the page runs.
-A page for the public (`--read-only`, a question limit) is kept so by gate.py and limits.py.
+A page for the public (`--read-only`, a question limit) is kept so by gate.py and limits.py;
+busy.py tells a question that finds the answer queue full when to try again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..articles.watch import changes_lines
 from ..errors import AskdeskError, BadInputError, EmptyCorpusError, IndexMissingError
 from .arrivals import Arrivals
+from .busy import Busy, queued
 from .gate import READ_ONLY, READ_ONLY_EMPTY, client_of, gate_middleware
 from .limits import QuestionLimit, per_minute, too_many
 from .render import (
@@ -53,7 +56,8 @@ EXAMPLES = (  # all three are answered by the bundled article (Trump meets Ishib
 # most of its ~35-45 ms of server CPU (only the one-thread onnxruntime encode releases it), so more
 # slots mostly add contention; the queue, not the slots, absorbs a burst.
 ASK_CONCURRENCY = 2
-QUEUE_SIZE = 64  # requests waiting beyond this are turned away instead of piling up
+# Questions waiting beyond cfg.max_waiting are told when to retry (busy.py, gate.py), never a bare
+# 503: gradio's own queue limit (max_size) is off while that cap is on.
 THINKING = "_Searching the articles…_"
 EMPTY_INDEX_NOTE = "No articles yet: add some with the upload box (.txt, .md or .html), then ask."
 STREAM_EVERY_S = 0.1  # a streamed answer refreshes the chat at most this often
@@ -79,12 +83,14 @@ CSS = """
 
 # ---- the page ----
 
-def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None) -> gr.Blocks:
+def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None, busy: Busy | None = None) -> gr.Blocks:
     """The Blocks app over an open `desk`; `launch` adds the queue, theme and server options.
 
     Uploads are stored in ``cfg.corpus`` (./corpus when unset) and added to the index. A read-only
     page (``cfg.read_only``) has no upload box, and its `/add` refuses. ``limit`` counts each
     question of the chat and of `/ask` by client address (default: ``cfg``'s limit, if any).
+    ``busy`` caps the questions waiting for an answer and times the answers (default: ``cfg.max_waiting``'s
+    cap, if any); a chat question over the cap is answered with its line.
     """
     import gradio as gr
     from gradio import FileData
@@ -92,6 +98,8 @@ def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None) -> g
     corpus = cfg.corpus or Path("corpus")
     read_only = cfg.read_only
     limit = limit or (QuestionLimit(per_minute(cfg)) if per_minute(cfg) else None)
+    busy = busy or (Busy(cfg.max_waiting, workers=ASK_CONCURRENCY) if cfg.max_waiting else None)
+    timed = busy.answering if busy else contextlib.nullcontext
     empty_note = READ_ONLY_EMPTY if read_only else EMPTY_INDEX_NOTE
     # Each answer and each upload report carries a number of its own (data-answer, data-upload),
     # so a reader of the page (a test, a screen reader's "changed" event) can tell a new one
@@ -120,16 +128,18 @@ def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None) -> g
             return
         yield "", chat + [{"role": "assistant", "content": THINKING}], gr.skip(), asked
         try:
-            if getattr(desk, "generator", None) is None:
-                answer = desk.ask(q, history=list(asked) or None, **dates)
-            else:  # the LLM's words stream in; the verified answer replaces them at the end
-                answer, partial, shown = None, "", 0.0
-                for item in desk.ask_stream(q, list(asked) or None, **dates):
-                    if not isinstance(item, str):
-                        answer = item
-                    elif (partial := partial + item) and time.monotonic() - shown >= STREAM_EVERY_S:
-                        shown = time.monotonic()
-                        yield "", chat + [{"role": "assistant", "content": md_text(partial) + " ▍"}], gr.skip(), asked
+            with timed():  # the recent answer times say how long a refused question should wait (busy.py)
+                if getattr(desk, "generator", None) is None:
+                    answer = desk.ask(q, history=list(asked) or None, **dates)
+                else:  # the LLM's words stream in; the verified answer replaces them at the end
+                    answer, partial, shown = None, "", 0.0
+                    for item in desk.ask_stream(q, list(asked) or None, **dates):
+                        if not isinstance(item, str):
+                            answer = item
+                        elif (partial := partial + item) and time.monotonic() - shown >= STREAM_EVERY_S:
+                            shown = time.monotonic()
+                            yield "", chat + [{"role": "assistant", "content": md_text(partial) + " ▍"}], \
+                                gr.skip(), asked
         except Exception as e:  # noqa: BLE001 - said in the chat; the page stays usable
             if isinstance(e, IndexMissingError):  # started on an empty corpus: nothing to answer from yet
                 said = empty_note
@@ -159,6 +169,16 @@ def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None) -> g
             yield from respond_steps(question, chat, asked, since, until, as_of, request)
     # gradio passes the asker's gr.Request (its address: the limit's key) to a parameter of that real type.
     respond.__annotations__["request"] = gr.Request
+
+    async def admit(question: str) -> None:
+        """A chat question joins the answer queue under the cap; over it, `busy_reply` says when to retry."""
+        if busy is not None and (question or "").strip() and busy.refusal():
+            raise gr.Error("busy", visible=False, print_exception=False)  # no toast: the chat says it
+
+    def busy_reply(question: str, chat: list):  # the question stays in the box, to send again
+        said = [{"role": "user", "content": md_text((question or "").strip())},
+                {"role": "assistant", "content": busy.line()}]
+        return list(chat or []) + said, sources_empty(next(answers))
 
     def add_articles(files: Sequence[str], progress: Callable | None = None) -> dict:
         """Store uploaded files in the corpus folder and add them: what `add_files` and `/add` share.
@@ -260,7 +280,8 @@ def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None) -> g
             dates = {k: v.strip() for k, v in (("since", since), ("until", until), ("as_of", as_of))
                      if isinstance(v, str) and v.strip()}
             try:
-                return json.dumps(desk.ask(question, history=list(history or ()) or None, **dates).to_dict())
+                with timed():
+                    return json.dumps(desk.ask(question, history=list(history or ()) or None, **dates).to_dict())
             except IndexMissingError:
                 raise gr.Error(empty_note) from None
             except AskdeskError as e:  # a bad question or date: the caller sees the message
@@ -298,9 +319,16 @@ def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None) -> g
         gr.api(ask, api_name="ask", concurrency_id="ask", concurrency_limit=ASK_CONCURRENCY)
         gr.api(add, api_name="add", concurrency_id="add", concurrency_limit=1)  # the page's upload queue
         gr.api(info, api_name="info", queue=False)
-        question.submit(**ask_io)
+        # With a cap, a chat question is first checked (a cheap event outside the queue), then queued or told.
+        admit_io = dict(fn=admit, inputs=question, outputs=None, queue=False, show_progress="hidden",
+                        api_visibility="private")
+        asking = [question.submit(**admit_io if busy else ask_io)]
         for button, q in zip(example_buttons, EXAMPLES):
-            button.click(lambda q=q: q, None, question, queue=False, api_visibility="private").then(**ask_io)
+            asking.append(button.click(lambda q=q: q, None, question, queue=False, api_visibility="private")
+                          .then(**admit_io if busy else ask_io))
+        for checked in asking if busy else ():
+            checked.success(**ask_io)
+            checked.failure(busy_reply, [question, chatbot], [chatbot, sources], queue=False, api_visibility="private")
         reset = dict(fn=lambda: ([], [], SOURCES_EMPTY, ""), outputs=[chatbot, asked, sources, question], queue=False,
                      api_visibility="private")
         new_chat.click(**reset)
@@ -322,6 +350,8 @@ def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None) -> g
         demo.load(page_opened, None, [index_panel, opened, shown], queue=False,  # fresh counts on reload
                   api_visibility="private")
         timer.tick(live_tick, [opened, shown], [live, index_panel, shown], queue=False, api_visibility="private")
+    if busy is not None and busy.waiting is None:
+        busy.waiting = queued(demo)  # the chat's and /ask's questions waiting in gradio's "ask" queue
     return demo
 
 
@@ -343,11 +373,12 @@ def auth_from_env(environ: dict[str, str] | None = None) -> tuple[str, str] | No
 
 def launch(cfg: Config | None = None, *, host: str | None = None, port: int | None = None, share: bool = False,
            desk: Any = None, prevent_thread_lock: bool = False, watch: bool = False,
-           limit: QuestionLimit | None = None):
+           limit: QuestionLimit | None = None, busy: Busy | None = None):
     """Open (building if needed) the index and serve the page.
 
     ``cfg.read_only`` serves asking and reading only; ``cfg.max_questions_per_minute`` limits each
-    client address (limits.py); gate.py answers their refusals with 403 and 429.
+    client address (limits.py); ``cfg.max_waiting`` caps the questions waiting for an answer (busy.py);
+    gate.py answers their refusals with 403, 429 and 503.
 
     Args:
         cfg: defaults to ``Config.from_env()``.
@@ -357,6 +388,7 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
         desk: an already open Desk (tests); by default `open_desk(cfg)`.
         watch: keep the index in step with the corpus folder and its feeds while serving (`askdesk watch`).
         limit: the question limit (tests pass one on a fake clock); by default from ``cfg``.
+        busy: the cap on waiting questions (tests pass one on a fake clock); by default from ``cfg``.
 
     Raises:
         AskdeskError: the index cannot be opened or built, or ASKDESK_AUTH is malformed.
@@ -385,8 +417,9 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
         feeds = Feeds(folder, max_bytes=cfg.max_file_bytes, host_delay=cfg.feed_host_delay, log=say)
         watch_in_background(desk, folder, feeds=feeds, feed_every=cfg.feed_every, log=say)
     limit = limit or (QuestionLimit(per_minute(cfg)) if per_minute(cfg) else None)
-    demo = build_ui(desk, cfg, limit=limit)
-    demo.queue(default_concurrency_limit=ASK_CONCURRENCY, max_size=QUEUE_SIZE)
+    busy = busy or (Busy(cfg.max_waiting, workers=ASK_CONCURRENCY) if cfg.max_waiting else None)
+    demo = build_ui(desk, cfg, limit=limit, busy=busy)
+    demo.queue(default_concurrency_limit=ASK_CONCURRENCY, max_size=None)  # the cap is busy's, said with Retry-After
     if cfg.read_only or limit:
         print(f"askdesk: {'read-only page: asking and reading only; ' if cfg.read_only else ''}"
               + (f"at most {limit.per_minute} questions a minute per client address" if limit else "no question limit"),
@@ -395,7 +428,8 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace"])
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth, max_file_size=cfg.max_file_bytes,
                        theme=theme, css=CSS, prevent_thread_lock=prevent_thread_lock, footer_links=["gradio"],
-                       app_kwargs={"middleware": gate_middleware(demo, read_only=cfg.read_only, limit=limit)})
+                       app_kwargs={"middleware": gate_middleware(demo, read_only=cfg.read_only, limit=limit,
+                                                                 busy=busy)})
 
 
 def _counts(desk: Any, cfg: Config) -> dict:
