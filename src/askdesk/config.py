@@ -73,7 +73,9 @@ class Config:
     llm_url: str | None = None  # e.g. http://localhost:11434/v1 (Ollama)
     llm_model: str | None = None  # e.g. llama3.2
     llm_api_key: str | None = dataclasses.field(default=None, repr=False)  # local servers need none
-    llm_timeout: float = 30.0  # seconds the whole reply may take; then askdesk hangs up and falls back
+    # Seconds the whole reply may take (a deadline, not a per-read timeout): then askdesk hangs up and falls
+    # back. 120: a 3B model on two laptop cores writes ~10 words a second, and a reply is up to 512 tokens.
+    llm_timeout: float = 120.0
     # The embedding job on Ray Data (`askdesk index --ray`): a cluster address, or "auto" (RAY_ADDRESS,
     # else a Ray started on this machine); None embeds in this process.
     ray: str | None = None
