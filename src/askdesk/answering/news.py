@@ -296,7 +296,7 @@ def _own_words(chosen: list, ranked: list, speaker: str, statements: Statements,
     ("“... hard-liners,” Rubio said in a statement. “Since before ...”": X's statements with
     nothing but white space between them, one run), and when only reported speech was chosen
     ("Weeks warned residents ..."), X's best quotation beside it (on Y when Y was asked).
-    At most ``limit`` statements; the chosen ones first, each run in article order."""
+    At most ``limit`` statements: each chosen one, then the rest of its run in article order."""
     out, seen = [], set()
 
     def add(item) -> None:
@@ -315,6 +315,7 @@ def _own_words(chosen: list, ranked: list, speaker: str, statements: Statements,
             lo -= 1
         while hi + 1 < len(own) and own[hi + 1].quote and not a.text[own[hi].end:own[hi + 1].start].strip():
             hi += 1
+        add((rank, match, st, a))  # the chosen statement first, then the rest of its run in article order
         for x in own[lo:hi + 1]:
             add((rank, match, x, a))
     if not any(st.quote for _, _, st, _ in out):
