@@ -208,8 +208,10 @@ def test_a_new_model_embeds_every_article_again_into_a_new_generation(tmp_path):
     assert stats["reembedded"] and stats["kept"] == 1 and stats["n_articles"] == 6
     assert other.store.live()["gen"] == "g2" and other.info()["model"] == "fake2"
     assert "comet" in other.ask("What did the observatory find?").citations[0].sentence
-    other.sync(c)  # the next write drops the generation the rebuild replaced
-    assert other.store.generations() == ["g2"]
+    other.sync(c)  # nothing to write: the generation the rebuild replaced stays, for rollback
+    assert other.store.generations() == ["g1", "g2"]
+    other.remove([next(a.id for a in other.snapshot.all_articles() if "comet" in a.text)])  # a write that changes g2: what rollback brings back is g2 before it
+    assert other.store.generations() == ["g2"] and other.store.live()["previous"]["gen"] == "g2"
     other.close()
 
 
@@ -255,13 +257,55 @@ def test_an_interrupted_write_is_finished_by_the_next(tmp_path, monkeypatch):
     desk.close()
 
 
+def test_a_killed_write_leaves_no_second_article_with_a_files_key(tmp_path, monkeypatch):
+    """A write killed after its first new articles, before its removals, leaves two live articles
+    with one key (path): the old version of an updated file, or a file of the same name in the other
+    folder it was syncing to. The next sync keeps the folder's own only."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i in range(4):
+        write(a / f"{i}.txt", f"Story {i}\n\nThe council approved plan number {i} for the harbor on Monday.")
+    for i in range(2):
+        write(b / f"{i}.txt", f"Report {i}\n\nThe mill reported output of {i} million tonnes in the quarter.")
+    from askdesk.articles.ingest import read_articles
+
+    cfg = config(tmp_path, store=str(tmp_path / "desk.db"))
+    desk = Desk.build(a, config=cfg, embedder=FakeEmbedder())
+    monkeypatch.setattr(upsert, "ARTICLES_PER_BATCH", 1)
+    real = milvus.MilvusStore.write_articles
+
+    def killed(sync_to):
+        calls = []
+
+        def dies_in_the_second_batch(self, gen, items, analyzer):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return real(self, gen, items, analyzer)
+
+        monkeypatch.setattr(milvus.MilvusStore, "write_articles", dies_in_the_second_batch)
+        with pytest.raises(KeyboardInterrupt):
+            desk.sync(sync_to, prune=True)
+        monkeypatch.setattr(milvus.MilvusStore, "write_articles", real)
+
+    killed(b)  # b/0.txt is in beside a/0.txt, the manifest still names a
+    assert desk.sync(a, prune=True)["n_articles"] == 4
+    assert sorted(x.id for x in desk.snapshot.all_articles()) == sorted(x.id for x in read_articles([a], root=a)[0])
+    write(a / "0.txt", "Story 0\n\nThe council rejected plan number 0 for the harbor on Tuesday.")
+    write(a / "4.txt", "Story 4\n\nThe council approved plan number 4 for the harbor on Monday.")
+    killed(a)  # the new 0.txt is in beside the old one
+    assert desk.sync(a, prune=True)["n_articles"] == 5
+    assert sorted(x.id for x in desk.snapshot.all_articles()) == sorted(x.id for x in read_articles([a], root=a)[0])
+    assert "rejected" in desk.ask("What did the council do with plan number 0?").citations[0].sentence
+    desk.close()
+
+
 # ---- errors a user can fix ------------------------------------------------------------------------
 
 def test_errors_name_their_fix(tmp_path, monkeypatch):
     cfg = config(tmp_path, store=str(tmp_path / "none.db"))
     with pytest.raises(IndexMissingError, match=r"askdesk index corpus/ --store .*none\.db"):
         Desk(config=cfg, embedder=FakeEmbedder()).ask("What happened?")
-    with pytest.raises(BadInputError, match="rollback works on an index folder"):
+    with pytest.raises(IndexMissingError, match=r"no index in the Milvus store .*askdesk index corpus/ --store"):
         Desk(config=cfg, embedder=FakeEmbedder()).rollback()
     with pytest.raises(BadInputError, match="must be letters"):
         Desk(config=cfg.replace(store=f"{tmp_path}/x.db#no-dashes"), embedder=FakeEmbedder()).ask("Why?")

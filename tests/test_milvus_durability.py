@@ -1,9 +1,12 @@
 """The Milvus store under crashes and a second writer, in real processes: writers killed with
-SIGKILL (with their Milvus Lite engine) at random points, a second writer on a Milvus Lite file,
-and two writers on a Milvus server (Milvus Lite's engine serving TCP)."""
+SIGKILL (with their Milvus Lite engine) at random points, the engine a killed writer leaves behind,
+a second writer on a Milvus Lite file, and two writers on a Milvus server (Milvus Lite's engine
+serving TCP)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import random
 import signal
@@ -11,18 +14,22 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, FakeEmbedder, write
 
 from askdesk import Config, Desk
+from askdesk.errors import IndexLockedError
 from askdesk.store import build
 from askdesk.store.vectors import chunk_key
 
 if os.environ.get("ASKDESK_REQUIRE_ENGINES") != "1":
     pytest.importorskip("pymilvus", reason="pip install 'askdesk[milvus]' to test the Milvus store")
 
+from askdesk.store import milvus_lock  # noqa: E402
 from askdesk.store.milvus_collections import query_all  # noqa: E402
 
 WRITER = textwrap.dedent("""
@@ -91,8 +98,8 @@ def test_sigkill_at_any_point_leaves_a_store_that_answers_and_the_next_write_rep
         assert p.stdout.readline().strip() == "started", p.stderr.read()
         time.sleep(rng.uniform(0.0, 1.2))  # a random point: before, inside or between writes
         os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-        desk = Desk(config=cfg, embedder=FakeEmbedder())
+        p.wait()  # the writer is gone; its engine, killed too, may still be exiting with the file's lock held
+        desk = Desk(config=cfg, embedder=FakeEmbedder())  # opened at once, as a restart would: it waits for that engine
         snap = desk.snapshot
         names = desk.store.names(snap.gen)
         batches = desk.store.journal()
@@ -137,7 +144,7 @@ def test_a_second_process_is_refused_a_milvus_lite_file_with_the_reason(tmp_path
                                 "--store", store], capture_output=True, text=True, env={**os.environ})
         lines = [x for x in other.stderr.splitlines() if x.strip()]
         assert other.returncode == 1 and len(lines) == 1 and "Traceback" not in other.stderr, other.stderr
-        assert "is open in another process" in lines[0] and "http://" in lines[0]
+        assert f"is open in another process (pid {p.pid};" in lines[0] and "http://" in lines[0]
         gate.touch()
         assert p.wait(timeout=120) == 0
     finally:
@@ -145,6 +152,105 @@ def test_a_second_process_is_refused_a_milvus_lite_file_with_the_reason(tmp_path
     desk = Desk(config=cfg, embedder=FakeEmbedder())  # the writer is gone: the file opens, its write complete
     assert desk.info()["n_articles"] == 8
     desk.close()
+
+
+def engine_of(pid: int) -> int:
+    """The Milvus Lite engine a process started (its child named milvus)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            name, rest = stat.read_text().rsplit(")", 1)
+            if rest.split()[1] == str(pid) and name.endswith("(milvus"):
+                return int(stat.parent.name)
+    raise AssertionError(f"no Milvus Lite engine under pid {pid}")
+
+
+def stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` has stopped (SIGSTOP reaches them one by one)."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(s in "tT" for s in states)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds and stops the engine through /proc")
+@pytest.mark.parametrize("holding", [True, False], ids=["holding-the-lock", "between-locks"])
+def test_the_engine_a_killed_writer_left_is_waited_for_then_named(tmp_path, monkeypatch, holding):
+    """`kill -9` of a writer leaves its engine finishing a write, SQLite's lock on the file held (a
+    killed process group's engine holds it as long as it takes to exit). A new engine started then
+    fails ("database is locked"): this was the durability test's rare 'is open in another process'.
+    Started while the old one holds no lock, it would run beside it. Here that engine is stopped in
+    either state, so the moment lasts as long as the test needs."""
+    a, b = corpora(tmp_path)
+    store = tmp_path / "desk.db"
+    cfg = Config.from_env({}, model="fake", reader=False, refuse_below=0.0, index=tmp_path / "index",
+                          store=str(store))
+    Desk.build(a, config=cfg, embedder=FakeEmbedder()).close()
+    p = start_writer(tmp_path, str(store), a, b)
+    engine = None
+    try:
+        assert p.stdout.readline().strip() == "started", p.stderr.read()
+        engine = engine_of(p.pid)
+        deadline = time.monotonic() + 60
+        while True:  # the writer writes without pause: its engine holds SQLite's lock most of the time
+            os.kill(engine, signal.SIGSTOP)
+            while not stopped(engine):
+                assert time.monotonic() < deadline, "the engine did not stop"
+                time.sleep(0.005)
+            if (milvus_lock.holder(store) == engine) == holding:
+                break
+            os.kill(engine, signal.SIGCONT)
+            assert time.monotonic() < deadline, f"the engine was never stopped {'with' if holding else 'without'} the lock"
+        os.kill(p.pid, signal.SIGKILL)  # the writer alone, as `kill -9 PID` does: its engine stays, holding the file
+        p.wait()
+
+        # An engine that does not stop: after the wait, one line naming it and what ends it.
+        monkeypatch.setattr(milvus_lock, "ORPHAN_WAIT_S", 0.2)
+        with pytest.raises(IndexLockedError) as refused:
+            Desk(config=cfg, embedder=FakeEmbedder()).info()
+        assert f"engine (pid {engine})" in str(refused.value) and f"`kill {engine}`" in str(refused.value)
+        assert "\n" not in str(refused.value)
+        assert milvus_lock.engines(store) == [engine]  # nothing was started beside it
+
+        # An engine that stops (the usual case): the open waits for it, then the store answers.
+        monkeypatch.setattr(milvus_lock, "ORPHAN_WAIT_S", 120.0)
+        waiting, opened = threading.Event(), {}
+        handler = logging.Handler()
+        handler.emit = lambda record: waiting.set() if "waiting for the Milvus Lite engine" in record.getMessage() \
+            else None
+        log = logging.getLogger(milvus_lock.__name__)
+        log.addHandler(handler)
+        monkeypatch.setattr(log, "level", logging.INFO)
+        desk = Desk(config=cfg, embedder=FakeEmbedder())
+
+        def open_it():
+            try:
+                opened["n"] = desk.info()["n_articles"]
+            except Exception as e:  # noqa: BLE001 - reported by the assertion below
+                opened["error"] = e
+
+        t = threading.Thread(target=open_it)
+        t.start()
+        try:
+            assert waiting.wait(60), "the open did not wait for the engine"
+            assert t.is_alive()  # it is waiting, not refused
+            os.kill(engine, signal.SIGCONT)  # it finishes its request, finds its writer gone and stops
+            t.join(120)
+        finally:
+            log.removeHandler(handler)
+        assert not t.is_alive() and "error" not in opened, opened
+        assert opened["n"] > 0
+        desk.sync(a, prune=True)  # the next write finishes what the killed one left
+        assert desk.info()["n_articles"] == 8 and desk.store.journal() == []
+        desk.close()
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        if engine is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(engine, signal.SIGKILL)
+                os.kill(engine, signal.SIGCONT)
 
 
 @pytest.fixture

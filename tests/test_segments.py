@@ -150,7 +150,8 @@ def test_rollback_and_garbage_collection_keep_what_a_kept_generation_lists(desk,
 
 
 def test_an_index_of_format_2_is_upgraded_keeping_every_article(desk, tmp_path, fake, fake_config):
-    """A format-2 generation (one folder with articles.jsonl and the rest): `askdesk index` embeds
+    """A format-2 generation (one folder with articles.jsonl and the rest) whose vectors are gone:
+    it cannot be converted (tests/test_upgrade.py converts a whole one), so `askdesk index` embeds
     its articles again and keeps them all, the one from outside the folder too."""
     outside = write(tmp_path / "elsewhere" / "mill.txt", "Mill news\n\nThe mill in Orm reopened in May.")
     desk.add([outside])

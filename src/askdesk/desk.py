@@ -198,9 +198,8 @@ class Desk:
         if self.store is not None:
             raise BadInputError("a Milvus store has no segments of askdesk's to merge (Milvus compacts its own); "
                                 "askdesk optimize is for an index folder")
-        with self._write_lock:
-            return merge_mod.compact(self.index_dir, config=self.config, current=lambda: self._current().snap,
-                                 everything=True)
+        return merge_mod.compact(self.index_dir, config=self.config, current=lambda: self._current().snap,
+                                 everything=True, turn=self._write_lock)
 
     def remove(self, refs: Sequence[str]) -> dict:
         """Remove articles by id or path; raises BadInputError naming refs that match nothing."""
@@ -213,18 +212,18 @@ class Desk:
         return self._write(build.for_remove(ids), [], None, scope=sorted(ids)).to_dict()
 
     def rollback(self) -> dict:
-        """Make the index's previous generation live again (a second call undoes the first).
+        """Make the index's previous generation live again (a second call undoes the first); in a
+        Milvus store, the state before its last write (`askdesk.store.milvus_rollback`).
 
         Returns:
             ``{"generation", "replaced", "n_articles", "n_chunks", "created"}`` of the generation now live.
 
         Raises:
             IndexMissingError: no index, or no earlier generation is kept.
-            BadInputError: a Milvus store (it changes in place and keeps no earlier generation).
         """
         if self.store is not None:
-            raise BadInputError(f"the Milvus store {self.store.uri!r} changes in place and keeps no earlier "
-                                "generation; rollback works on an index folder (--index DIR)")
+            with self._write_lock:
+                return upsert.rollback(self.store, lock_wait=self.config.lock_wait)
         with index_mod.lock(self.index_dir, timeout=self.config.lock_wait):
             return index_mod.rollback(self.index_dir)
 
@@ -254,8 +253,10 @@ class Desk:
     def _merge_tiers(self) -> None:
         """Merge the full size tiers (build.merge_plan); a failure is logged: the index stays as it is."""
         try:
-            with self._write_lock:
-                out = merge_mod.compact(self.index_dir, config=self.config, current=lambda: self._current().snap)
+            # This process's writes queue on _write_lock; the merge holds it (and the writer lock) only
+            # to read the live generation and to publish, so a write never waits for a merge's work.
+            out = merge_mod.compact(self.index_dir, config=self.config, current=lambda: self._current().snap,
+                                    turn=self._write_lock)
             if out["merges"]:
                 logger.info("merged segments: %d -> %d", out["segments_before"], out["segments"])
         except Exception as e:  # noqa: BLE001 - a merge is housekeeping; the write it follows is done

@@ -13,9 +13,9 @@
   deletions), made live with one os.replace.
 
 Merging segments (by size tiers after a write, or all of them: `askdesk optimize`) is merge.py.
-A write that cannot reuse
-the live index (another model or chunking, an older format, a damaged file) embeds every article
-again into one segment, keeping them all.
+An index of an older format is first converted (upgrade.py: vectors carried over, nothing embedded).
+A write that cannot reuse the live index (another model or chunking, a format no upgrade step
+reads, a damaged file) embeds every article again into one segment, keeping them all.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from ..errors import EmptyCorpusError, IndexCorruptError, IndexMismatchError
 from ..models.embed import Embedder, embed_with_spans
 from ..types import Article, Chunk
 from . import index as index_mod
+from . import upgrade
 from .lexical import BM25
 from .records import sentence_hash
 from .selection import (  # noqa: F401 - the writer's selections: build.for_add, ... as before
@@ -267,6 +268,7 @@ def write(index_dir: Path, select: Selection, *, config: Config, embedder: Embed
     """
     with index_mod.lock(index_dir, timeout=config.lock_wait):
         index_mod.collect_garbage(index_dir)  # what a killed writer left behind
+        upgrade.upgrade(index_dir, want={"model": config.model, **settings(config)})  # an older format, converted
         old, old_articles, why = _old(index_dir, current)
         recorded_entry = old.manifest.get("corpus") if old is not None else None
         if old is None and old_articles:  # unreadable or another format/model: its articles are kept anyway

@@ -6,6 +6,7 @@ Layout (plain files, no pickle)::
       CURRENT            the live generation's name, and on a second line the one before it (kept
                          for `askdesk rollback`); replaced atomically with os.replace
       .lock              held by the one process that writes
+      .merge-<time>-<pid>/  a running merge's workspace: its segment is written there, off the lock
       s-<time>-<hash>/   a segment: some articles with everything answering needs of them; never
                          changed once written, shared by the generations that list it
         segment.json     written last: counts, file sizes, "faiss": {"kind": "flat"} or
@@ -29,8 +30,9 @@ and folder_snapshot, chunks are addressed by key, never by row.
 A write costs what it changes: adding an article writes a segment holding it and a new manifest
 listing the old segments and the new one; removing one writes only a manifest (the deletion
 list). Segments are merged by size tiers (merge.py, `askdesk optimize`), which drops what was
-deleted. A segment's own files are written and read by segment.py. A reader loads only the
-segments it does not hold yet (`load(reuse=...)`).
+deleted; a merge holds the lock only to take its snapshot and to publish. A segment's own files
+are written and read by segment.py. A reader loads only the segments it does not hold yet
+(`load(reuse=...)`).
 
 A writer writes new folders beside the live ones (a temporary name, renamed into place) and only
 then points CURRENT at the new generation: a crash at any point leaves CURRENT naming the last
@@ -79,6 +81,7 @@ logger = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
+MERGING = ".merge-"  # a running merge's workspace (merge.Workspace); removed once no merge holds it
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class Generation:
     new: NewSegment | None = None
     kept: list[Kept] = field(default_factory=list)
     at: int | None = None  # where the new segment goes among the kept ones (None: last)
+    # A segment already written outside the index folder (a merge's, in its workspace) and its
+    # manifest entry: publish renames it into place instead of writing ``new``.
+    placed: tuple[Path, dict] | None = None
 
 
 def current_generation(index_dir: str | Path) -> str | None:
@@ -261,9 +267,13 @@ def check_manifest(manifest: dict, expect: dict, index_dir: Path) -> None:
         if isinstance(fmt, int) and fmt > FORMAT_VERSION:
             raise IndexMismatchError(f"index format {fmt!r} is newer than this askdesk's ({FORMAT_VERSION}); "
                                      "upgrade askdesk (pip install -U askdesk)")
+        from .upgrade import STEPS  # upgrade.py builds on this module
+
         n = manifest.get("n_articles", "its")
+        how = (f"rewrites its {n} articles in format {FORMAT_VERSION} without embedding them again" if fmt in STEPS
+               else f"embeds its {n} articles again and keeps them all")
         raise IndexMismatchError(f"index format {fmt!r} is older than this askdesk's ({FORMAT_VERSION}); upgrade it "
-                                 f"with: {redo} (embeds its {n} articles again and keeps them all)")
+                                 f"with: {redo} ({how})")
     for key, want in expect.items():
         have = manifest.get(key)
         if have != want:
@@ -293,6 +303,11 @@ def publish(index_dir: str | Path, gen: Generation, *, keep_previous: bool = Fal
     try:
         if gen.new is not None:
             entry = write_segment(index_dir, gen.new, stamp, made)
+            entries.insert(len(entries) if gen.at is None else gen.at, entry)
+        elif gen.placed is not None:
+            folder, entry = gen.placed
+            os.rename(folder, index_dir / entry["name"])
+            made.append(index_dir / entry["name"])
             entries.insert(len(entries) if gen.at is None else gen.at, entry)
         content = hashlib.sha1(json.dumps([(e["name"], e["deleted"]) for e in entries]).encode()).hexdigest()[:8]
         name = f"g-{stamp}-{content}"
@@ -378,7 +393,8 @@ def lock(index_dir: str | Path, *, timeout: float = 0.0) -> Iterator[None]:
 
 def collect_garbage(index_dir: str | Path, keep: str | None = None) -> None:
     """Remove generations other than the live one and the one before it (`rollback`), segments
-    neither of them lists, and folders a crashed writer left behind.
+    neither of them lists, and folders a crashed writer or merge left behind (a running merge's
+    workspace stays: `in_use`).
 
     Caller holds ``lock(index_dir)``. Removing an old segment never breaks a reader that still
     holds it: its records are in memory, and its open ``sentences.npy`` and mapped postings
@@ -402,8 +418,27 @@ def collect_garbage(index_dir: str | Path, keep: str | None = None) -> None:
         if not p.is_dir():
             continue
         if (p.name.startswith("g-") and p.name not in kept or p.name.startswith(".tmp-")
-                or p.name.startswith("s-") and listed is not None and p.name not in listed):
+                or p.name.startswith("s-") and listed is not None and p.name not in listed
+                or p.name.startswith(MERGING) and not in_use(p)):
             shutil.rmtree(p, ignore_errors=True)
+
+
+def in_use(folder: Path) -> bool:
+    """Whether a running merge holds ``folder`` (its workspace: merge.Workspace keeps a flock on
+    its .lock while it runs; the kernel drops it when the merge ends or its process dies)."""
+    try:
+        fh = open(folder / ".lock", "rb")
+    except FileNotFoundError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                return True
+            raise
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
 
 
 def _mb(n: int) -> str:

@@ -4,9 +4,10 @@
 Milvus engine in this process; ``--store http://host:19530`` a Milvus server or cluster, with the
 same code. ``#name`` after either names the collections (default ``askdesk``)::
 
-    NAME_meta            small rows: "live" (the generation answering, and a version each write bumps),
-                         "manifest:GEN" (model, chunk settings, corpus folder), "writer" (a server's
-                         write lease), "journal" (the article batch a write is changing, until done)
+    NAME_meta            small rows: "live" (the generation answering, its manifest: model, chunk
+                         settings, corpus folder; the state before the last write, for rollback; a
+                         version each write bumps), "writer" (a server's write lease), "journal" (the
+                         article batch a write is changing, or a rollback, until done)
     NAME_GEN_articles    each article as JSON (its text, fields and sentence spans) in pieces of
                          16,000 characters, so any article fits VARCHAR's 65,535 bytes
     NAME_GEN_sentences   a row per sentence, keyed by article id and position: a hash of its text
@@ -36,12 +37,16 @@ is missing), and removes in the opposite order. A writer killed mid-batch leaves
 batch's rows partly written; the next write (any `askdesk index`, `add`, `remove`) first deletes
 them, and as ids come from content, writing them again gives the same rows. Embedding a new model
 or chunking writes a whole new generation of collections and switches "live" only when it is
-complete (``live`` is one row: the switch is one upsert).
+complete (``live`` is one row: the switch is one insert). `milvus_rollback` keeps the state before
+the last write in the store's own rows (the generation a rebuild replaced; the rows a write to the
+live generation replaced or deleted, in an undo set ``NAME_uN_*``), for `askdesk rollback`.
 
 This module is the store: its connection, its meta rows, its generations, what is read and
 written by article. Beside it: `milvus_collections` (the schemas and the row requests),
-`milvus_snapshot` (what answering reads: `MilvusSnapshot`, `MilvusVectors`, `MilvusLexical`) and
-`milvus_write` (an `Embedded` article and the rows it becomes).
+`milvus_snapshot` (what answering reads: `MilvusSnapshot`, `MilvusVectors`, `MilvusLexical`),
+`milvus_write` (an `Embedded` article and the rows it becomes), `milvus_rollback` (the state
+before the last write) and `milvus_lock` (who holds a Milvus Lite file; waiting out the engine
+of a killed process).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
@@ -58,6 +64,7 @@ from pathlib import Path
 from ..errors import BadInputError, IndexLockedError, IndexMismatchError, IndexMissingError, StoreUnavailableError
 from ..models.embed import Embedder
 from ..types import Article
+from . import milvus_lock
 from .milvus_collections import (
     INSTALL,
     MAX_LIMIT,
@@ -81,25 +88,12 @@ FORMAT = 2  # the store's layout (these modules); each generation's manifest rec
 _LITE_LOCKS: dict[str, threading.Lock] = {}  # one writer per Milvus Lite file in this process
 
 
-def _lite_busy(path: Path) -> bool:
-    """Whether another process holds the Milvus Lite file (milvus_lite.server takes this lock on
-    ``.NAME.lock`` beside it). Asked before opening, so that milvus-lite logs nothing."""
-    import fcntl
-
-    from milvus_lite.server_manager import server_manager_instance
-
-    if str(path.resolve()) in server_manager_instance._servers:
-        return False  # this process serves it (closing a probe of our own lock would release it)
-    lock = path.parent / f".{path.name}.lock"
-    if not lock.exists():
-        return False
-    with open(lock, "a") as fh:
-        try:
-            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.lockf(fh, fcntl.LOCK_UN)
-    return False
+def _busy(path: Path, pid: int) -> IndexLockedError:
+    who = f"pid {pid}; " if pid else ""
+    return IndexLockedError(
+        f"the Milvus Lite file {str(path)!r} is open in another process ({who}Milvus Lite serves one process at a "
+        "time, so that process is the only reader and writer): stop it (an `askdesk serve` page?) and run again, "
+        "or serve the file with a Milvus server and use its http:// URI")
 
 
 # ---- the store: connection, collections, records -------------------------------------------------
@@ -156,18 +150,24 @@ class MilvusStore:
             except ImportError as e:
                 raise StoreUnavailableError(f"{INSTALL} (milvus-lite 2.5.1 could not be imported: {e})") from None
             path.parent.mkdir(parents=True, exist_ok=True)
+            from milvus_lite.server_manager import server_manager_instance
+
+            # Asked before starting an engine, so that milvus-lite logs nothing; never when this process
+            # serves the file (closing a probe of its own lock would release it).
+            if str(path.resolve()) not in server_manager_instance._servers:
+                pid = milvus_lock.wait_until_free(path)  # an engine left by a killed process: waited for
+                if pid is not None:
+                    raise _busy(path, pid)
             try:
-                if _lite_busy(path):
-                    raise pymilvus.exceptions.MilvusException(message="busy")
                 return pymilvus.MilvusClient(str(path))
             except RuntimeError as e:  # milvus-lite's own checks of the file name
                 raise BadInputError(f"{str(path)!r} cannot be a Milvus Lite file: {e}") from None
-            except pymilvus.exceptions.MilvusException:
-                raise IndexLockedError(
-                    f"the Milvus Lite file {str(path)!r} is open in another process (Milvus Lite serves one "
-                    "process at a time, so that process is the only reader and writer): stop it (an `askdesk "
-                    "serve` page?) and run again, or serve the file with a Milvus server and use its http:// URI"
-                ) from None
+            except pymilvus.exceptions.MilvusException as e:
+                pid = milvus_lock.holder(milvus_lock.lock_file(path))  # taken since it was asked?
+                if pid is not None:
+                    raise _busy(path, pid) from None
+                raise StoreUnavailableError(f"Milvus Lite could not start on {str(path)!r} ({e.message}); what its "
+                                            "engine printed above says why") from None
         try:
             return pymilvus.MilvusClient(uri=self.where, timeout=10)
         except pymilvus.exceptions.MilvusException as e:
@@ -239,15 +239,16 @@ class MilvusStore:
             create_meta(self.client, self.meta)
 
     def live(self) -> dict | None:
-        """``{"gen", "version", "manifest"}`` of the generation answering (version: counts the
-        writes), or None for an empty store."""
+        """``{"gen", "version", "manifest", "previous"}`` of the generation answering (version: counts
+        the writes; previous: what `milvus_rollback` brings back, or None), or None for an empty store."""
         rows = self._rows("live")
-        return {**rows[-1][1], "version": rows[-1][0]} if rows else None
+        return {"previous": None, **rows[-1][1], "version": rows[-1][0]} if rows else None
 
-    def set_live(self, gen: str, manifest: dict) -> None:
-        """Point the store at ``gen`` with its manifest: one inserted row (older ones deleted after)."""
+    def set_live(self, gen: str, manifest: dict, previous: dict | None = None) -> None:
+        """Point the store at ``gen`` with its manifest, and at the state before it (``previous``,
+        as `milvus_rollback` records it): one inserted row (older ones deleted after)."""
         old = self._rows("live")
-        self._insert_meta("live", {"gen": gen, "manifest": manifest})
+        self._insert_meta("live", {"gen": gen, "manifest": manifest, "previous": previous})
         self.delete_meta(*(f"live:{n:012d}" for n, _ in old))
 
     def manifest(self, gen: str) -> dict | None:
@@ -258,9 +259,10 @@ class MilvusStore:
         """The batches a write has begun and not finished: (row key, {"gen", "ids"})."""
         return [(f"journal:{n:012d}", v) for n, v in self._rows("journal")]
 
-    def begin(self, gen: str, ids: Sequence[str]) -> str:
-        """Record the articles a batch is about to change; returns the row `end` deletes."""
-        return self._insert_meta("journal", {"gen": gen, "ids": list(ids), "pid": os.getpid()})
+    def begin(self, gen: str, ids: Sequence[str], **more) -> str:
+        """Record the articles a batch is about to change (``more``: what else finishing it needs);
+        returns the row `end` deletes."""
+        return self._insert_meta("journal", {"gen": gen, "ids": list(ids), "pid": os.getpid(), **more})
 
     def end(self, key: str) -> None:
         self.delete_meta(key)
@@ -278,12 +280,12 @@ class MilvusStore:
             if self.client.has_collection(n):
                 self.client.drop_collection(n)
 
-    def generations(self) -> list[str]:
-        """Every generation with collections in the store (a killed rebuild's too)."""
-        prefix = f"{self.name}_"
-        gens = {n[len(prefix):].rsplit("_", 1)[0] for n in self.client.list_collections()
-                if n.startswith(prefix) and n != self.meta}
-        return sorted(g for g in gens if g.startswith("g") and g[1:].isdigit())
+    def generations(self, kind: str = "g") -> list[str]:
+        """Every generation with collections in the store (a killed rebuild's too); ``kind`` "u":
+        the undo sets instead (`milvus_rollback`), named the same way."""
+        own = re.compile(rf"{self.name}_({kind}\d+)_(articles|sentences|chunks)")
+        found = {m[1] for n in self.client.list_collections() if (m := own.fullmatch(n))}
+        return sorted(found, key=lambda g: int(g[1:]))
 
     # -- reading ----------------------------------------------------------------------------------
     def snapshot(self, *, expect: dict | None = None, embedder: Embedder | None = None) -> MilvusSnapshot:

@@ -79,6 +79,10 @@ class Delta:
         update of the live articles with its key, or new."""
         same = held.get(a.id)
         if same is not None:
+            # Other live articles with its key go: the folder never holds two, but a write to a Milvus
+            # store killed midway can leave them (the old version of an update, or a file of the same
+            # name in the folder it was syncing to), and they would otherwise stay for good.
+            self.remove |= {o.id for o in held.with_key(key(a))} - {a.id}
             if same != a:  # same text, another path: written again with its vectors
                 self.write.append(a)
                 self.remove.add(a.id)

@@ -8,6 +8,9 @@ some of the new). An article's chunking and vectors are the folder's (`build.pla
 `build.embed`); a new model or chunking re-embeds every article into a new generation that goes live
 when complete.
 
+Before a write changes anything, what it will replace is kept for `askdesk rollback`
+(`milvus_rollback`: the generation a rebuild replaces, or the rows a write to the live one replaces).
+
 Crashes: each batch is recorded in the store's "journal" row before it is written and cleared
 after; `repair`, run at the start of every write, deletes what a killed writer's last batch left
 (the batches before it are complete and stay: a re-run embeds only what is missing).
@@ -39,11 +42,12 @@ from ..errors import BadInputError, EmptyCorpusError, IndexLockedError
 from ..models.embed import Embedder
 from ..types import Article
 from ..version import __version__
-from . import build
+from . import build, milvus_rollback
 from .folder_snapshot import FolderSnapshot
 from .milvus import FORMAT, MilvusStore
 from .milvus_write import ARTICLES_PER_BATCH, EmbedArticles, Embedded, text_hash
 from .selection import Held
+from .upgrade import upgrade_store
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +113,7 @@ def write(store: MilvusStore, select: build.Selection, *, config: Config, embedd
     """
     with writing(store, config.lock_wait):
         repair(store)
+        upgrade_store(store, current=FORMAT, want={"model": config.model, **build.settings(config)})  # an older layout
         live = store.live()
         gen = live["gen"] if live else None
         manifest = dict(live["manifest"]) if live else {}
@@ -150,6 +155,9 @@ def write(store: MilvusStore, select: build.Selection, *, config: Config, embedd
             if gen is None:  # a new store answers as it fills: each batch written is complete
                 store.set_live(target, {**_manifest(config, embedder, manifest), "analyzer": analyzer,
                                         "corpus": record})
+        # What `askdesk rollback` brings back: kept before anything changes (milvus_rollback)
+        previous = (milvus_rollback.before_write(store, live, [a.id for a in new] + gone + [a.id for a in moved])
+                    if reuse else milvus_rollback.before_rebuild(live))
         if moved:  # same text, another path (the folder moved): the records only
             full = store.read_records(target, [a.id for a in moved])
             key = store.begin(target, [a.id for a in moved])  # an upsert killed midway loses the row
@@ -164,9 +172,10 @@ def write(store: MilvusStore, select: build.Selection, *, config: Config, embedd
             key = store.begin(target, ids)
             store.delete_articles(target, ids)
             store.end(key)
-        # A rebuild goes live here; its predecessor stays until the next write (a question in flight may read it)
+        # A rebuild goes live here; its predecessor stays, for rollback (and a question in flight may read it)
         store.set_live(target, {**(manifest if reuse else {}), **_manifest(config, embedder, manifest),
-                                "analyzer": analyzer, "corpus": record})
+                                "analyzer": analyzer, "corpus": record}, previous=previous)
+        milvus_rollback.collect(store)
         changes.n_articles, changes.n_chunks = len(articles) + others, _chunks(store, target)
         return changes
 
@@ -273,17 +282,27 @@ def near_duplicates(store: MilvusStore, gen: str | None, planned: list[Article],
 
 
 def repair(store: MilvusStore) -> None:
-    """Finish what a killed writer left: delete its last batch's rows, drop a rebuild that never went live."""
+    """Finish what a killed writer left: delete its last batch's rows, drop a rebuild that never went
+    live, finish a rollback."""
     live = store.live()
     for key, batch in store.journal():
+        if "restore" in batch:  # a rollback: done again from its start, then it goes live
+            milvus_rollback.finish(store, key, batch)
+            live = store.live()
+            continue
         if live is not None and batch["gen"] == live["gen"]:  # (a rebuild's generation goes below)
             store.delete_articles(batch["gen"], batch["ids"])
         logger.warning("finished a write to %s that was interrupted: %d articles of its last batch deleted "
                        "(written again when selected)", store.uri, len(batch["ids"]))
         store.end(key)
-    for g in store.generations():
-        if live is None or g != live["gen"]:
-            store.drop(g)
+    milvus_rollback.collect(store)  # a rebuild that never went live, undo sets of older writes
+
+
+def rollback(store: MilvusStore, *, lock_wait: float = 30.0) -> dict:
+    """Bring back the store as it was before the last write (`milvus_rollback.rollback`), holding it as a writer."""
+    with writing(store, lock_wait):
+        repair(store)
+        return milvus_rollback.rollback(store)
 
 
 # ---- two writers --------------------------------------------------------------------------------
