@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,11 @@ SEED = CORPUS / "000_6b727eb0139704a7.txt"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# A run started in the background (nohup, `cmd &`, some CI runners) inherits SIGINT ignored, and so
+# would every process the tests start: the Ctrl-C tests need it as a terminal gives it (Python's
+# KeyboardInterrupt here; a handler, unlike "ignored", is reset to the default in a child).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class FakeEmbedder:
