@@ -210,3 +210,103 @@ def test_chunks_and_sentences_are_found_by_key_across_segments(desk, tmp_path):
     assert snap.sentences_in(chunks[::-1]) is snap.sentences_in(chunks[::-1])
     assert not snap.sentences_in(chunks).vectors.flags.writeable
     assert os.path.isdir(snap.segments[1].path)
+
+
+def test_chunk_sentence_ranges_in_arrays_match_the_loop_on_random_articles():
+    """`SentenceSpans.ranges` (what a loaded segment uses) against `sentence_ranges` (the reference
+    loop), on articles with no sentences, gaps between sentences, and chunks that start or end
+    inside a sentence or past the last one."""
+    from askdesk.store.records import SentenceRows, SentenceSpans, sentence_ranges
+    from askdesk.types import Chunk
+
+    rng = np.random.default_rng(7)
+    position, first, spans, chunks, art = {}, [0], [], [], []
+    for p in range(300):
+        aid = f"a{p}"
+        position[aid] = p
+        at, mine = 0, []
+        for _ in range(int(rng.integers(0, 9))):
+            s = at + int(rng.integers(0, 4))
+            at = s + int(rng.integers(1, 30))
+            mine.append((s, at))
+        spans += mine
+        first.append(first[-1] + len(mine))
+        for _ in range(int(rng.integers(0, 5))):
+            s = int(rng.integers(0, at + 5))
+            e = s + int(rng.integers(0, 60))
+            chunks.append(Chunk(f"c{len(chunks)}", aid, s, e, ""))
+            art.append(p)
+    starts = np.asarray(first, np.int64)
+    arr = np.asarray(spans, np.int32).reshape(-1, 2)
+    sents, rows = SentenceSpans(position, starts, arr), SentenceRows(position, starts, arr)
+    want_lo, want_hi = sentence_ranges(chunks, sents, rows)
+    lo, hi = sents.ranges(np.asarray(art), np.asarray([c.start for c in chunks]), np.asarray([c.end for c in chunks]))
+    assert len(chunks) > 300 and (want_hi > want_lo).any() and (want_hi == want_lo).any()
+    assert lo.tolist() == want_lo.tolist() and hi.tolist() == want_hi.tolist()
+
+
+def loaded_both_ways(seg_path, monkeypatch):
+    """The segment read line by line, and read from its columns (as a large one is)."""
+    from askdesk.store import segment as segment_mod
+
+    lines = segment_mod.load_segment(seg_path, "run X")
+    monkeypatch.setattr(segment_mod, "ARTICLES_IN_MEMORY", 0)
+    return lines, segment_mod.load_segment(seg_path, "run X")
+
+
+def test_a_segment_opened_from_its_columns_reads_as_one_parsed_line_by_line(desk, tmp_path, monkeypatch):
+    from askdesk.store.records import StoredArticles, StoredChunks
+
+    desk.add([write(tmp_path / "more" / "port.txt", 'Port story\n\n"We are ready for bigger ships," said port '
+                    'director Ana Costa. Container traffic grew fastest in March.')])
+    desk.optimize()  # one segment of every article, written with its columns
+    (seg,) = desk.snapshot.segments
+    assert all((seg.path / n).is_file() for n in ("articles.npy", "chunks.npy", "spans.npy"))
+    lines, cols = loaded_both_ways(seg.path, monkeypatch)
+    assert isinstance(cols.articles, StoredArticles) and isinstance(cols.chunks, StoredChunks)
+    assert not isinstance(lines.articles, StoredArticles)
+    assert list(cols.articles) == list(lines.articles) and cols.position == lines.position
+    assert [cols.articles[a] for a in cols.articles] == [lines.articles[a] for a in lines.articles]
+    assert list(cols.chunks) == list(lines.chunks) and len(cols) == len(lines) == 7
+    assert cols.chunks[1:3] == lines.chunks[1:3] and [c.text for c in cols.chunks] == [c.text for c in lines.chunks]
+    assert all(cols.sentences[a] == lines.sentences[a] for a in lines.articles)
+    for x, y in zip(cols.bounds, lines.bounds):
+        assert x.tolist() == y.tolist()
+    assert dict(cols.statements) == dict(lines.statements)
+    port = next(a for a in cols.articles if cols.articles[a].title == "Port story")
+    assert [s.speaker for s in cols.statements[port]] == ["Ana Costa"]
+    np.testing.assert_array_equal(cols.vectors.dates, lines.vectors.dates)
+    # And a desk over it answers as one over the lines.
+    question = "What did the harbour board approve on Monday?"
+    by_lines = desk.ask(question)
+    monkeypatch.setattr("askdesk.store.segment.ARTICLES_IN_MEMORY", 0)
+    again = Desk.open(desk.index_dir, config=desk.config, embedder=desk.embedder)
+    assert isinstance(again.snapshot.segments[0].articles, StoredArticles)
+    got = again.ask(question)
+    assert (got.text, got.citations, got.refused) == (by_lines.text, by_lines.citations, by_lines.refused)
+    assert got.citations and "harbour" in got.citations[0].sentence.lower()
+
+
+def test_a_segment_without_columns_is_read_line_by_line(desk, monkeypatch):
+    (seg,) = desk.snapshot.segments
+    meta = json.loads((seg.path / "segment.json").read_text())
+    for n in ("articles.npy", "chunks.npy", "spans.npy"):  # as a segment written before them
+        del meta["files"][n]
+        (seg.path / n).unlink()
+    (seg.path / "segment.json").write_text(json.dumps(meta))
+    lines, again = loaded_both_ways(seg.path, monkeypatch)
+    assert type(again.articles) is dict and list(again.chunks) == list(lines.chunks)
+
+
+def test_columns_that_disagree_with_the_lines_are_refused_with_what_to_run(desk, monkeypatch):
+    from askdesk.errors import IndexCorruptError
+    from askdesk.store import segment as segment_mod
+
+    (seg,) = desk.snapshot.segments
+    arts = np.load(seg.path / "articles.npy")
+    arts["id"][-1] = "0" * len(arts["id"][-1])
+    with open(seg.path / "articles.npy", "wb") as f:  # the same size: only the content disagrees
+        np.save(f, arts, allow_pickle=False)
+    monkeypatch.setattr(segment_mod, "ARTICLES_IN_MEMORY", 0)
+    with pytest.raises(IndexCorruptError, match="does not match its columns.*run X"):
+        segment_mod.load_segment(seg.path, "run X")

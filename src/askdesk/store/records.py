@@ -10,9 +10,10 @@ values (`Chunk` fields, lists of span tuples) when read, so 100k chunks fit in a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from ..articles.quotes import Statement
+from ..errors import IndexCorruptError
 from ..types import Article, Chunk
 from .lexical import BM25, LexicalIndex
 from .vectors import FaissIndex, VectorIndex
@@ -54,6 +56,129 @@ class StoredChunk(Chunk):
     __hash__ = Chunk.__hash__
 
 
+class StoredArticles(Mapping):
+    """article id -> `Article`, each parsed from its line of articles.jsonl when first asked for.
+
+    A segment with its columns (`segment.COLUMNS`) opens without reading articles.jsonl: at 100k
+    chunks parsing its 42k lines (text, sentence spans, statements) was 2 s of every cold start,
+    for the ten articles a question cites. Iterating parses them all (writers do, readers do not).
+    The open descriptor keeps the file readable after a newer generation unlinks it, as
+    `SentenceVectors` does.
+    """
+
+    def __init__(self, path: Path, ids: list[str], offsets: np.ndarray, fix: str):
+        self._ids, self._offsets = ids, offsets  # offsets: n + 1 byte offsets, the lines' starts and the end
+        self.position = {a: i for i, a in enumerate(ids)}
+        self._path, self._fix = path, fix
+        self._made: dict[str, Article] = {}
+        self._statements: dict[str, list | None] = {}  # the stored rows, kept when a line is parsed
+        self._fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+
+    def _parse(self, article_id: str) -> Article:
+        i = self.position[article_id]
+        lo, hi = int(self._offsets[i]), int(self._offsets[i + 1])
+        try:
+            rec = json.loads(os.pread(self._fd, hi - lo, lo))
+            if rec.get("id") != article_id:
+                raise ValueError(f"line {i + 1} is not article {article_id!r}")
+            self._statements[article_id] = rec.pop("statements", None)
+            for k in ("sentences", "sentence_row"):
+                rec.pop(k, None)
+            a = Article(**rec)
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            # Read after the index was checked at open: say what to run, as opening would have.
+            raise IndexCorruptError(f"{str(self._path)!r} does not match its columns ({type(e).__name__}: "
+                                    f"{str(e)[:120]}); {self._fix}") from None
+        self._made[article_id] = a  # one assignment: two threads parsing it make equal values
+        return a
+
+    def __getitem__(self, article_id: str) -> Article:
+        return self._made.get(article_id) or self._parse(article_id)
+
+    def statement_rows(self, article_id: str) -> list | None:
+        """The article's stored statement rows (None: stored before statements were)."""
+        if article_id not in self._statements:
+            self._parse(article_id)
+        return self._statements[article_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, article_id: object) -> bool:
+        return article_id in self.position
+
+
+class StoredChunks(Sequence):
+    """A segment's chunks from its columns (ids, article positions, offsets), each made a
+    `StoredChunk` when read: 100k chunk objects were 0.3 s of a cold start and ~40 MB."""
+
+    def __init__(self, ids: list[str], article: np.ndarray, start: np.ndarray, end: np.ndarray,
+                 articles: StoredArticles, keys: np.ndarray):
+        self.ids, self.article, self.start, self.end, self.keys = ids, article, start, end, keys
+        self._articles, self._names = articles, list(articles)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        aid = self._names[int(self.article[i])]
+        return StoredChunk(self.ids[i], aid, int(self.start[i]), int(self.end[i]), self._articles[aid].text)
+
+
+class StoredStatements(MutableMapping):
+    """article id -> its statements, made from the rows articles.jsonl stored when asked for: at
+    100k chunks, making every article's at load was 0.2 s of each cold start, for the few
+    articles a question quotes. Statements found later (an older segment's) are set here."""
+
+    def __init__(self, rows: dict[str, list] | None = None, articles: StoredArticles | None = None):
+        # The rows: read with articles.jsonl, or from each article's line when it is parsed
+        # (``articles``: a segment opened from its columns). None for a segment whose statements
+        # are of older rules: they are found again.
+        self._rows = rows if rows is not None else {}
+        self._articles = articles
+        self._made: dict[str, tuple[Statement, ...]] = {}
+
+    def _stored(self, article_id: str) -> list | None:
+        if self._articles is not None:
+            return self._articles.statement_rows(article_id) if article_id in self._articles else None
+        return self._rows.get(article_id)
+
+    def __getitem__(self, article_id: str) -> tuple[Statement, ...]:
+        got = self._made.get(article_id)
+        if got is None:
+            rows = self._stored(article_id)
+            if rows is None:
+                raise KeyError(article_id)
+            got = tuple(Statement.from_row(r) for r in rows)
+            self._made[article_id] = got  # one assignment: two threads making it make equal values
+        return got
+
+    def __setitem__(self, article_id: str, value: tuple[Statement, ...]) -> None:
+        self._made[article_id] = value
+
+    def __delitem__(self, article_id: str) -> None:
+        raise TypeError("a segment's statements are never removed")
+
+    def __iter__(self) -> Iterator[str]:
+        stored = ([a for a in self._articles if self._stored(a) is not None] if self._articles is not None
+                  else list(self._rows))
+        yield from stored
+        seen = set(stored)
+        yield from (a for a in list(self._made) if a not in seen)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __contains__(self, article_id: object) -> bool:
+        return article_id in self._made or self._stored(article_id) is not None  # type: ignore[arg-type]
+
+
 class _PerArticle(Mapping):
     """A read-only view keyed by article id over the sentence spans array."""
 
@@ -83,6 +208,23 @@ class SentenceSpans(_PerArticle):
     def rows(self, lo: int, hi: int) -> list[tuple[int, int]]:
         """The spans of sentence rows [lo, hi), whichever articles they belong to."""
         return [tuple(span) for span in self._spans[lo:hi].tolist()]
+
+    def ranges(self, article: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per chunk (its article's position, its start and end), [lo, hi) of the sentence rows
+        wholly inside it: `sentence_ranges` in arrays.
+
+        An article's sentences are sorted and do not overlap, and articles' rows follow their
+        positions, so (position, offset) keys are sorted over all rows, by start and by end alike:
+        the first sentence starting at or after the chunk's start, and the first one ending past
+        its end, are two searches over every row at once.
+        """
+        owner = np.repeat(np.arange(len(self._first) - 1, dtype=np.int64), np.diff(self._first))
+        s = (owner << 32) | self._spans[:, 0].astype(np.int64)
+        e = (owner << 32) | self._spans[:, 1].astype(np.int64)
+        at = np.asarray(article, dtype=np.int64) << 32
+        lo = np.searchsorted(s, at | np.asarray(start, dtype=np.int64), "left")
+        hi = np.searchsorted(e, at | np.asarray(end, dtype=np.int64), "right")
+        return lo, np.maximum(hi, lo)
 
 
 class SentenceRows(_PerArticle):
@@ -230,7 +372,7 @@ class Segment:
                  sentences: Mapping[str, list[tuple[int, int]]], sentence_row: Mapping[str, int],
                  sentence_vectors: SentenceVectors | np.ndarray, chunks: list[Chunk], chunk_first: np.ndarray,
                  vectors: FaissIndex, lexical: BM25, hashes: np.ndarray,
-                 statements: dict[str, tuple[Statement, ...]] | None = None):
+                 statements: MutableMapping[str, tuple[Statement, ...]] | None = None):
         self.name, self.path, self.meta = name, path, meta
         # Found when the segment was written (None: a segment written before they were stored;
         # its articles' statements are found on first use and kept here).
@@ -260,6 +402,14 @@ class Segment:
     @cached_property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per chunk row, [lo, hi) of the rows in sentence_vectors of the whole sentences inside it."""
+        if isinstance(self.sentences, SentenceSpans):
+            # In arrays (a Python step per chunk was ~0.6 s of the first question at 100k chunks).
+            if isinstance(self.chunks, StoredChunks):
+                starts, ends = self.chunks.start, self.chunks.end
+            else:
+                starts = np.fromiter((c.start for c in self.chunks), np.int64, len(self.chunks))
+                ends = np.fromiter((c.end for c in self.chunks), np.int64, len(self.chunks))
+            return self.sentences.ranges(self.chunk_article, starts, ends)
         return sentence_ranges(self.chunks, self.sentences, self.sentence_row)
 
     @cached_property
