@@ -53,11 +53,49 @@ def test_questions_need_no_torch():
     import sys
 
     code = ("import sys; from askdesk.models.embed import SentenceTransformerEmbedder as E; e = E(); "
-            "v = e.embed_query('Who won?'); print(e.fast.backend, v.shape[0], "
-            "'torch' in sys.modules, 'sentence_transformers' in sys.modules)")
+            "from askdesk.models.reader import shared; r = shared(); "
+            "v = e.embed_query('Who won?'); print(e.fast.backend, v.shape[0], r.session is not None, "
+            "'torch' in sys.modules, 'sentence_transformers' in sys.modules, 'onnx' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["onnx", "384", "False", "False"]
+    # Nor the onnx package (~1 s of imports): the graphs are written by askdesk.models.onnx_graph.
+    assert out.stdout.split() == ["onnx", "384", "True", "False", "False", "False"]
+
+
+def test_onnx_messages_written_here_are_those_the_onnx_package_writes():
+    """askdesk.models.onnx_graph against onnx.helper (the reference), message for message and byte for byte."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from askdesk.models import onnx_graph as g
+
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    small = [("w", w), ("shape", np.array([-1, 12, 32])), ("q", np.array([[1, -2]], dtype=np.int8)),
+             ("h", np.ones(3, np.float16)), ("axis", np.array(0))]
+    ours = [g.tensor(n, a) for n, a in small]
+    ref = [numpy_helper.from_array(a, n) for n, a in small]
+    assert [TensorProto.FromString(b) for b in ours] == ref
+    ext = TensorProto(name="big", data_type=TensorProto.FLOAT, dims=w.shape, data_location=TensorProto.EXTERNAL)
+    ext.external_data.add(key="location", value="askdesk-weights")
+    assert TensorProto.FromString(g.external_tensor("big", w, "askdesk-weights")) == ext
+    kinds = {"axis": -1, "epsilon": 1e-12, "approximate": "none", "perm": [1, 0, 2], "keepdims": 1}
+    nodes = [g.node("LayerNormalization", ["x", "g"], ["y"], **kinds),
+             g.node("DynamicQuantizeMatMul", ["a", "b", "s", "z"], ["c"], domain="com.microsoft")]
+    ref_nodes = [helper.make_node("LayerNormalization", ["x", "g"], ["y"], **kinds),
+                 helper.make_node("DynamicQuantizeMatMul", ["a", "b", "s", "z"], ["c"], domain="com.microsoft")]
+    assert [onnx.NodeProto.FromString(b) for b in nodes] == ref_nodes
+    ins = [g.value_info("ids", g.INT64, ["n"])]
+    outs = [g.value_info("vec", g.FLOAT, [1, 384])]
+    ref_ins = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])]
+    ref_outs = [helper.make_tensor_value_info("vec", TensorProto.FLOAT, [1, 384])]
+    ours_model = g.model(nodes, "m", ins, outs, ours, [("", 20), ("com.microsoft", 1)], ir_version=9)
+    ref_model = helper.make_model(helper.make_graph(ref_nodes, "m", ref_ins, ref_outs, ref),
+                                  opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("com.microsoft", 1)])
+    ref_model.ir_version = 9
+    assert onnx.ModelProto.FromString(ours_model) == ref_model
+    assert ours_model == ref_model.SerializeToString(deterministic=True)
+    with pytest.raises(ValueError, match="complex"):
+        g.tensor("c", np.zeros(2, np.complex64))
 
 
 def test_fits_counts_wordpieces_like_the_model():

@@ -3,7 +3,8 @@
 Answering a question needs one short forward pass. Torch and sentence-transformers cost seconds
 to import and run a one-question pass at ~21 ms on this CPU; the same weights run as an ONNX
 graph in onnxruntime take ~9 ms on one thread, and import in ~0.3 s. The graph is built here
-from the model's own safetensors at load time (nothing exported, nothing cached on disk), so
+from the model's own safetensors at load time (written by `onnx_graph`, without the onnx
+package's second of imports; nothing exported, nothing cached on disk), so
 a CLI's cold start and a server's answers use the same encoder and the same vectors. A plain
 numpy forward pass, the readable reference the graph mirrors, runs when onnxruntime is missing.
 Both match sentence-transformers to float32 rounding (tests/test_embed.py).
@@ -113,7 +114,7 @@ def _onnx_session(w: dict[str, np.ndarray], heads: int, layers: int, eps: float)
     try:
         return onnx_session(w, heads, layers, eps, head="mean")
     except ImportError:
-        logger.info("onnxruntime or onnx not installed; questions are encoded in numpy (about 2x slower)")
+        logger.info("onnxruntime not installed; questions are encoded in numpy (about 2x slower)")
         return None
     except Exception as err:  # noqa: BLE001 - any failure: the numpy path gives the same vectors
         logger.warning("onnxruntime could not load the question encoder (%s); encoding in numpy", err)
@@ -128,10 +129,11 @@ def onnx_session(w: dict[str, np.ndarray], heads: int, layers: int, eps: float, 
     ``head="span"``: outputs ``start`` and ``end``, shape (n,), from ``qa.weight`` (2, dim) and
     ``qa.bias`` (the reader). ``int8`` maps a dense layer's name to its (int8 weights, per-column
     scales): those products run as onnxruntime's DynamicQuantizeMatMul (about 2x faster here).
-    Raises ImportError without onnx and onnxruntime.
+    Raises ImportError without onnxruntime.
     """
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+
+    from . import onnx_graph as g
 
     int8 = int8 or {}
     nodes, inits, big = [], [], {}
@@ -139,20 +141,17 @@ def onnx_session(w: dict[str, np.ndarray], heads: int, layers: int, eps: float, 
     def const(name: str, value) -> str:
         arr = np.asarray(value)
         if arr.nbytes < 4096:  # shapes and axes stay in the graph, where shape inference reads them
-            inits.append(numpy_helper.from_array(arr, name))
+            inits.append(g.tensor(name, arr))
             return name
         # Weights are handed to onnxruntime as arrays, not copied into the protobuf and parsed
         # back (that took 0.5 s and three extra copies of 90 MB).
-        t = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(arr.dtype), dims=arr.shape,
-                        data_location=TensorProto.EXTERNAL)
-        t.external_data.add(key="location", value="askdesk-weights")
-        inits.append(t)
+        inits.append(g.external_tensor(name, arr, "askdesk-weights"))
         big[name] = np.ascontiguousarray(arr)
         return name
 
     def op(kind: str, *inputs: str, domain: str | None = None, **attrs) -> str:
         out = f"t{len(nodes)}"
-        nodes.append(helper.make_node(kind, list(inputs), [out], domain=domain, **attrs))
+        nodes.append(g.node(kind, list(inputs), [out], domain=domain, **attrs))
         return out
 
     def dense(x: str, pre: str, weight: np.ndarray | None = None, bias: np.ndarray | None = None) -> str:
@@ -189,7 +188,7 @@ def onnx_session(w: dict[str, np.ndarray], heads: int, layers: int, eps: float, 
             qkv_w = np.concatenate([w[a + "query.weight"] / np.sqrt(d), w[a + "key.weight"], w[a + "value.weight"]], 1)
             qkv_b = np.concatenate([w[a + "query.bias"] / np.sqrt(d), w[a + "key.bias"], w[a + "value.bias"]])
             qkv = dense(x, a + "qkv", qkv_w.astype(np.float32), qkv_b.astype(np.float32))
-        split = helper.make_node("Split", [qkv, thirds], [a + "q", a + "k", a + "v"], axis=1)
+        split = g.node("Split", [qkv, thirds], [a + "q", a + "k", a + "v"], axis=1)
         nodes.append(split)
         q = op("Transpose", op("Reshape", a + "q", heads_shape), perm=[1, 0, 2])  # (heads, n, d)
         k = op("Transpose", op("Reshape", a + "k", heads_shape), perm=[1, 2, 0])  # (heads, d, n)
@@ -201,22 +200,19 @@ def onnx_session(w: dict[str, np.ndarray], heads: int, layers: int, eps: float, 
         x = norm(op("Add", x, dense(inner, pre + "output.dense")), pre + "output.LayerNorm")
     if head == "mean":
         pooled = op("ReduceMean", x, const("axis0_", np.array([0])), keepdims=1)
-        nodes.append(helper.make_node("LpNormalization", [pooled], ["vec"], axis=1, p=2))
-        outputs = [helper.make_tensor_value_info("vec", TensorProto.FLOAT, [1, dim])]
+        nodes.append(g.node("LpNormalization", [pooled], ["vec"], axis=1, p=2))
+        outputs = [g.value_info("vec", g.FLOAT, [1, dim])]
     else:
         qa_w = const("qa.w", np.ascontiguousarray(w["qa.weight"].T))
         logits = op("Add", op("MatMul", x, qa_w), const("qa.b", w["qa.bias"]))
-        nodes.append(helper.make_node("Split", [logits, const("halves", np.array([1, 1]))], ["start2", "end2"], axis=1))
-        nodes.append(helper.make_node("Squeeze", ["start2", const("axis1", np.array([1]))], ["start"]))
-        nodes.append(helper.make_node("Squeeze", ["end2", "axis1"], ["end"]))
-        outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n"]) for n in ("start", "end")]
-    graph = helper.make_graph(
-        nodes, f"askdesk-bert-{head}",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"]),
-         helper.make_tensor_value_info("types", TensorProto.INT64, ["n"])], outputs, inits)
-    opsets = [helper.make_opsetid("", 20), helper.make_opsetid("com.microsoft", 1)]
-    model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 9  # what opset 20 needs; older onnxruntimes reject newer IR versions
+        nodes.append(g.node("Split", [logits, const("halves", np.array([1, 1]))], ["start2", "end2"], axis=1))
+        nodes.append(g.node("Squeeze", ["start2", const("axis1", np.array([1]))], ["start"]))
+        nodes.append(g.node("Squeeze", ["end2", "axis1"], ["end"]))
+        outputs = [g.value_info(n, g.FLOAT, ["n"]) for n in ("start", "end")]
+    # IR version 9: what opset 20 needs; older onnxruntimes reject newer IR versions.
+    model = g.model(nodes, f"askdesk-bert-{head}", [g.value_info("ids", g.INT64, ["n"]),
+                                                    g.value_info("types", g.INT64, ["n"])],
+                    outputs, inits, [("", 20), ("com.microsoft", 1)], ir_version=9)
     opts = ort.SessionOptions()
     # One thread per question: a server answers several at once on 2 cores, and a pass this
     # small gains little from a second thread while another question waits for it.
@@ -225,7 +221,7 @@ def onnx_session(w: dict[str, np.ndarray], heads: int, layers: int, eps: float, 
     opts.log_severity_level = 3
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_external_initializers(list(big), [ort.OrtValue.ortvalue_from_numpy(a) for a in big.values()])
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 _BLAS = None
