@@ -177,7 +177,7 @@ def _from_columns(path: Path, n_sentences: int, current: bool, fix: str):
     articles = StoredArticles(path / "articles.jsonl", ids, offsets, fix)
     if ids:
         articles[ids[0]], articles[ids[-1]]  # the lines at both ends are where the columns say (cheap)
-    chunks = StoredChunks(cols["id"].tolist(), article, cols["start"].astype(np.int64), cols["end"].astype(np.int64),
+    chunks = StoredChunks(cols["id"], article, cols["start"].astype(np.int64), cols["end"].astype(np.int64),
                           articles, keys=cols["key"].astype(np.int64))
     counts = np.bincount(article, minlength=len(ids)).astype(np.int64)
     return (articles, articles.position, StoredStatements(articles=articles if current else None), starts,
