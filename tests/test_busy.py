@@ -389,3 +389,28 @@ def test_chat_on_a_saturated_page_says_busy_as_the_reply(tmp_path):
     finally:
         desk.release.set()
         gr.close_all()
+
+
+def test_programs_calling_ask_over_http_leave_at_most_the_kept_sessions(tmp_path, monkeypatch):
+    """Each plain-HTTP call of /ask is a gradio session of its own, holding a copy of the page's
+    config; the page keeps ui.SESSIONS_KEPT of them, not gradio's 10,000 (800 MB in an hour's soak)."""
+    pytest.importorskip("gradio")
+    import gradio as gr
+    import httpx
+
+    monkeypatch.setattr(ui, "SESSIONS_KEPT", 5)
+    clock = Clock()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = Config(corpus=tmp_path / "corpus", index=tmp_path / "index")
+    app, url, _ = ui.launch(cfg, host="127.0.0.1", port=port, desk=HeldDesk(clock), prevent_thread_lock=True,
+                            busy=Busy(2, workers=ui.ASK_CONCURRENCY, clock=clock))
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            for _ in range(12):
+                assert "14.9 billion" in http_ask(http, BID_QUESTION)[1]["answer"]
+        held = app.state_holder.session_data  # gradio's own store of sessions (private: no public count)
+        assert 1 <= len(held) <= 5
+    finally:
+        gr.close_all()

@@ -62,6 +62,13 @@ THINKING = "_Searching the articles…_"
 EMPTY_INDEX_NOTE = "No articles yet: add some with the upload box (.txt, .md or .html), then ask."
 STREAM_EVERY_S = 0.1  # a streamed answer refreshes the chat at most this often
 LIVE_EVERY_S = 2.0  # the page asks this often whether articles arrived (a cheap call while none did)
+# Sessions whose state the page keeps, least recently used dropped first (gradio's default: 10,000).
+# Every plain-HTTP call of /ask is a session of its own, and gradio keeps each one's copy of the
+# page's config (~53 KB here: the index panel, the chat, ...): in a 60-minute soak the page grew
+# by 800 MB before the 10,000 filled. An open tab is used every LIVE_EVERY_S (its live-news poll),
+# so it stays among the kept; one left in the background (browsers poll it about once a minute)
+# loses its follow-up context only after 1,000 other sessions came between two of its polls.
+SESSIONS_KEPT = 1000
 DATES_HELP = ("Only articles published in this range (YYYY-MM-DD; either end may stay empty). \"As of\" answers as "
               "of that day: nothing later is used, and \"last week\" or \"yesterday\" in a question count from it.")
 CSS = """
@@ -428,6 +435,7 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace"])
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth, max_file_size=cfg.max_file_bytes,
                        theme=theme, css=CSS, prevent_thread_lock=prevent_thread_lock, footer_links=["gradio"],
+                       state_session_capacity=SESSIONS_KEPT,
                        app_kwargs={"middleware": gate_middleware(demo, read_only=cfg.read_only, limit=limit,
                                                                  busy=busy)})
 
