@@ -212,11 +212,33 @@ def test_chunks_and_sentences_are_found_by_key_across_segments(desk, tmp_path):
     assert os.path.isdir(snap.segments[1].path)
 
 
+def sentence_ranges(chunks, sentences, sentence_row):
+    """The reference: per chunk, the rows (in the sentence vectors) of the sentences wholly inside it, as [lo, hi).
+
+    An article's sentences are sorted and do not overlap, so they form a contiguous range.
+    """
+    from bisect import bisect_left, bisect_right
+
+    lo = np.zeros(len(chunks), dtype=np.int64)
+    hi = np.zeros(len(chunks), dtype=np.int64)
+    bounds: dict[str, tuple[list[int], list[int]]] = {}
+    for i, c in enumerate(chunks):
+        if c.article_id not in bounds:
+            spans = sentences[c.article_id]
+            bounds[c.article_id] = ([s for s, _ in spans], [e for _, e in spans])
+        starts, ends = bounds[c.article_id]
+        base = sentence_row[c.article_id]
+        first = bisect_left(starts, c.start)
+        lo[i] = base + first
+        hi[i] = base + max(bisect_right(ends, c.end), first)
+    return lo, hi
+
+
 def test_chunk_sentence_ranges_in_arrays_match_the_loop_on_random_articles():
     """`SentenceSpans.ranges` (what a loaded segment uses) against `sentence_ranges` (the reference
     loop), on articles with no sentences, gaps between sentences, and chunks that start or end
     inside a sentence or past the last one."""
-    from askdesk.store.records import SentenceRows, SentenceSpans, sentence_ranges
+    from askdesk.store.records import SentenceRows, SentenceSpans
     from askdesk.types import Chunk
 
     rng = np.random.default_rng(7)

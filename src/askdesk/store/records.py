@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import weakref
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -67,7 +67,7 @@ class StoredArticles(Mapping):
     """
 
     def __init__(self, path: Path, ids: list[str], offsets: np.ndarray, fix: str):
-        self._ids, self._offsets = ids, offsets  # offsets: n + 1 byte offsets, the lines' starts and the end
+        self.ids, self._offsets = ids, offsets  # offsets: n + 1 byte offsets, the lines' starts and the end
         self.position = {a: i for i, a in enumerate(ids)}
         self._path, self._fix = path, fix
         self._made: dict[str, Article] = {}
@@ -97,16 +97,19 @@ class StoredArticles(Mapping):
         return self._made.get(article_id) or self._parse(article_id)
 
     def statement_rows(self, article_id: str) -> list | None:
-        """The article's stored statement rows (None: stored before statements were)."""
+        """The article's stored statement rows (None: not in this segment, or stored before
+        statements were)."""
+        if article_id not in self.position:
+            return None
         if article_id not in self._statements:
             self._parse(article_id)
         return self._statements[article_id]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._ids)
+        return iter(self.ids)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self.ids)
 
     def __contains__(self, article_id: object) -> bool:
         return article_id in self.position
@@ -120,7 +123,7 @@ class StoredChunks(Sequence):
                  articles: StoredArticles, keys: np.ndarray):
         # ids: a fixed-width str array (a Python str per chunk is ~65 bytes more, 65 MB at 1M)
         self.ids, self.article, self.start, self.end, self.keys = ids, article, start, end, keys
-        self._articles, self._names = articles, list(articles)
+        self._articles = articles
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -128,7 +131,7 @@ class StoredChunks(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        aid = self._names[int(self.article[i])]
+        aid = self._articles.ids[int(self.article[i])]
         return StoredChunk(str(self.ids[i]), aid, int(self.start[i]), int(self.end[i]), self._articles[aid].text)
 
 
@@ -137,18 +140,11 @@ class StoredStatements(MutableMapping):
     100k chunks, making every article's at load was 0.2 s of each cold start, for the few
     articles a question quotes. Statements found later (an older segment's) are set here."""
 
-    def __init__(self, rows: dict[str, list] | None = None, articles: StoredArticles | None = None):
-        # The rows: read with articles.jsonl, or from each article's line when it is parsed
-        # (``articles``: a segment opened from its columns). None for a segment whose statements
-        # are of older rules: they are found again.
-        self._rows = rows if rows is not None else {}
-        self._articles = articles
+    def __init__(self, stored: Callable[[str], list | None] = lambda _: None, ids: Iterable[str] = ()):
+        # stored: an article's rows (None: none stored, or found by older rules, so found again);
+        # ids: the articles that may have them, in index order.
+        self._stored, self._ids = stored, ids
         self._made: dict[str, tuple[Statement, ...]] = {}
-
-    def _stored(self, article_id: str) -> list | None:
-        if self._articles is not None:
-            return self._articles.statement_rows(article_id) if article_id in self._articles else None
-        return self._rows.get(article_id)
 
     def __getitem__(self, article_id: str) -> tuple[Statement, ...]:
         got = self._made.get(article_id)
@@ -167,8 +163,7 @@ class StoredStatements(MutableMapping):
         raise TypeError("a segment's statements are never removed")
 
     def __iter__(self) -> Iterator[str]:
-        stored = ([a for a in self._articles if self._stored(a) is not None] if self._articles is not None
-                  else list(self._rows))
+        stored = [a for a in self._ids if self._stored(a) is not None]
         yield from stored
         seen = set(stored)
         yield from (a for a in list(self._made) if a not in seen)
@@ -212,7 +207,7 @@ class SentenceSpans(_PerArticle):
 
     def ranges(self, article: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per chunk (its article's position, its start and end), [lo, hi) of the sentence rows
-        wholly inside it: `sentence_ranges` in arrays.
+        wholly inside it.
 
         An article's sentences are sorted and do not overlap, and articles' rows follow their
         positions, so (position, offset) keys are sorted over all rows, by start and by end alike:
@@ -370,7 +365,7 @@ class Segment:
     """
 
     def __init__(self, name: str, path: Path, meta: dict, articles: dict[str, Article], position: dict[str, int],
-                 sentences: Mapping[str, list[tuple[int, int]]], sentence_row: Mapping[str, int],
+                 sentences: SentenceSpans, sentence_row: Mapping[str, int],
                  sentence_vectors: SentenceVectors | np.ndarray, chunks: list[Chunk], chunk_first: np.ndarray,
                  vectors: FaissIndex, lexical: BM25, hashes: np.ndarray,
                  statements: MutableMapping[str, tuple[Statement, ...]] | None = None):
@@ -403,15 +398,13 @@ class Segment:
     @cached_property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per chunk row, [lo, hi) of the rows in sentence_vectors of the whole sentences inside it."""
-        if isinstance(self.sentences, SentenceSpans):
-            # In arrays (a Python step per chunk was ~0.6 s of the first question at 100k chunks).
-            if isinstance(self.chunks, StoredChunks):
-                starts, ends = self.chunks.start, self.chunks.end
-            else:
-                starts = np.fromiter((c.start for c in self.chunks), np.int64, len(self.chunks))
-                ends = np.fromiter((c.end for c in self.chunks), np.int64, len(self.chunks))
-            return self.sentences.ranges(self.chunk_article, starts, ends)
-        return sentence_ranges(self.chunks, self.sentences, self.sentence_row)
+        # In arrays (a Python loop with bisect per chunk was ~0.6 s of the first question at 100k chunks).
+        if isinstance(self.chunks, StoredChunks):
+            starts, ends = self.chunks.start, self.chunks.end
+        else:
+            starts = np.fromiter((c.start for c in self.chunks), np.int64, len(self.chunks))
+            ends = np.fromiter((c.end for c in self.chunks), np.int64, len(self.chunks))
+        return self.sentences.ranges(self.chunk_article, starts, ends)
 
     @cached_property
     def by_url(self) -> dict[str, list[str]]:
@@ -443,24 +436,3 @@ def sentence_hash(text: str) -> int:
     digest = hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
 
-
-def sentence_ranges(chunks: Sequence[Chunk], sentences, sentence_row) -> tuple[np.ndarray, np.ndarray]:
-    """Per chunk, the rows (in the sentence vectors) of the sentences wholly inside it, as [lo, hi).
-
-    An article's sentences are sorted and do not overlap, so they form a contiguous range.
-    """
-    from bisect import bisect_left, bisect_right
-
-    lo = np.zeros(len(chunks), dtype=np.int64)
-    hi = np.zeros(len(chunks), dtype=np.int64)
-    bounds: dict[str, tuple[list[int], list[int]]] = {}
-    for i, c in enumerate(chunks):
-        if c.article_id not in bounds:
-            spans = sentences[c.article_id]
-            bounds[c.article_id] = ([s for s, _ in spans], [e for _, e in spans])
-        starts, ends = bounds[c.article_id]
-        base = sentence_row[c.article_id]
-        first = bisect_left(starts, c.start)
-        lo[i] = base + first
-        hi[i] = base + max(bisect_right(ends, c.end), first)
-    return lo, hi

@@ -157,7 +157,7 @@ def _from_lines(path: Path, n_sentences: int, current: bool):
         counts[i] += 1
         chunks.append(StoredChunk(rec["id"], a.id, rec["start"], rec["end"], a.text))
     day = np.fromiter((day_number(a.date) for a in articles.values()), np.int32, len(articles))
-    return articles, position, StoredStatements(statements), starts, spans, chunks, counts, day
+    return articles, position, StoredStatements(statements.get, statements), starts, spans, chunks, counts, day
 
 
 def _from_columns(path: Path, n_sentences: int, current: bool, fix: str):
@@ -180,8 +180,9 @@ def _from_columns(path: Path, n_sentences: int, current: bool, fix: str):
     chunks = StoredChunks(cols["id"], article, cols["start"].astype(np.int64), cols["end"].astype(np.int64),
                           articles, keys=cols["key"].astype(np.int64))
     counts = np.bincount(article, minlength=len(ids)).astype(np.int64)
-    return (articles, articles.position, StoredStatements(articles=articles if current else None), starts,
-            np.ascontiguousarray(spans, dtype=np.int32), chunks, counts, arts["day"].astype(np.int32))
+    statements = StoredStatements(articles.statement_rows, articles) if current else StoredStatements()
+    return (articles, articles.position, statements, starts, np.ascontiguousarray(spans, dtype=np.int32), chunks,
+            counts, arts["day"].astype(np.int32))
 
 
 def segment_bytes(seg: NewSegment) -> int:
