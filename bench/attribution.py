@@ -4,7 +4,7 @@
     python bench/attribution.py --speed 500     # finding statements, chars/s: the rules at REV vs now
     python bench/attribution.py --build 200     # an index of 200 articles built end to end, each way
 
-bench/data/attribution.jsonl holds 706 sentences of 105 RealTimeQA articles (wire copy, long
+bench/data/attribution.jsonl holds 809 sentences of 128 RealTimeQA articles (wire copy, long
 articles, live blogs, evidence snippets), each with the speaker a reader gives it: a name, an
 unnamed source ("anonymous: a spokesperson for the ministry"), or none (bench/data/README.md).
 The text is read from a realtimeqa-dev build (its README). A sentence's prediction is the

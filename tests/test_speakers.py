@@ -85,6 +85,32 @@ def test_pronouns_roles_and_quotations_over_paragraphs():
     assert not any("productive day" in k for k in got)
 
 
+MORE_SHAPES = [  # the attribution set's fourth batch (bench/data): shapes the first rules missed
+    ('Port director Ana Costa opposes a toll, maintaining: "Ships pay enough."', "Ana Costa"),
+    ('The plan was described by the Port Authority as "a bold bet on trade."', "Port Authority"),
+    ("Trump and his aides have said the rally will go ahead.", "Trump"),  # "Trump" tagged a verb
+    ('Mayor Tom Reyes, Jr. told WXYZ-TV the storm caused "total devastation."', "Tom Reyes"),
+    ("On Sunday, Varsk County posted on Facebook that the floodgate had failed.", "Varsk County"),
+    ('"Where is the money?" the protesters shouted.', "the protesters"),
+]
+
+
+@pytest.mark.parametrize("text,speaker", MORE_SHAPES)
+def test_more_wire_copy_shapes(text, speaker):
+    (st,) = find_statements(text)
+    assert st.speaker == speaker and (st.start, st.end) == (0, len(text))
+
+
+def test_a_refusal_is_no_statement_and_the_role_goes_to_who_spoke():
+    assert find_statements("The council denied a permit to the marchers after a long hearing.") == []
+    (st,) = find_statements("The minister denied the allegations in a short statement on Monday.")
+    assert (st.speaker, st.anonymous) == ("The minister", True)
+    text = ("President Joe Biden said on Wednesday that the talks would go ahead. He will meet Chinese President "
+            "Xi Jinping at the summit. The president also told reporters that the economy would come first.")
+    got = _by_sentence(text)
+    assert got["The president also told reporters that the economy would come first."].speaker == "Joe Biden"
+
+
 def test_statement_rows_round_trip_and_old_rows_still_read():
     st = Statement("Ana Costa", 3, 40, "We are ready,", "port director")
     assert Statement.from_row(st.to_row()) == st

@@ -62,7 +62,11 @@ class Mention:
 
 
 def misread_name(h) -> bool:
-    """A surname the tagger took for a noun: "Scribner editor-in-chief Nan Graham" (Graham: NN)."""
+    """A surname the tagger took for a noun ("Scribner editor-in-chief Nan Graham": Graham, NN) or
+    for a verb ("Trump and his aides have said": Trump, VB)."""
+    if h.dep_ == "nsubj" and h.tag_ in ("VB", "VBP") and h.text[:1].isupper() and h.text[1:].islower() and \
+            any(c.dep_ == "conj" for c in h.children):
+        return True  # "Trump and his aides have said": a subject is never a verb
     return h.tag_ == "NN" and h.text[:1].isupper() and not h.is_sent_start and \
         any(c.dep_ == "compound" and c.tag_ in PROPER and c.i == h.i - 1 for c in h.children)
 

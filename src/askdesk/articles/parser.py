@@ -49,18 +49,21 @@ _LEMMAS = {
     "add": "add adds added adding", "call": "call calls called calling", "post": "post posts posted posting",
     "confirm": "confirm confirms confirmed confirming", "continue": "continue continues continued",
     "report": "report reports reported reporting", "recall": "recall recalls recalled recalling",
-    "respond": "respond responds responded responding", "maintain": "maintains maintained",
+    "respond": "respond responds responded responding", "maintain": "maintains maintained maintaining",
     "hint": "hint hints hinted", "criticize": "criticize criticizes criticized criticised", "cite": "cite cites cited",
     "recommend": "recommend recommends recommended", "speak": "speak speaks spoke speaking",
     "slam": "slam slams slammed", "blast": "blasts blasted", "condemn": "condemn condemns condemned",
     "accuse": "accuse accuses accused", "point": "point points pointed pointing", "blame": "blame blames blamed",
     "lament": "lament laments lamented lamenting", "liken": "liken likens likened",
     "praise": "praise praises praised praising", "applaud": "applaud applauds applauded", "voice": "voiced voices",
+    "shout": "shout shouts shouted shouting", "yell": "yell yells yelled yelling", "exclaim": "exclaimed exclaims",
+    "chant": "chant chants chanted chanting", "scream": "screamed screams", "whisper": "whispered whispers",
 }
 SPEECH = {form: lemma for lemma, forms in _LEMMAS.items() for form in forms.split()}
 # Verbs that speak only with words after them ("added a penalty", "posted a photo", "called the
 # police", "recalled 675,000 cans"): a sentence is parsed for them only with a quotation mark in
-# it, or "that", "for" or a stop after them ("..., news outlets reported.").
+# it, or "that" (up to three words on: "posted on Facebook that"), "for" or a stop after them
+# ("..., news outlets reported.").
 WEAK = {"add", "call", "post", "confirm", "continue", "report", "recall", "respond", "maintain", "describe", "cite",
         "recommend", "criticize", "state", "point"}
 
@@ -73,7 +76,7 @@ MARK = re.compile(r"[\"“”]|''")
 # What makes a sentence worth parsing. Quotation marks alone do not: a quotation standing alone takes
 # the speaker of the sentence before it, and words in a sentence without a verb of saying are the writer's.
 CUE = re.compile(rf"\b(?:{_forms(False)})\b|\b[Aa]ccording to\b"
-                 rf"|\b(?:{_forms(True)})(?:\s+that\b|\s+for\b|\s+out\b|[:,.])")
+                 rf"|\b(?:{_forms(True)})(?:(?:\s+[\w'’.-]+){{0,3}}?\s+that\b|\s+for\b|\s+out\b|[:,.])")
 WEAK_CUE = re.compile(rf"\b(?:{_forms(True)})\b")
 # What points back to a person named before: the sentence before is parsed too.
 BACK = re.compile(r"\b(?:[Hh]e|[Ss]he|[Ii]t)\b|\b[Tt]he\s+(?:\S+\s+){0,2}(?:king|queen|pope|president|minister|lady|"

@@ -63,6 +63,10 @@ _BACK_WORDS = {"he", "she", "it"} | _ROLE_NOUNS | _BODIES | _ISSUED
 _RULES = {"law", "protocol", "bill", "plan", "proposal", "measure", "rule", "rules", "policy", "legislation",
           "agreement", "deal", "order", "resolution", "budget", "program", "contract", "treaty"}
 _REFUSE = {"refused", "declined", "refuses", "declines", "refusing", "declining"}
+# What "denied ..." denies when it is a statement ("denied the allegations"), not a refusal ("denied a permit").
+_CLAIMS = set("""allegation allegations claim claims report reports accusation accusations charge charges wrongdoing
+rumor rumors rumour rumours involvement responsibility knowledge wrongdoing suggestion suggestions""".split())
+_SUFFIXES = {"jr", "jr.", "sr", "sr.", "ii", "iii", "iv"}
 _DASH = re.compile(r"\s*[–—]\s*([A-Z][\w'’.\-]*(?:\s+[A-Z][\w'’.\-]*){0,3})\s*$")
 
 
@@ -160,11 +164,17 @@ def _event(tok, pos, sent, text, offset, inside) -> _Event | None:
         return None  # "did not say", "refused to say": no statement
     if any(c.dep_ in ("nsubjpass", "auxpass") for c in tok.children):  # "was confirmed by James Paterson"
         by = next((g for c in tok.children if c.dep_ == "agent" for g in c.children if g.dep_ == "pobj"), None)
-        if by is None or by.tag_ not in PROPER or (lemma in _NEEDS_WORDS and lemma != "confirm"):
+        if by is None or by.tag_ not in PROPER or (lemma in _NEEDS_WORDS and lemma not in ("confirm", "describe",
+                                                                                          "liken")):
             return None  # "was called for intentional grounding"
+        if lemma in ("describe", "liken") and not _has_words(tok, lemma):
+            return None  # "was described by the IOC as ...": words; "was described by Smith" alone: none
         return _with_source(by, pos, sent, _depth(tok), text, offset)
     if lemma in _NEEDS_WORDS and not _has_words(tok, lemma):
         return None
+    if lemma == "deny" and not any(c.dep_ in ("ccomp", "parataxis") for c in tok.children) and not any(
+            c.dep_ == "dobj" and c.lower_ in _CLAIMS for c in tok.children):
+        return None  # "denied a permit", "denied entry": a refusal, not a statement; "denied the allegations": one
     subj = _subject(tok, inside, offset)
     if subj is not None and subj.lower_ in ("he", "she"):
         subj = _binder(tok, subj, inside, offset) or subj
@@ -221,6 +231,8 @@ def _subject(verb, inside, offset):
     for step in range(4):
         deps = ("nsubj",) if step == 0 else ("nsubj", "nsubjpass")
         subjs = [c for c in tok.children if c.dep_ in deps and inside(offset + c.idx) < 0]
+        if len(subjs) > 1:  # "Mayor Tom Kenner, Jr. told": the suffix parsed as a second subject
+            subjs = [c for c in subjs if c.lower_ not in _SUFFIXES] or subjs
         if subjs:
             subj = max(subjs, key=lambda c: c.i)  # the nearer: "LONDON (AP) — Pop superstar Adele has hinted"
             if subj.tag_ in ("WP", "WDT") and tok.dep_ == "relcl":
@@ -382,6 +394,12 @@ def _referent(word: str, at: int, art: _Article, verb: int | None = None) -> str
     body = word == "it" or word in _BODIES
     anyone = word in _ISSUED  # "the statement said": whoever spoke before it
     if word in TITLES | _ROLE_NOUNS:  # "the police chief": the one given that role
+        sent = bisect_right(art.starts, at) - 1
+        for prev in range(sent - 1, max(sent - 4, -1), -1):  # "The president also told": the president who
+            src = art.said.get(prev)                          # spoke just before, not another named since
+            if src is not None and src.name and any(art.names.get(m.name, m.name) == src.name and word in m.roles
+                                                    for m in art.mentions if m.pos < at):
+                return src.name
         for m in reversed(art.mentions):
             if m.pos < at and word in m.roles and not has_org_word(m.name):
                 return m.name
