@@ -100,6 +100,22 @@ def test_add_update_remove(desk, tmp_path, fake):
         desk.remove(["ferry.txt"])
 
 
+def test_every_write_hands_the_memory_it_freed_back(desk, tmp_path, monkeypatch):
+    # A server adding one article at a time otherwise keeps every write's freed arrays in malloc's
+    # heaps (the soak's page grew by hundreds of MB): each write ends with malloc_trim.
+    import askdesk.desk as desk_mod
+
+    calls = []
+    monkeypatch.setattr(desk_mod, "release_memory", lambda: calls.append(1))
+    f = write(tmp_path / "corpus" / "ferry.txt", "Ferry order\n\nThe shipyard won an order for six ferries.")
+    desk.add([f])
+    desk.remove(["ferry.txt"])
+    assert len(calls) >= 2  # and once more after a merge, when one runs
+    monkeypatch.undo()
+    desk_mod.release_memory()  # the real one: glibc's malloc_trim here, nothing where there is none
+    assert desk_mod._TRIM is False or callable(desk_mod._TRIM)
+
+
 def test_follow_up_uses_the_conversation(desk, corpus):
     write(corpus / "z.txt", "Zoo news\n\nThe zoo welcomed a baby panda named Lin on Tuesday.")
     desk.sync(corpus)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -153,10 +155,24 @@ def _blank(text: str, s: int, e: int, whole: Sequence[tuple[int, int]]) -> str:
     return "".join(out)
 
 
-def parse(texts: Sequence[str]) -> list:
-    """spaCy Docs of ``texts``, batched.
+@contextmanager
+def parsed(texts: Sequence[str]) -> Iterator[list]:
+    """spaCy Docs of ``texts``, batched, valid only inside the ``with`` block.
+
+    The block is one of spaCy's memory zones: the words a parse adds to the model's vocabulary are
+    dropped when it ends. Outside one, every new name and number an article brings stays for the
+    life of the process: a server indexing news grew by ~100 MB in 900 articles (flat with it).
+    Zones may not nest or overlap, so parses in other threads wait for this one.
 
     Raises:
         ParserUnavailableError: as `load_parser`.
     """
-    return list(load_parser().pipe(texts, batch_size=BATCH)) if texts else []
+    if not texts:
+        yield []
+        return
+    nlp = load_parser()
+    with _ZONE, nlp.memory_zone():
+        yield list(nlp.pipe(texts, batch_size=BATCH))
+
+
+_ZONE = threading.Lock()

@@ -29,7 +29,7 @@ from .names import (
     name_of,
     phrase,
 )
-from .parser import SPEECH, parse, units
+from .parser import SPEECH, parsed, units
 
 
 @dataclass(frozen=True)
@@ -119,12 +119,16 @@ def attribute(text: str, sentences: Sequence[tuple[int, int]], quotations: Seque
     Raises:
         ParserUnavailableError: spaCy or its model is not installed (`pip install -e .`).
     """
-    todo, parsed = units(text, sentences, quotations)
+    todo, parsed_units = units(text, sentences, quotations)
     if not todo:
         return [None] * len(quotations), {}
+    with parsed([t for _, t in todo]) as docs:  # the Docs live only inside: read them into events here
+        return _attribute(text, sentences, quotations, todo, parsed_units, docs)
+
+
+def _attribute(text, sentences, quotations, todo, parsed_units, docs):
     starts = [s for s, _ in sentences]
     inside = _Inside(quotations)
-    docs = parse([t for _, t in todo])  # held until the end: tokens are keyed by (doc, index)
     events: list[_Event] = []
     mentions: list[Mention] = []
     verbs: dict[tuple[int, int], _Event] = {}
@@ -146,7 +150,7 @@ def attribute(text: str, sentences: Sequence[tuple[int, int]], quotations: Seque
                 mentions.append(m)
     quote_events = [_governing(qs, qe, words.get(inside.index[(qs, qe)], []), verbs, events, starts, text)
                     for qs, qe in quotations]
-    art = _Article(text, starts, mentions, parsed, full_names(text, mentions))
+    art = _Article(text, starts, mentions, parsed_units, full_names(text, mentions))
     return _resolve(art, quotations, quote_events, events, art.names)
 
 
