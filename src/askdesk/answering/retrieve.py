@@ -92,8 +92,13 @@ class Retriever:
         qterms = terms(query)
         # Each list is fetched twice as deep and keeps an article's best PER_ARTICLE chunks: a long
         # article's tenth chunk adds nothing its best one does not, and took a short report's place.
-        dense = self._per_article(self.snap.vectors.search(qvec, 2 * n, window=window), n)
-        lexical = self._per_article(self.snap.lexical.search(qterms, 2 * n, window=window), n)
+        dense_hits = self.snap.vectors.search(qvec, 2 * n, window=window)
+        lexical_hits = self.snap.lexical.search(qterms, 2 * n, window=window)
+        # Both lists' chunks in one read: a store reads their articles in one request, not one per list.
+        found = list(dict.fromkeys([k for k, _ in dense_hits] + [k for k, _ in lexical_hits]))
+        by_key = dict(zip(found, self.snap.chunks_of(found))) if found else {}
+        dense = self._per_article(dense_hits, n, by_key)
+        lexical = self._per_article(lexical_hits, n, by_key)
         keys = list(dict.fromkeys([k for k, _ in dense] + [k for k, _ in lexical]))
         if not keys:
             empty = np.zeros(0)
@@ -103,7 +108,7 @@ class Retriever:
         if missing:
             dmap.update(zip(missing, (self.snap.vectors.vectors(missing) @ qvec).tolist()))
         cos = np.array([dmap[k] for k in keys], dtype=np.float64)
-        chunks = self.snap.chunks_of(keys)
+        chunks = [by_key[k] for k in keys]
         sent = best_sentence_cos(self.snap.sentences_in(chunks), qvec, cos)
         lex = self.snap.lexical.scores_of(qterms, keys).astype(np.float64)
         arts = [self.snap.article(c.article_id) for c in chunks]
@@ -111,12 +116,14 @@ class Retriever:
                           np.array([self.snap.chunk_count(a.id) for a in arts]),
                           np.array([not a.date for a in arts]))
 
-    def _per_article(self, ranked: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
+    @staticmethod
+    def _per_article(ranked: list[tuple[int, float]], n: int, chunks: dict[int, Chunk]) -> list[tuple[int, float]]:
         """The first ``n`` of ``ranked`` with at most PER_ARTICLE chunks of one article."""
         if len(ranked) <= n:
             return ranked
         out, seen = [], {}
-        for (key, score), chunk in zip(ranked, self.snap.chunks_of([k for k, _ in ranked])):
+        for key, score in ranked:
+            chunk = chunks[key]
             if seen.get(chunk.article_id, 0) < PER_ARTICLE:
                 seen[chunk.article_id] = seen.get(chunk.article_id, 0) + 1
                 out.append((key, score))
