@@ -258,8 +258,10 @@ class Desk:
         self._check_writable()
         if self.store is not None:
             embedding = rayjob.ray_embedding(self.config, self.embedder) if self.config.ray else None
-            return upsert.write(self.store, select, config=self.config, embedder=self.embedder, skipped=skipped,
-                                progress=progress, embedding=embedding, scope=scope, **kw)
+            changes = upsert.write(self.store, select, config=self.config, embedder=self.embedder, skipped=skipped,
+                                   progress=progress, embedding=embedding, scope=scope, **kw)
+            release_memory()
+            return changes
         embedder = rayjob.RayEmbedder(self.config, self.embedder) if self.config.ray else self.embedder
         with self._write_lock:
             changes = build.write(self.index_dir, select, config=self.config, embedder=embedder,

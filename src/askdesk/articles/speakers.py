@@ -65,7 +65,7 @@ _RULES = {"law", "protocol", "bill", "plan", "proposal", "measure", "rule", "rul
 _REFUSE = {"refused", "declined", "refuses", "declines", "refusing", "declining"}
 # What "denied ..." denies when it is a statement ("denied the allegations"), not a refusal ("denied a permit").
 _CLAIMS = set("""allegation allegations claim claims report reports accusation accusations charge charges wrongdoing
-rumor rumors rumour rumours involvement responsibility knowledge wrongdoing suggestion suggestions""".split())
+rumor rumors rumour rumours involvement responsibility knowledge suggestion suggestions""".split())
 _SUFFIXES = {"jr", "jr.", "sr", "sr.", "ii", "iii", "iv"}
 _DASH = re.compile(r"\s*[–—]\s*([A-Z][\w'’.\-]*(?:\s+[A-Z][\w'’.\-]*){0,3})\s*$")
 
@@ -127,6 +127,7 @@ def attribute(text: str, sentences: Sequence[tuple[int, int]], quotations: Seque
 
 
 def _attribute(text, sentences, quotations, todo, parsed_units, docs):
+    """`attribute` on the parsed units (``docs``, one per unit of ``todo``), read while they are valid."""
     starts = [s for s, _ in sentences]
     inside = _Inside(quotations)
     events: list[_Event] = []
