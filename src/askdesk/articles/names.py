@@ -31,6 +31,7 @@ DATES = set(MONTHS) | set(WEEKDAYS)
 PLACE_PREPS = {"in", "at", "from", "to", "near", "of", "across", "outside", "into", "on", "throughout", "around",
                "over", "within", "through", "toward", "towards", "between", "among", "via"}
 PROPER = ("NNP", "NNPS")
+NAME_SUFFIXES = {"jr", "sr", "ii", "iii", "iv"}  # after a name, never the name: "Tom Kenner, Jr."
 # Capitalised words a parse may take into a name: "Likewise Nicola Sturgeon asserted".
 NOT_NAME = {"likewise", "meanwhile", "however", "also", "but", "and", "still", "yet", "then", "now", "later", "so",
             "instead", "indeed", "asked", "speaking", "separately", "earlier", "today"}

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 from ..text import MONTHS, WEEKDAYS
 from .chunk import split_sentences
+from .names import NAME_SUFFIXES
 from .speakers import Source, attribute
 
 # Bumped when statements are found differently, so an index's stored ones are found again on first
@@ -299,7 +300,7 @@ def speaker_matches(speaker: str | None, asked: str, text: str) -> bool:
 @lru_cache(maxsize=8192)
 def _introduced(text: str, speaker: str) -> frozenset:
     """The words around each mention of the speaker's last name: title, organisation, apposition."""
-    names = [w for w in speaker.split() if w.rstrip(".").lower() not in ("jr", "sr", "ii", "iii")]
+    names = [w for w in speaker.split() if w.rstrip(".").lower() not in NAME_SUFFIXES]
     last = names[-1] if names else speaker.split()[-1]
     out: set[str] = set()
     for m in re.finditer(rf"\b{re.escape(last)}\b", text):

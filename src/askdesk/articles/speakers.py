@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .names import (
+    NAME_SUFFIXES,
     PROPER,
     TITLES,
     Mention,
@@ -66,7 +67,6 @@ _REFUSE = {"refused", "declined", "refuses", "declines", "refusing", "declining"
 # What "denied ..." denies when it is a statement ("denied the allegations"), not a refusal ("denied a permit").
 _CLAIMS = set("""allegation allegations claim claims report reports accusation accusations charge charges wrongdoing
 rumor rumors rumour rumours involvement responsibility knowledge suggestion suggestions""".split())
-_SUFFIXES = {"jr", "jr.", "sr", "sr.", "ii", "iii", "iv"}
 _DASH = re.compile(r"\s*[–—]\s*([A-Z][\w'’.\-]*(?:\s+[A-Z][\w'’.\-]*){0,3})\s*$")
 
 
@@ -237,7 +237,7 @@ def _subject(verb, inside, offset):
         deps = ("nsubj",) if step == 0 else ("nsubj", "nsubjpass")
         subjs = [c for c in tok.children if c.dep_ in deps and inside(offset + c.idx) < 0]
         if len(subjs) > 1:  # "Mayor Tom Kenner, Jr. told": the suffix parsed as a second subject
-            subjs = [c for c in subjs if c.lower_ not in _SUFFIXES] or subjs
+            subjs = [c for c in subjs if c.lower_.rstrip(".") not in NAME_SUFFIXES] or subjs
         if subjs:
             subj = max(subjs, key=lambda c: c.i)  # the nearer: "LONDON (AP) — Pop superstar Adele has hinted"
             if subj.tag_ in ("WP", "WDT") and tok.dep_ == "relcl":
