@@ -1,9 +1,13 @@
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 from conftest import write
 
-from askdesk import AskdeskError, Desk
+from askdesk import AskdeskError, Config, Desk
 from askdesk.answering import dialog
 from askdesk.answering.answer import REFUSAL
 from askdesk.errors import BadInputError, BadQuestionError, EmptyCorpusError
@@ -113,7 +117,52 @@ def test_every_write_hands_the_memory_it_freed_back(desk, tmp_path, monkeypatch)
     assert len(calls) >= 2  # and once more after a merge, when one runs
     monkeypatch.undo()
     desk_mod.release_memory()  # the real one: glibc's malloc_trim here, nothing where there is none
-    assert desk_mod._TRIM is False or callable(desk_mod._TRIM)
+
+
+ARENAS = """
+import ctypes, sys, threading
+from askdesk.desk import limit_malloc_arenas
+if sys.argv[1] == "capped":
+    assert limit_malloc_arenas(2)
+def work():
+    kept = [bytearray(50_000) for _ in range(20)]  # under the mmap threshold: from the thread's heap
+    done.wait()
+done = threading.Event()
+threads = [threading.Thread(target=work) for _ in range(12)]
+for t in threads:
+    t.start()
+done.set()
+for t in threads:
+    t.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per heap, on stderr
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+@pytest.mark.parametrize("mode", ["capped", "default"])
+def test_a_server_keeps_two_malloc_heaps_for_all_its_threads(mode):
+    # gradio answers on a pool of up to 40 threads; each new one got a heap of its own (up to 8 per
+    # core), and each heap keeps the pages of its busiest moment: the soak's page grew for an hour.
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run([sys.executable, "-c", ARENAS, mode], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    heaps = len(re.findall(r"^Arena \d+:", out.stderr, re.MULTILINE))
+    if mode == "capped":
+        assert 1 <= heaps <= 2
+    else:  # the control: without the cap the same threads take more heaps (this test can fail)
+        assert heaps > 2
+
+
+def test_the_page_limits_malloc_heaps_before_it_serves(monkeypatch):
+    import askdesk.desk as desk_mod
+    from askdesk.surface import ui
+
+    calls = []
+    monkeypatch.setattr(desk_mod, "limit_malloc_arenas", lambda n=2: calls.append(n) or True)
+    monkeypatch.setattr(ui, "open_desk", lambda cfg: (_ for _ in ()).throw(RuntimeError("stop here")))
+    with pytest.raises(RuntimeError, match="stop here"):
+        ui.launch(Config())
+    assert calls == [2]  # before the index opens: the model's threads take their heaps then
 
 
 def test_follow_up_uses_the_conversation(desk, corpus):

@@ -41,19 +41,46 @@ def release_memory() -> None:
     malloc's heaps, which keep the pages: a server adding an article at a time grew by ~150 MB
     per 200 articles with nothing of it in use, and stays flat with this after each write
     (docs/benchmarks.md, "memory over time"). It takes well under a millisecond."""
-    global _TRIM
-    if _TRIM is None:
+    trim = getattr(_glibc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+def limit_malloc_arenas(n: int = 2) -> bool:
+    """Let glibc's malloc keep at most ``n`` heaps for all threads; False where there is no glibc.
+
+    For a server, before its threads start. glibc gives each new thread a heap (arena) of its own,
+    up to 8 per core, and a heap keeps the pages of its busiest moment: gradio answers on a pool
+    of up to 40 worker threads, so the page's memory climbed for most of an hour as more of them
+    answered (bench/soak.py). 1,600 answers on 40 threads: +104 MB with glibc's default, +42 MB with
+    two heaps, in the same time (docs/benchmarks.md, "memory over time"): an answer holds the GIL
+    for most of its work, so threads seldom wait for a heap. MALLOC_ARENA_MAX, when set, wins.
+    """
+    import os
+
+    mallopt = getattr(_glibc(), "mallopt", None)
+    if mallopt is None or os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    return bool(mallopt(_M_ARENA_MAX, n))
+
+
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def _glibc():
+    """The C library's handle (ctypes), or None where it cannot be loaded."""
+    global _LIBC
+    if _LIBC is None:
         import ctypes
 
         try:
-            _TRIM = getattr(ctypes.CDLL(None), "malloc_trim", False)
+            _LIBC = ctypes.CDLL(None)
         except OSError:
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
+            _LIBC = False
+    return _LIBC or None
 
 
-_TRIM = None
+_LIBC = None
 
 Progress = build.Progress
 

@@ -403,7 +403,10 @@ def launch(cfg: Config | None = None, *, host: str | None = None, port: int | No
     import gradio as gr
 
     from .. import Config
+    from .. import desk as desk_module
 
+    # Before any thread starts: gradio's worker pool would otherwise take a malloc heap per thread.
+    desk_module.limit_malloc_arenas(2)
     cfg = cfg or Config.from_env()
     auth = auth_from_env()
     if desk is None:
