@@ -414,3 +414,40 @@ def test_programs_calling_ask_over_http_leave_at_most_the_kept_sessions(tmp_path
         assert 1 <= len(held) <= 5
     finally:
         gr.close_all()
+
+
+@pytest.mark.slow
+def test_a_tab_whose_session_was_dropped_keeps_its_follow_up_context(tmp_path, monkeypatch):
+    """gradio keeps ui.SESSIONS_KEPT sessions' state; programs calling /ask over plain HTTP make a
+    session each, and can push an open tab's out. Its conversation goes on: the follow-up context
+    is read from the chat the tab sends."""
+    pytest.importorskip("gradio")
+    import gradio as gr
+    import httpx
+    from playwright.sync_api import sync_playwright
+    from test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser, ask
+
+    _require_browser()
+    monkeypatch.setattr(ui, "SESSIONS_KEPT", 1)  # any other session drops the tab's
+    desk = FakeDesk([BID_ARTICLE])
+    desk.embedder = None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = ui.launch(Config(corpus=tmp_path / "corpus", index=tmp_path / "index"), host="127.0.0.1",
+                          port=port, desk=desk, prevent_thread_lock=True)
+    app = SimpleNamespace(url=url, first_answer_s=0)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(url)
+            first = "How big was *Nippon Steel's* bid?"  # Markdown in it: shown escaped, read back as typed
+            ask(page, app, first)
+            assert desk.asked[-1] == (first, None)
+            assert http_ask(http, "Anything new?")[1]["answer"]  # another session: the tab's state is dropped
+            ask(page, app, "And US Steel?")
+            assert desk.asked[-1] == ("And US Steel?", [first])
+            browser.close()
+    finally:
+        gr.close_all()

@@ -302,6 +302,40 @@ def test_page_answers_and_passes_history(page):
     assert desk.asked[-1] == ("And US Steel?", ["How big was Nippon Steel's bid?"])
 
 
+def test_a_conversation_outlives_its_dropped_session(page):
+    # gradio keeps the state of SESSIONS_KEPT sessions; a tab whose state was dropped comes back
+    # with the State's default, [], and the chat it shows: the follow-up context is read from that.
+    desk, fns, _ = page
+    first = "What did *Ishiba* say about [US] #tariffs & <steel>?"
+    _, chat, _, asked = fns["respond"](first, [], [])
+    assert chat[0]["content"] != first  # shown escaped ...
+    import gradio as gr
+
+    sent_back = gr.Chatbot().preprocess(gr.Chatbot().postprocess(chat))  # what the browser sends next
+    _, chat, _, asked = fns["respond"]("And US Steel?", sent_back, [])
+    assert desk.asked[-1] == ("And US Steel?", [first])  # ... and read back as typed
+    assert asked == [first, "And US Steel?"]  # kept in the new session from here on
+    fns["respond"]("And Japan?", chat, ["Only this"])  # a live session's list is the one used
+    assert desk.asked[-1] == ("And Japan?", ["Only this"])
+
+
+def test_md_plain_reads_back_what_md_text_escaped():
+    from askdesk.surface.render import md_plain, md_text
+
+    for s in ["a *b* _c_ [d](e) #f |g| ~h~ `i`", r"back\\slash \\* star", "AT&amp;T <b>&</b>", "plain"]:
+        assert md_plain(md_text(s)) == s
+
+
+def test_live_note_of_a_dropped_session_counts_from_now(page):
+    # A session gradio dropped polls with opened=None: no note of everything since the server started.
+    _desk, fns, _ = page
+    note, panel, opened, shown = fns["live_tick"](None, None)
+    assert opened == shown and isinstance(opened, int)
+    import gradio as gr
+
+    assert note == gr.skip() and panel == gr.skip()
+
+
 def test_page_reports_desk_errors_in_the_chat(page):
     desk, fns, _ = page
     desk.ask = lambda q, history=None: (_ for _ in ()).throw(AskdeskError("index is locked; wait and retry"))

@@ -49,6 +49,25 @@ def md_text(value: Any) -> str:
     return html.escape(_MD_SPECIAL.sub(r"\\\1", "" if value is None else str(value)), quote=False)
 
 
+def md_plain(text: str) -> str:
+    """What `md_text` was given: the chat's own copy of a question read back as typed."""
+    return re.sub(r"\\([\\`*_\[\]#|~])", r"\1", html.unescape(text))
+
+
+def questions_in(chat: Any) -> list[str]:
+    """The user's questions in a chat's messages (the page's Chatbot value), oldest first, as typed."""
+    out = []
+    for m in chat or ():
+        if not isinstance(m, dict) or m.get("role") != "user":
+            continue
+        content = m.get("content")
+        if isinstance(content, list):  # gradio may hand text back as parts: [{"type": "text", "text": ...}]
+            content = " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
+        if isinstance(content, str) and content.strip():
+            out.append(md_plain(content))
+    return out
+
+
 def safe_url(url: str | None) -> str | None:
     """`url` if it is a plain http(s) link, else None (javascript:, data:, or whitespace tricks)."""
     if not url or any(ord(ch) <= 32 or ord(ch) == 127 for ch in url):

@@ -33,6 +33,7 @@ from .render import (
     index_html,
     live_html,
     md_text,
+    questions_in,
     sources_empty,
     sources_html,
 )
@@ -64,11 +65,11 @@ STREAM_EVERY_S = 0.1  # a streamed answer refreshes the chat at most this often
 LIVE_EVERY_S = 2.0  # the page asks this often whether articles arrived (a cheap call while none did)
 # Sessions whose state the page keeps, least recently used dropped first (gradio's default: 10,000).
 # Every plain-HTTP call of /ask is a session of its own, and gradio keeps each one's copy of the
-# page's config (~53 KB here: the index panel, the chat, ...): in a 60-minute soak the page grew
-# by 800 MB before the 10,000 filled. An open tab is used every LIVE_EVERY_S (its live-news poll),
-# so it stays among the kept; one left in the background (browsers poll it about once a minute)
-# loses its follow-up context only after 1,000 other sessions came between two of its polls.
-SESSIONS_KEPT = 1000
+# page's config and its last reply (~55-60 KB here): in a 60-minute soak 10,000 grew the page by
+# 800 MB, and 1,000 still added ~55 MB in its first minutes. Nothing a conversation needs is lost
+# with its session: the follow-up context is read again from the chat the browser sends, and the
+# live note counts from the next poll. An open tab polls every LIVE_EVERY_S, so it stays among the kept.
+SESSIONS_KEPT = 250
 DATES_HELP = ("Only articles published in this range (YYYY-MM-DD; either end may stay empty). \"As of\" answers as "
               "of that day: nothing later is used, and \"last week\" or \"yesterday\" in a question count from it.")
 CSS = """
@@ -128,6 +129,9 @@ def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None, busy
             return
         dates = {k: v.strip() for k, v in (("since", since), ("until", until), ("as_of", as_of))
                  if isinstance(v, str) and v.strip()}  # passed only when set: older desks take none
+        # The session's list, else the questions of the chat the browser sent: gradio drops the state of
+        # the least recently used sessions (SESSIONS_KEPT), and the conversation must not go with it.
+        asked = list(asked or ()) or questions_in(chat)
         chat = list(chat or []) + [{"role": "user", "content": md_text(q)}]
         if limit is not None and (wait := limit.take(client_of(request))):  # said as the reply; the box keeps it
             yield gr.skip(), chat + [{"role": "assistant", "content": too_many(wait)}], sources_empty(next(answers)), \
@@ -267,8 +271,8 @@ def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None, busy
         with gr.Accordion("Index", open=False, elem_id="index-panel"):
             index_panel = gr.HTML(index_html(_info(desk, cfg)), elem_id="index-info", js_on_load=None)
         asked = gr.State([])  # this conversation's questions, oldest first: the desk's follow-up context
-        opened = gr.State(0)  # the number of the last arrival when this page was opened
-        shown = gr.State(0)  # ... and when its live note was last drawn
+        opened = gr.State(None)  # the number of the last arrival when this page was opened (None: not known)
+        shown = gr.State(None)  # ... and when its live note was last drawn
         timer = gr.Timer(LIVE_EVERY_S)
 
         # The page's own events are private: programs use the endpoints below (docs/api.md, "The page's API").
@@ -347,16 +351,19 @@ def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None, busy
             seq = arrivals.poll()
             return index_html(_info(desk, cfg)), seq, seq
 
-        def live_tick(since: int, drawn: int):
+        def live_tick(since: int | None, drawn: int | None):
             """Articles arrived since the page was opened: the note and the index panel, redrawn only on news."""
             seq = arrivals.poll()
+            if since is None:  # a session whose state gradio dropped (SESSIONS_KEPT): count from now on
+                return gr.skip(), gr.skip(), seq, seq
             if seq == drawn:
-                return gr.skip(), gr.skip(), gr.skip()
-            return live_html(arrivals.since(since), serial=seq), index_html(_info(desk, cfg)), seq
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return live_html(arrivals.since(since), serial=seq), index_html(_info(desk, cfg)), gr.skip(), seq
 
         demo.load(page_opened, None, [index_panel, opened, shown], queue=False,  # fresh counts on reload
                   api_visibility="private")
-        timer.tick(live_tick, [opened, shown], [live, index_panel, shown], queue=False, api_visibility="private")
+        timer.tick(live_tick, [opened, shown], [live, index_panel, opened, shown], queue=False,
+                   api_visibility="private")
     if busy is not None and busy.waiting is None:
         busy.waiting = queued(demo)  # the chat's and /ask's questions waiting in gradio's "ask" queue
     return demo
