@@ -15,7 +15,8 @@ conversation. Latency is submit to final answer, per question. Three endpoints c
 A saturated page tells a question when to retry (HTTP 503 with Retry-After and "busy: ..."; the
 chat's reply "busy: ..."; docs/api.md). Those replies are counted as ``told_to_retry``, apart from
 the errors (a dropped or failed request) and from the latency figures, which are answers only. The
-user moves on to its next question at once (no think time). gradio_client raises a bare
+user moves on to its next question at once (no think time), or with ``--every S`` asks one every S
+seconds. gradio_client raises a bare
 ``QueueError`` for any 503, without the seconds: that stays an error; ``ask-http`` tells them apart.
 
     python bench/load.py --index bench/results/indexes/10k --corpus bench/results/corpora/10k
@@ -103,8 +104,12 @@ def wait_quiet(pid: int, *, busy_below: float = 0.05, timeout: float = 90) -> fl
 
 
 def measure(url: str, pid: int, endpoint: str, questions: list[str], *, users: int = 20,
-            per_user: int = 3, spy: Path | None = None, retry: bool = False) -> dict:
+            per_user: int = 3, spy: Path | None = None, retry: bool = False, every: float | None = None) -> dict:
     """``users`` fresh clients released together on one page, each asking ``per_user`` questions.
+
+    ``every``: each user asks a question every this many seconds (the users' first questions spread
+    evenly over the first period, as real users do not start together), or at once when its
+    answer came later than that; None: the next question as soon as the answer came (no think time).
 
     ``retry``: a user told to retry waits the seconds it was told (the chat's reply: 1 s) and asks
     the same question again, up to MAX_TRIES times; else it moves on to its next question at once.
@@ -165,8 +170,11 @@ def measure(url: str, pid: int, endpoint: str, questions: list[str], *, users: i
         chat: list = []
         asked: list[str] = []
         gate.wait()
+        start = time.perf_counter() + (i * every / users if every else 0.0)
         for j in range(per_user):
             q = questions[(i * per_user + j) % len(questions)]
+            if every:
+                time.sleep(max(0.0, start + j * every - time.perf_counter()))
             for _ in range(MAX_TRIES if retry else 1):
                 t = time.perf_counter()
                 try:
@@ -207,7 +215,7 @@ def measure(url: str, pid: int, endpoint: str, questions: list[str], *, users: i
         except Exception:  # noqa: BLE001
             pass
     n = max(len(lat), 1)
-    return {"endpoint": endpoint, "api_name": api, "users": users, "per_user": per_user,
+    return {"endpoint": endpoint, "api_name": api, "users": users, "per_user": per_user, "every_s": every,
             "requests": len(answered) + len(told) + len(errors), "answered": len(answered), "told_to_retry": len(told),
             "retry_after_s_p50": float(np.percentile(told, 50)) if told else None,
             "retry_after_s_max": max(told, default=None), "errors": len(errors), "error_samples": errors[:3],
@@ -222,7 +230,7 @@ def measure(url: str, pid: int, endpoint: str, questions: list[str], *, users: i
 def run(index: Path, corpus: Path, questions: list[str], *, users: int = 20, per_user: int = 3,
         endpoints: tuple[str, ...] = ("chat", "ask"), srcs: tuple[Path | None, ...] = (None,),
         concurrencies: tuple[int | None, ...] = (None,), rounds: int = 1, spy: Path | None = None,
-        retry: bool = False) -> dict:
+        retry: bool = False, every: float | None = None) -> dict:
     """Every (source tree, concurrency) page measured on every endpoint, ``rounds`` times, interleaved."""
     pages = []
     try:
@@ -241,7 +249,7 @@ def run(index: Path, corpus: Path, questions: list[str], *, users: int = 20, per
             order = [(p, e) for p in pages for e in endpoints]
             for p, e in order if r % 2 == 0 else order[::-1]:
                 out = measure(p["url"], p["proc"].pid, e, questions, users=users, per_user=per_user,
-                              spy=spy / f"{len(runs)}-{e}" if spy else None, retry=retry)
+                              spy=spy / f"{len(runs)}-{e}" if spy else None, retry=retry, every=every)
                 runs.append({"page": p["name"], "round": r, **out})
                 print(json.dumps(_short(runs[-1])), file=sys.stderr, flush=True)
     finally:
@@ -262,7 +270,8 @@ def run(index: Path, corpus: Path, questions: list[str], *, users: int = 20, per
             summary.append({"page": p["name"], "endpoint": e, "rounds": len(rs),
                             "told_to_retry": sum(x["told_to_retry"] for x in rs),
                             "errors": sum(x["errors"] for x in rs), **med})
-    return {"users": users, "per_user": per_user, "rounds": rounds, "shipped_concurrency": _shipped_concurrency(),
+    return {"users": users, "per_user": per_user, "every_s": every, "rounds": rounds,
+            "shipped_concurrency": _shipped_concurrency(),
             "pages": [{k: p[k] for k in ("name", "ready_s", "quiet_s")} for p in pages],
             "summary": summary, "runs": runs}
 
@@ -306,6 +315,8 @@ def main() -> None:
     ap.add_argument("--per-user", type=int, default=3)
     ap.add_argument("--retry", action="store_true", help="a user told to retry waits the seconds it was told and "
                                                          f"asks again (up to {MAX_TRIES} times); else it moves on")
+    ap.add_argument("--every", type=float, help="each user asks a question every this many seconds (default: the "
+                                                "next one as soon as its answer came, no think time)")
     ap.add_argument("--rounds", type=int, default=1, help="measure every page and endpoint this many times")
     ap.add_argument("--endpoint", action="append", choices=sorted(ENDPOINTS),
                     help="chat (the page's event), ask (the JSON endpoint, gradio_client) and/or ask-http (the "
@@ -319,6 +330,7 @@ def main() -> None:
 
     print(json.dumps(run(Path(args.index), Path(args.corpus), questions(400)[::7], users=args.users,
                          per_user=args.per_user, endpoints=tuple(args.endpoint or ("chat", "ask")), retry=args.retry,
+                         every=args.every,
                          srcs=tuple(args.src or [None]), concurrencies=tuple(args.concurrency or [None]),
                          rounds=args.rounds, spy=args.py_spy), indent=2))
 

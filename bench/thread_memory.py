@@ -1,0 +1,113 @@
+"""Memory of answers on many threads, as the page's worker pool gives them: one malloc heap per thread or two.
+
+    python bench/thread_memory.py [--answers 1600] [--threads 40]
+
+Gradio runs the page's answers on a pool of up to 40 worker threads, and glibc gives each new thread
+a heap (arena) of its own, up to 8 per core, each keeping the pages of its busiest moment. A desk
+over 100 SQuAD dev paragraphs (``../shared/data/squad-dev``, built once) answers ``--answers``
+questions in 8 rounds, each run its own process, in this order:
+
+- ``one thread``: all on one thread (the floor);
+- ``threads, glibc's heaps``: on a pool of ``--threads`` threads, glibc's default heaps;
+- ``threads, two heaps``: the same after `askdesk.desk.limit_malloc_arenas(2)`, as the page does.
+
+Prints JSON: per run, anonymous memory (RssAnon) after the warm-up, after each round and after a
+final `malloc_trim`, the seconds the rounds took, and the growth of each against glibc's heaps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from write_memory import rss_anon_mb  # noqa: E402
+
+RUNS = {"one thread": (1, False), "threads, glibc's heaps": (None, False), "threads, two heaps": (None, True)}
+
+
+def data_dir() -> Path:
+    here = ROOT.parent / "shared" / "data"
+    return here if here.is_dir() else Path("/work/shared/data")
+
+
+def build(root: Path) -> list[str]:
+    """The index over 100 squad-dev paragraphs in ``root``; their questions."""
+    from askdesk import Config, Desk
+
+    sq = data_dir() / "squad-dev"
+    paras = [json.loads(line) for line in open(sq / "corpus.jsonl", encoding="utf-8")]
+    first = paras[:: max(1, len(paras) // 100)][:100]
+    corpus = root / "corpus"
+    corpus.mkdir(parents=True)
+    for p in first:
+        (corpus / f"{p['_id']}.txt").write_text(f"{p['title'].replace('_', ' ')}\n\n{p['text']}", encoding="utf-8")
+    Desk.build(corpus, root / "index", config=Config.from_env({}, corpus=corpus, index=root / "index"))
+    ids = {p["_id"] for p in first}
+    qrels = dict(line.split("\t")[:2] for line in open(sq / "qrels.tsv", encoding="utf-8").read().splitlines()[1:])
+    queries = map(json.loads, open(sq / "queries.jsonl", encoding="utf-8"))
+    return [q["text"] for q in queries if qrels.get(q["_id"]) in ids]
+
+
+def one(root: Path, threads: int, cap: bool, answers: int) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import askdesk.desk as desk_mod
+    from askdesk import Config, Desk
+
+    capped = desk_mod.limit_malloc_arenas(2) if cap else False  # before any thread of ours starts
+    questions = json.loads((root / "questions.json").read_text())
+    desk = Desk.open(root / "index", config=Config.from_env({}, index=root / "index"))
+    for q in questions[:20]:
+        desk.ask(q)
+    rng = random.Random(0)
+    out = {"threads": threads, "two_heaps": capped, "start_mb": round(rss_anon_mb()), "rounds_mb": []}
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(8):
+            list(pool.map(desk.ask, [rng.choice(questions) for _ in range(answers // 8)]))
+            out["rounds_mb"].append(round(rss_anon_mb()))
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    desk_mod.release_memory()
+    out["trimmed_mb"] = round(rss_anon_mb())
+    out["growth_mb"] = out["rounds_mb"][-1] - out["start_mb"]
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--answers", type=int, default=1600)
+    ap.add_argument("--threads", type=int, default=40)
+    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # a run's own process: ROOT MODE
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.one:
+        threads, cap = RUNS[args.one[1]]
+        print(json.dumps(one(Path(args.one[0]), threads or args.threads, cap, args.answers)))
+        return
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}  # glibc's default where asked for
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "questions.json").write_text(json.dumps(build(root)))
+        res = {}
+        for mode in RUNS:
+            got = subprocess.run([sys.executable, __file__, "--one", str(root), mode, "--answers", str(args.answers),
+                                  "--threads", str(args.threads)], env=env, check=True, capture_output=True, text=True)
+            res[mode] = json.loads(got.stdout.strip().splitlines()[-1])
+            print(mode, res[mode], file=sys.stderr, flush=True)
+    base = res["threads, glibc's heaps"]["growth_mb"]
+    for r in res.values():
+        r["growth_vs_glibc_heaps"] = round(r["growth_mb"] / base, 2) if base else None
+    print(json.dumps({"answers": args.answers, "loadavg": [round(x, 2) for x in os.getloadavg()], **res}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
