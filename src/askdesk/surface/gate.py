@@ -4,16 +4,19 @@ finds the answer queue full (busy.py) gets 503 with Retry-After instead of joini
 
 The gate gives the status codes; it is not the only guard. The page's own functions refuse too
 (ui.py: `/add` on a read-only page never writes, a question over the limit is never answered),
-so a route the gate does not know still cannot write or ask more.
+so a route the gate does not know still cannot write or ask more. The page's login, one for
+everyone (ASKDESK_AUTH), is read here too.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import BadInputError
 from .busy import Busy
 from .limits import QuestionLimit, retry_after, too_many
 
@@ -157,3 +160,15 @@ async def _answer(send: Callable, status: int, message: str, headers: list[tuple
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+def auth_from_env(environ: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """ASKDESK_AUTH="user:password" -> (user, password); unset or empty -> None (no login)."""
+    raw = (os.environ if environ is None else environ).get("ASKDESK_AUTH", "")
+    if not raw:
+        return None
+    user, sep, password = raw.partition(":")
+    if not (sep and user and password):  # the message never echoes the value: it holds a password
+        raise BadInputError('ASKDESK_AUTH must look like "user:password" with both parts non-empty; '
+                            "fix it, or unset it to serve without a login")
+    return user, password

@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..articles.watch import changes_lines
-from ..errors import AskdeskError, BadInputError, EmptyCorpusError, IndexMissingError
+from ..errors import AskdeskError, EmptyCorpusError, IndexMissingError
 from .arrivals import Arrivals
 from .busy import Busy, queued
-from .gate import READ_ONLY, READ_ONLY_EMPTY, client_of, gate_middleware
+from .gate import READ_ONLY, READ_ONLY_EMPTY, auth_from_env, client_of, gate_middleware
 from .limits import QuestionLimit, per_minute, too_many
 from .render import (
     SOURCES_EMPTY,
@@ -371,18 +370,6 @@ def build_ui(desk: Any, cfg: Config, *, limit: QuestionLimit | None = None, busy
 
 def _internal(e: Exception) -> str:
     return f"Internal error ({md_text(type(e).__name__)}); the server log has the details."
-
-
-def auth_from_env(environ: dict[str, str] | None = None) -> tuple[str, str] | None:
-    """ASKDESK_AUTH="user:password" -> (user, password); unset or empty -> None (no login)."""
-    raw = (os.environ if environ is None else environ).get("ASKDESK_AUTH", "")
-    if not raw:
-        return None
-    user, sep, password = raw.partition(":")
-    if not (sep and user and password):  # the message never echoes the value: it holds a password
-        raise BadInputError('ASKDESK_AUTH must look like "user:password" with both parts non-empty; '
-                            "fix it, or unset it to serve without a login")
-    return user, password
 
 
 def launch(cfg: Config | None = None, *, host: str | None = None, port: int | None = None, share: bool = False,
