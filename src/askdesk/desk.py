@@ -52,9 +52,9 @@ def limit_malloc_arenas(n: int = 2) -> bool:
     For a server, before its threads start. glibc gives each new thread a heap (arena) of its own,
     up to 8 per core, and a heap keeps the pages of its busiest moment: gradio answers on a pool
     of up to 40 worker threads, so the page's memory climbed for most of an hour as more of them
-    answered (bench/soak.py). 1,600 answers on 40 threads: +104 MB with glibc's default, +42 MB with
-    two heaps, in the same time (docs/benchmarks.md, "memory over time"): an answer holds the GIL
-    for most of its work, so threads seldom wait for a heap. MALLOC_ARENA_MAX, when set, wins.
+    answered (bench/soak.py). 1,600 answers on 40 threads, two at a time as the page gives them:
+    +31 MB with glibc's heaps, +15 MB with two (bench/thread_memory.py), no slower: an answer holds
+    the GIL for most of its work, so threads seldom wait for a heap. MALLOC_ARENA_MAX, when set, wins.
     """
     import os
 
