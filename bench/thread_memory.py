@@ -4,9 +4,9 @@
 
 Gradio runs the page's answers on a pool of up to 40 worker threads, ``ASK_CONCURRENCY`` (2) at a
 time, on whichever threads are free, and glibc gives each new thread a heap (arena) of its own, up
-to 8 per core, each keeping the pages of its busiest moment. A desk over 100 SQuAD dev paragraphs
-(``../shared/data/squad-dev``, built once) answers ``--answers`` questions in 8 rounds, each run its
-own process, in this order:
+to 8 per core, each keeping the pages of its busiest moment. A desk over the soak's starting folder
+(100 SQuAD dev paragraphs, ``../shared/data/squad-dev``, built once) answers ``--answers``
+questions in 8 rounds, each run its own process, in this order:
 
 - ``one thread``: all on one thread (the floor);
 - ``threads, glibc's heaps``: on a pool of ``--threads`` threads, ``--at-once`` answers at a time,
@@ -31,32 +31,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+import soak  # noqa: E402  (its articles and questions)
 from write_memory import rss_anon_mb  # noqa: E402
 
 RUNS = {"one thread": (1, False), "threads, glibc's heaps": (None, False), "threads, two heaps": (None, True)}
 
 
-def data_dir() -> Path:
-    here = ROOT.parent / "shared" / "data"
-    return here if here.is_dir() else Path("/work/shared/data")
-
-
 def build(root: Path) -> list[str]:
-    """The index over 100 squad-dev paragraphs in ``root``; their questions."""
+    """The soak's starting folder (100 squad-dev articles) indexed in ``root``; their questions."""
     from askdesk import Config, Desk
 
-    sq = data_dir() / "squad-dev"
-    paras = [json.loads(line) for line in open(sq / "corpus.jsonl", encoding="utf-8")]
-    first = paras[:: max(1, len(paras) // 100)][:100]
+    initial, questions, _, _ = soak.sources(soak.data_dir(), 100)
     corpus = root / "corpus"
     corpus.mkdir(parents=True)
-    for p in first:
-        (corpus / f"{p['_id']}.txt").write_text(f"{p['title'].replace('_', ' ')}\n\n{p['text']}", encoding="utf-8")
+    for story in initial:
+        (corpus / f"{story.key}.md").write_text(soak.markdown(story), encoding="utf-8")
     Desk.build(corpus, root / "index", config=Config.from_env({}, corpus=corpus, index=root / "index"))
-    ids = {p["_id"] for p in first}
-    qrels = dict(line.split("\t")[:2] for line in open(sq / "qrels.tsv", encoding="utf-8").read().splitlines()[1:])
-    queries = map(json.loads, open(sq / "queries.jsonl", encoding="utf-8"))
-    return [q["text"] for q in queries if qrels.get(q["_id"]) in ids]
+    return questions
 
 
 def one(root: Path, threads: int, cap: bool, answers: int, at_once: int) -> dict:
