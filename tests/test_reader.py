@@ -153,6 +153,32 @@ def test_shipped_weights_carry_their_card():
     assert (WEIGHTS.parent / "READER.md").read_text().count("CC BY-SA 4.0") >= 1
 
 
+def test_a_shipped_file_dequantizes_to_the_weights_it_was_written_from():
+    """A second round can start from the shipped reader: export's int8 products, read back by
+    untensors, come back within half a step of each column's scale, the query's folded 1/sqrt(d)
+    undone, under the names the training model uses."""
+    sys.path.insert(0, str(ROOT / "training"))
+    from export import tensors, untensors
+
+    rng = np.random.default_rng(0)
+    dim, heads = 8, 2
+    state = {"qa.weight": rng.normal(size=(2, dim)), "qa.bias": rng.normal(size=2),
+             "bert.embeddings.LayerNorm.weight": rng.normal(size=dim),
+             "bert.embeddings.position_embeddings.weight": rng.normal(size=(4, dim))}
+    pre = "bert.encoder.layer.0."
+    for name, (o, i) in {"attention.self.query": (dim, dim), "attention.self.key": (dim, dim),
+                         "attention.self.value": (dim, dim), "attention.output.dense": (dim, dim),
+                         "intermediate.dense": (2 * dim, dim), "output.dense": (dim, 2 * dim)}.items():
+        state[pre + name + ".weight"] = rng.normal(size=(o, i))
+        state[pre + name + ".bias"] = rng.normal(size=o)
+    state = {k: v.astype(np.float32) for k, v in state.items()}
+    back = untensors(tensors(state, heads, 1), heads, 1)
+    assert set(back) == set(state)
+    for k, v in state.items():
+        # int8: 1/254 of a column's largest magnitude; float16 for the 2-D rest: ~1e-3 relative.
+        assert np.abs(back[k] - v).max() <= np.abs(v).max() / 200 + 1e-3, k
+
+
 @pytest.mark.slow
 def test_smoke_training_resumes_exports_and_matches_torch(tmp_path):
     """Seconds of training on a few examples, in a temporary folder: the run resumes where it
@@ -199,3 +225,11 @@ def test_smoke_training_resumes_exports_and_matches_torch(tmp_path):
     onnx_s, _ = reader.session.run(None, {"ids": np.array(ids), "types": np.array(types)})
     window = slice(ids.index(102) + 1, len(ids) - 1)
     assert np.abs(onnx_s[window] - s[0, window].numpy()).max() < 0.3
+    # A second round started from the exported file (--init) begins where the checkpoint was.
+    again = train_mod.build_model(torch, train_mod.base_model_path())
+    again.load_state_dict(train_mod.initial_state(torch, out, again), strict=False)
+    again.eval()
+    with torch.no_grad():
+        s2, e2 = again(torch.tensor([ids]), torch.tensor([types]), torch.ones(1, len(ids), dtype=torch.long))
+    assert np.abs(s2[0, window].numpy() - s[0, window].numpy()).max() < 0.3
+    assert abs(float(s2[0, 0] + e2[0, 0]) - null) < 0.3

