@@ -29,6 +29,14 @@ def quantize(w_io: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.rint(w_io / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
 
 
+DENSE = ("attention.output.dense", "intermediate.dense", "output.dense")  # each layer's products besides q, k, v
+AS_IS = ("embeddings.position", "embeddings.token_type", "qa.")  # with the layer norms: written unquantized
+
+
+def _as_is(key: str) -> bool:
+    return "LayerNorm" in key or key.startswith(AS_IS)
+
+
 def tensors(state: dict[str, np.ndarray], heads: int, layers: int) -> dict[str, np.ndarray]:
     w = {k.removeprefix("bert."): v for k, v in state.items() if k != "bert.embeddings.position_ids"}
     dim = w["qa.weight"].shape[1]
@@ -40,12 +48,10 @@ def tensors(state: dict[str, np.ndarray], heads: int, layers: int) -> dict[str, 
         qkv = np.concatenate([w[a + "query.weight"].T / np.sqrt(d), w[a + "key.weight"].T, w[a + "value.weight"].T], 1)
         out[a + "qkv.q"], out[a + "qkv.s"] = quantize(qkv)
         out[a + "qkv.bias"] = np.concatenate([w[a + "query.bias"] / np.sqrt(d), w[a + "key.bias"], w[a + "value.bias"]])
-        for m in ("attention.output.dense", "intermediate.dense", "output.dense"):
+        for m in DENSE:
             out[pre + m + ".q"], out[pre + m + ".s"] = quantize(w[pre + m + ".weight"].T)
             out[pre + m + ".bias"] = w[pre + m + ".bias"]
-    for k, v in w.items():
-        if "LayerNorm" in k or k.startswith(("embeddings.position", "embeddings.token_type", "qa.")):
-            out[k] = v
+    out.update({k: v for k, v in w.items() if _as_is(k)})
     # Biases and norms are tiny: float32 costs nothing; the embeddings and head go float16.
     # C order: safetensors writes an array's buffer as it lies, and a transposed one lies in F order.
     return {k: np.ascontiguousarray(v.astype(np.float16) if v.dtype == np.float32 and v.ndim == 2 else v)
@@ -69,14 +75,11 @@ def untensors(w: dict[str, np.ndarray], heads: int, layers: int) -> dict[str, np
             undo = np.sqrt(d) if name == "query" else 1.0  # tensors() folded 1/sqrt(d) into the query
             out[f"bert.{a}{name}.weight"] = (qkv[:, j * dim:(j + 1) * dim] * undo).T
             out[f"bert.{a}{name}.bias"] = bias[j * dim:(j + 1) * dim] * undo
-        for m in ("attention.output.dense", "intermediate.dense", "output.dense"):
+        for m in DENSE:
             out[f"bert.{pre}{m}.weight"] = (w[pre + m + ".q"].astype(np.float32) * w[pre + m + ".s"]).T
             out[f"bert.{pre}{m}.bias"] = w[pre + m + ".bias"].astype(np.float32)
-    for k, v in w.items():
-        if "LayerNorm" in k or k.startswith(("embeddings.position", "embeddings.token_type")):
-            out["bert." + k] = v.astype(np.float32)
-        elif k.startswith("qa."):
-            out[k] = v.astype(np.float32)
+    # The span head sits beside the encoder in train.py's model, not inside "bert.".
+    out.update({(k if k.startswith("qa.") else "bert." + k): v.astype(np.float32) for k, v in w.items() if _as_is(k)})
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
 
 

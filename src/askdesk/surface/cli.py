@@ -209,7 +209,7 @@ def progress_bar():
 
 def _plain_progress(out):
     """progress(done, total, desc) as lines like "embedding: 3,600 of 36,000 (10%)", one per tenth."""
-    stage, said = None, -1
+    stage, said = None, 0
 
     def update(done: int, total: int, desc: str) -> None:
         nonlocal stage, said
