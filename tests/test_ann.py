@@ -157,8 +157,8 @@ def test_build_faiss_picks_the_kind_by_size():
     built = FaissIndex.build(x, ids, dates, ann_above=2999)
     index, kind = built.index, built.kind
     assert kind == {"kind": "ivf", "nlist": 76, "nprobe": 32, "vectors": "fp16", "trained_on": 3000}  # min(4 * sqrt(3000), 3000 // 39)
-    assert vectors_mod.ivf_shape(100_002) == (1264, 40)  # 4 * sqrt(n) lists, a 32nd of them probed
-    assert vectors_mod.ivf_shape(1_000_000) == (4000, 125)
+    assert vectors_mod.ivf_shape(100_002) == (1264, 158)  # 4 * sqrt(n) lists, an eighth of them probed
+    assert vectors_mod.ivf_shape(1_000_000) == (4000, 500)
     assert vectors_mod.ivf_shape(10_000) == (256, 32)  # at least 32 probed
     assert vectors_mod.ivf_shape(2000) == (51, 32)  # at most n / 39 lists
     import faiss
@@ -204,3 +204,18 @@ def test_ann_above_comes_from_the_environment():
     assert Config().ann_above == 50_000
     with pytest.raises(Exception, match="ann_above"):
         Config(ann_above=-1)
+
+
+def test_an_index_written_with_fewer_probes_searches_as_many_as_a_new_one():
+    """The probes are a search setting: an index whose manifest says a 32nd of its lists (written
+    before real vectors were measured) is searched with an eighth, as one written today."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((20_000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    built = FaissIndex.build(x, np.arange(20_000, dtype=np.int64), np.zeros(20_000, np.int32), ann_above=0)
+    assert built.kind["nlist"] == 512 and built.kind["nprobe"] == 64
+    import faiss
+
+    old = FaissIndex(built.index, built.dates, {**built.kind, "nprobe": 16})
+    assert faiss.extract_index_ivf(old.index).nprobe == 64
+    assert [r for r, _ in old.search_rows(x[7], 5)] == [r for r, _ in built.search_rows(x[7], 5)]
