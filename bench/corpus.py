@@ -232,6 +232,26 @@ class CachedEmbedder:
         np.save(self._vecs, self.vecs, allow_pickle=False)
 
 
+def _statements(text: str) -> tuple:
+    from askdesk.articles.quotes import find_statements
+
+    return tuple(find_statements(text))
+
+
+def statements_of(articles: Sequence) -> dict:
+    """Article id -> its statements (`quotes.find_statements`), found in one worker process per core."""
+    import multiprocessing
+    import os
+
+    workers = os.cpu_count() or 1
+    if workers == 1 or len(articles) < 1000:
+        return {a.id: _statements(a.text) for a in articles}
+    # fork: the workers share the parent's imports; each loads the parser once on its first article.
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        found = pool.map(_statements, (a.text for a in articles), chunksize=256)
+    return {a.id: st for a, st in zip(articles, found)}
+
+
 def build_synthetic(index_dir: Path, n_chunks: int, embedder: CachedEmbedder, config, *, seed: int = 1) -> dict:
     """Publish a ~``n_chunks`` index of multi-paragraph articles with askdesk's own writer
     (`build.plan` chunks and splits, `build.assemble` takes the vectors made here, `index.publish`
@@ -248,22 +268,33 @@ def build_synthetic(index_dir: Path, n_chunks: int, embedder: CachedEmbedder, co
     t0 = time.perf_counter()
     paras = paragraphs(embedder.fits)
     rng = np.random.default_rng(seed)
-    articles, n = [], 0
-    batch = 0
+    # Planned a batch at a time, once (sentences, chunks and hashes are per article): the articles and
+    # their chunks are those of planning each alone, at half the cost of planning them twice.
+    articles: list = []
+    plan = build.Plan([], {}, {}, set())
+    n, batch = 0, 0
     while n < n_chunks:
-        for title, text in variations(paras, 2000, seed=seed * 1000 + batch, blocks=(2, 4)):
-            a = article_from_text(text, title=title, key=f"synthetic/{len(articles)}", date="2025-03-01",
-                                  source="bench", path=f"synthetic/{len(articles):06d}.txt")
-            n += len(build.plan([a], None, config, embedder.fits).chunks[a.id])
+        made = [article_from_text(text, title=title, key=f"synthetic/{len(articles) + i}", date="2025-03-01",
+                                  source="bench", path=f"synthetic/{len(articles) + i:06d}.txt")
+                for i, (title, text) in enumerate(variations(paras, 2000, seed=seed * 1000 + batch, blocks=(2, 4)))]
+        part = build.plan(made, None, config, embedder.fits)
+        for a in made:
             articles.append(a)
+            plan.sentences[a.id], plan.chunks[a.id], plan.hashes[a.id] = (part.sentences[a.id], part.chunks[a.id],
+                                                                        part.hashes[a.id])
+            n += len(part.chunks[a.id])
             if n >= n_chunks:
                 break
         batch += 1
-    plan = build.plan(articles, None, config, embedder.fits)
+    plan.articles = articles
     sent_texts = [a.text[s:e] for a in articles for s, e in plan.sentences[a.id]]
     unique = sorted(set(sent_texts))
-    uvecs = embedder.embed_documents(unique)
+    # float16 per article: at 1M chunks the sentence vectors are 5M x 384, and float32 copies per
+    # article beside assemble's float32 concatenation would not fit 24 GB with room to spare.
+    uvecs = embedder.embed_documents(unique).astype(np.float16)
     row = {t: i for i, t in enumerate(unique)}
+    n_sentences = len(sent_texts)
+    del sent_texts
     sentence_vectors = {a.id: uvecs[[row[a.text[s:e]] for s, e in plan.sentences[a.id]]] for a in articles}
     # A chunk's vector: the mean of the vectors of the sentences inside it, plus noise, normalized.
     chunk_vectors = {}
@@ -271,14 +302,18 @@ def build_synthetic(index_dir: Path, n_chunks: int, embedder: CachedEmbedder, co
         spans, vecs = plan.sentences[a.id], sentence_vectors[a.id]
         for c in plan.chunks[a.id]:
             inside = [k for k, (s, e) in enumerate(spans) if s >= c.start and e <= c.end] or [0]
-            v = vecs[inside].mean(0) + rng.normal(0, 0.01, uvecs.shape[1]).astype(np.float32)
+            v = vecs[inside].astype(np.float32).mean(0) + rng.normal(0, 0.01, uvecs.shape[1]).astype(np.float32)
             chunk_vectors[c.id] = v / np.linalg.norm(v)
     manifest = {"model": config.model, "dim": int(uvecs.shape[1]), "tokenizer": ENCODING, **build.settings(config),
                 "embedder": {"int8": None}, "corpus": None}
     gen = build.assemble(plan, chunk_vectors, sentence_vectors, manifest=manifest, ann_above=config.ann_above)
+    del chunk_vectors, sentence_vectors
+    # Who says what: found here on every core (the segment writer would parse 400k articles on one),
+    # with the same function, so the records are those a build writes.
+    gen.new.statements.update(statements_of(articles))
     with index_mod.lock(index_dir):
         index_mod.publish(index_dir, gen)
     stamp.write_text(json.dumps(want))
     print(f"  published synthetic index: {len(articles):,} articles, {len(gen.new.chunks):,} chunks, "
-          f"{len(sent_texts):,} sentences in {time.perf_counter() - t0:.0f} s", flush=True)
+          f"{n_sentences:,} sentences in {time.perf_counter() - t0:.0f} s", flush=True)
     return want

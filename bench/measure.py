@@ -209,8 +209,11 @@ def probe(*args: str) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def memory(index: Path, questions: Sequence[str], model_mb: float) -> dict:
-    """Peak RSS of a process that opens the index and answers ``questions``, and minus the model alone."""
+def memory(index: Path, questions: Sequence[str], model: dict) -> dict:
+    """Memory of a process that opens the index and answers ``questions``, against ``model`` (`probe
+    model`: the question encoder and the reader alone): peak RSS beyond it, and anonymous memory
+    (RSS less file-backed pages: what the process itself holds) beyond the model's, with the
+    file-backed pages (mapped index files, page cache shared with other readers) beside it."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=RESULTS, delete=False) as f:
         json.dump(list(questions), f)
     try:
@@ -218,7 +221,8 @@ def memory(index: Path, questions: Sequence[str], model_mb: float) -> dict:
     finally:
         os.unlink(f.name)
     parts = probe("parts", str(index))
-    return {"peak_mb": serve["peak_mb"], "beyond_model_mb": serve["peak_mb"] - model_mb,
+    return {"peak_mb": serve["peak_mb"], "beyond_model_mb": serve["peak_mb"] - model["peak_mb"],
+            "anon_mb": serve["rss_anon_mb"], "anon_beyond_model_mb": serve["rss_anon_mb"] - model["rss_anon_mb"],
             "load_s": serve["load_s"], "torch_on_ask_path": serve["torch_imported"],
             "rss_file_mb": serve["rss_file_mb"], "faiss": serve["faiss"],
             "rss_steps_mb": parts["rss_steps_mb"], "array_mb": parts["array_mb"],
@@ -354,3 +358,53 @@ def _ivf(faiss, d: int, xb: np.ndarray, nlist: int, code: str):
     ix = faiss.index_factory(d, f"IVF{nlist},{code}", faiss.METRIC_INNER_PRODUCT)
     ix.train(xb[np.random.default_rng(0).choice(len(xb), min(len(xb), 60 * nlist), replace=False)])
     return ix
+
+
+def ann_real(index: Path, questions: Sequence[str], emb, *, n: int = 100_000, k: int = 10, seed: int = 0) -> dict:
+    """askdesk's approximate index on real vectors: recall@``k`` against exact search.
+
+    Synthetic vectors (bench/corpus.py: means of a few thousand SQuAD sentences, plus noise) have
+    misled this measure before, so the vectors here are a real index's own: its chunk vectors,
+    and a seeded sample of ``n`` of its sentence vectors (the model's output on real text, pooled
+    in context as askdesk stores them), each searched through the IVF that `FaissIndex.build` would
+    ship for that many, with ``questions`` encoded by the model."""
+    import faiss
+
+    from askdesk.store import index as index_mod
+    from askdesk.store.vectors import FaissIndex
+
+    snap = index_mod.load(index)
+    chunks = np.concatenate([seg.vectors.all_vectors() for seg in snap.segments]).astype(np.float32)
+    sents = np.concatenate([np.asarray(seg.sentence_vectors[0:seg.sentence_vectors.shape[0]])
+                            for seg in snap.segments]).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    sents = sents[np.sort(rng.choice(len(sents), min(n, len(sents)), replace=False))]
+    sents /= np.maximum(np.linalg.norm(sents, axis=1, keepdims=True), 1e-12)
+    xq = np.stack([emb.embed_query(q) for q in questions]).astype(np.float32)
+    out: dict = {"index": str(index), "questions": len(questions)}
+    for name, xb in (("sentences", sents), ("chunks", chunks)):
+        exact = faiss.IndexFlatIP(xb.shape[1])
+        exact.add(xb)
+        scores, truth = exact.search(xq, k)
+        t = time.perf_counter()
+        shipped = FaissIndex.build(xb, np.arange(len(xb)), np.zeros(len(xb), np.int32), ann_above=0)
+        build_s = time.perf_counter() - t
+        row: dict = {"n": int(len(xb)), "build_s": build_s, "shipped": shipped.kind}
+        inner = faiss.extract_index_ivf(shipped.index)
+        nprobe = shipped.kind["nprobe"]
+        for v in sorted({nprobe // 2, nprobe, nprobe * 2, nprobe * 4}):
+            inner.nprobe = v
+            ts = []
+            for q in xq:
+                t = time.perf_counter()
+                inner.search(q.reshape(1, -1), k)
+                ts.append((time.perf_counter() - t) * 1e3)
+            _, found = inner.search(xq, k)
+            # Tie-aware as in `ann`: a hit counts when its exact score (not its fp16 one) reaches the
+            # exact k-th score.
+            got = np.einsum("qd,qkd->qk", xq, xb[np.maximum(found, 0)])
+            tie = float(np.mean(np.sum((got >= scores[:, -1:] - 1e-5) & (found >= 0), axis=1) / k))
+            strict = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, found)]))
+            row[f"nprobe{v}"] = {"recall_at_10": tie, "recall_at_10_strict": strict, "search_p50_ms": pct(ts, 50)}
+        out[name] = row
+    return out

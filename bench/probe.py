@@ -1,6 +1,6 @@
 """Memory probes, each run in a fresh process so its peak RSS is its own.
 
-    python bench/probe.py model                       # the question encoder alone: the model baseline
+    python bench/probe.py model                       # the question encoder and the reader: the model baseline
     python bench/probe.py serve INDEX QUESTIONS.json  # Desk.open + answer the questions
     python bench/probe.py parts INDEX                 # what the loaded index is made of
 
@@ -33,12 +33,17 @@ def status_mb(field: str) -> float:
 
 
 def model() -> dict:
+    """What a serving process loads besides the index: the question encoder as `Desk` runs it
+    (onnxruntime, no torch) and the reader, each used once."""
     from askdesk.models.embed import SentenceTransformerEmbedder
+    from askdesk.models.reader import shared
 
     emb = SentenceTransformerEmbedder()
+    emb.fast  # noqa: B018 - the onnxruntime encoder `Desk` loads for questions
     emb.embed_query("What did the minister announce?")
-    return {"peak_mb": status_mb("VmHWM"), "rss_mb": status_mb("VmRSS"),
-            "torch_imported": "torch" in sys.modules}
+    shared().read("What did the minister announce?", ["The minister announced a new port on Monday."])
+    return {"peak_mb": status_mb("VmHWM"), "rss_mb": status_mb("VmRSS"), "rss_anon_mb": status_mb("RssAnon"),
+            "rss_file_mb": status_mb("RssFile"), "torch_imported": "torch" in sys.modules}
 
 
 def serve(index: str, questions: str) -> dict:

@@ -27,7 +27,7 @@ def test_bench_quick_run_writes_its_numbers(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     result = json.loads(out.read_text())
     text = json.dumps(result)
-    for key in ("ask_p50_ms", "cold_start_s", "peak_mb", "n_sentences"):
+    for key in ("ask_p50_ms", "cold_start_s", "peak_mb", "anon_beyond_model_mb", "retrieve_p50_ms", "n_sentences"):
         assert f'"{key}"' in text, key
     size = result["sizes"]["100"]
     # 12 paragraphs and recombinations of their sentences, less the near-duplicates askdesk drops
