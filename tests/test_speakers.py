@@ -193,6 +193,26 @@ def test_what_did_ana_costa_say_real_model(tmp_path):
     assert "We are ready for bigger ships" in a.text and "No article quotes" not in (a.note or "")
 
 
+def test_a_build_finds_who_said_what_as_a_stage_it_reports(tmp_path, fake):
+    """The parse is minutes for thousands of news articles: the build reports it as a stage of its
+    own, article by article, and the segment stores what it found (nothing parsed at its write)."""
+    import json
+
+    c = _port_articles(tmp_path / "news")
+    cfg = Config.from_env({}, model="fake", reader=False, corpus=c, index=tmp_path / "index", refuse_below=0.0)
+    seen = []
+    desk = Desk.build(c, cfg.index, config=cfg, embedder=fake, progress=lambda d, t, desc: seen.append((desc, d, t)))
+    stages = [desc for desc, _, _ in seen]
+    said = [(d, t) for desc, d, t in seen if desc == "who said what"]
+    assert stages.index("embedding") < stages.index("who said what") < stages.index("writing")
+    n = desk.info()["n_articles"]
+    assert said[-1] == (n, n) and [d for d, _ in said] == sorted(d for d, _ in said)
+    (seg,) = desk.snapshot.segments
+    rows = [json.loads(line) for line in (seg.path / "articles.jsonl").read_text().splitlines()]
+    port = next(r for r in rows if r["title"] == "Varsk port grows")
+    assert [st[0] for st in port["statements"]] == ["Ana Costa"]
+
+
 # ---- stored statements: an index written by older rules finds them again, without re-embedding --------
 
 def test_a_segment_of_older_statements_finds_them_again_on_first_use(tmp_path, fake):

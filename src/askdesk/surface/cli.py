@@ -180,7 +180,7 @@ PLAIN_PROGRESS_MIN = 1000  # off a terminal, stages of at least this many items 
 
 def progress_bar():
     """A tqdm bar on stderr fed by the API's progress(done, total, desc) callback; a new bar for
-    each new stage ("embedding", then "writing"; "retrieval" questions ...). Off a terminal (a cron
+    each new stage ("embedding", "who said what", then "writing"; "retrieval" questions ...). Off a terminal (a cron
     job's log, nohup, a pipe) a bar cannot redraw, so a long stage (`PLAIN_PROGRESS_MIN` items or
     more) writes one plain line at each tenth instead: a 2,500-article build otherwise runs for most
     of an hour without a word. Short stages stay silent there, as before."""
