@@ -215,20 +215,25 @@ def assemble(p: Plan, chunk_vectors: Mapping[str, np.ndarray], sentence_vectors:
         raise EmptyCorpusError("no article has any text to index; add articles with text (askdesk add FILE)")
     dim = int(manifest["dim"])
     vecs = np.empty((len(chunks), dim), np.float32)
-    i = 0
-    blocks = []
+    # Sentence vectors are float16 on disk (segment.write_segment), so they are gathered as float16
+    # into one array made once: at 1M chunks (5M sentences) float32 copies per article and their
+    # concatenation were 16 GB, and took the build's peak past a 24 GB machine.
+    sent_vecs = np.empty((sum(len(p.sentences[a.id]) for a in p.articles), dim), np.float16)
+    i = row = 0
     for a in p.articles:
         cs = p.chunks.get(a.id, ())
         if a.id in p.kept:
             cv, sv = p.kept[a.id]
             vecs[i:i + len(cs)] = cv
-            blocks.append(np.asarray(sv, dtype=np.float32).reshape(-1, dim))
         else:
             for j, c in enumerate(cs):
                 vecs[i + j] = chunk_vectors[c.id]
-            blocks.append(np.asarray(sentence_vectors[a.id], dtype=np.float32).reshape(-1, dim))
-        i += len(cs)
-    sent_vecs = np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32)
+            sv = sentence_vectors[a.id]
+        sv = np.asarray(sv).reshape(-1, dim)
+        sent_vecs[row:row + len(sv)] = sv
+        i, row = i + len(cs), row + len(sv)
+    if row != len(sent_vecs):
+        raise ValueError(f"{row} sentence vectors for {len(sent_vecs)} sentences")
     keys = np.fromiter((chunk_key(c.id) for c in chunks), np.int64, len(chunks))
     day = {a.id: day_number(a.date) for a in p.articles}
     dates = np.fromiter((day[c.article_id] for c in chunks), np.int32, len(chunks))

@@ -222,7 +222,7 @@ def write_segment(index_dir: Path, seg: NewSegment, stamp: str, made: list[Path]
         for a in seg.articles))
     write_columns(tmp, seg, offsets, rows)
     with open(tmp / "sentences.npy", "wb") as f:
-        np.save(f, seg.sentence_vectors.astype(np.float16), allow_pickle=False)
+        np.save(f, np.asarray(seg.sentence_vectors, dtype=np.float16), allow_pickle=False)  # no copy if float16
     with open(tmp / "hashes.npy", "wb") as f:
         np.save(f, np.asarray(seg.hashes, dtype=np.int64), allow_pickle=False)
     files = [*FILES, *COLUMNS, *seg.lexical.save(tmp)]
