@@ -158,16 +158,26 @@ class CachedEmbedder:
         self.lookup = lookup  # False: embed everything (a timed build), only record the vectors
         self.name = inner.name
         self.dir = cache_dir
-        self._keys = cache_dir / f"{inner.name}.keys.npy"
-        self._vecs = cache_dir / f"{inner.name}.vecs.npy"
+        # Keys and vectors in one file, replaced whole: two files written one after the other let
+        # two bench processes interleave them, and every vector after the seam belonged to
+        # another text (a 1M index was being built on them, 2026-12-08).
+        self._file = cache_dir / f"{inner.name}.cache.npz"
         self.index: dict[bytes, int] = {}
         self.vecs = np.zeros((0, 0), np.float32)
-        if self._keys.is_file() and self._vecs.is_file():
-            keys = np.load(self._keys, allow_pickle=False)
-            self.vecs = np.load(self._vecs, allow_pickle=False)
-            self.index = {bytes(k): i for i, k in enumerate(keys)}
+        self._load()
         self.hits = self.misses = 0
         self.dirty = False
+
+    def _load(self) -> None:
+        if not self._file.is_file():
+            return
+        with np.load(self._file, allow_pickle=False) as z:
+            keys, vecs = z["keys"], z["vecs"]
+        if len(keys) != len(vecs):  # not written by save(): use none of it
+            print(f"  {self._file.name}: {len(keys)} keys for {len(vecs)} vectors; ignored", flush=True)
+            return
+        self.vecs = vecs
+        self.index = {bytes(k): i for i, k in enumerate(keys)}
 
     @property
     def dim(self) -> int:
@@ -223,13 +233,31 @@ class CachedEmbedder:
             self.dirty = True
 
     def save(self) -> None:
+        """Merge what this process embedded into the cache file, under a lock, and replace it whole."""
+        import fcntl
+        import os
+
         if not self.dirty:
             return
         self.dirty = False
         self.dir.mkdir(parents=True, exist_ok=True)
-        keys = np.array(sorted(self.index, key=self.index.get), dtype="S20")
-        np.save(self._keys, keys, allow_pickle=False)
-        np.save(self._vecs, self.vecs, allow_pickle=False)
+        with open(self.dir / f"{self.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            mine = (self.index, self.vecs)
+            self.index, self.vecs = {}, np.zeros((0, 0), np.float32)
+            self._load()  # what other processes saved meanwhile
+            theirs = set(self.index)
+            add = [k for k in mine[0] if k not in theirs]
+            if add:
+                block = mine[1][[mine[0][k] for k in add]].astype(np.float32)
+                base = len(self.index)
+                self.vecs = block if not len(self.vecs) else np.concatenate([self.vecs, block])
+                self.index.update((k, base + i) for i, k in enumerate(add))
+            keys = np.array(sorted(self.index, key=self.index.get), dtype="S20")
+            tmp = self._file.with_suffix(".tmp.npz")
+            with open(tmp, "wb") as f:
+                np.savez(f, keys=keys, vecs=self.vecs)
+            os.replace(tmp, self._file)
 
 
 def _statements(text: str) -> tuple:
