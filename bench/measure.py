@@ -229,10 +229,11 @@ def memory(index: Path, questions: Sequence[str], model: dict) -> dict:
             "n_sentences": parts["n_sentences"], "vocab": parts["vocab"]}
 
 
-def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> dict:
+def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10, alternatives: bool = True) -> dict:
     """Approximate FAISS indexes over the same vectors: recall@k against exact search, search time,
     and `Desk.ask` with each swapped in. ``askdesk_ivf...`` is what the writer builds above
-    ``Config.ann_above`` (`vectors.FaissIndex.build`); the others are the alternatives it was chosen from."""
+    ``Config.ann_above`` (`vectors.FaissIndex.build`); the others are the alternatives it was chosen from
+    (``alternatives=False``: only exact search and askdesk's; HNSW alone takes many minutes at 1M)."""
     import faiss
 
     from askdesk import Desk
@@ -302,7 +303,7 @@ def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> d
         # IVF1024,PQ48 is no longer timed: recall@10 0.59 at 100k (run of 2026-11-27 15:10), and its
         # training took 97 s idle, 464 s at 10k on a busy machine, the longest step of the suite.
     }
-    for name, make in candidates.items():
+    for name, make in candidates.items() if alternatives else ():
         t = time.perf_counter()
         ix = make()
         ix.add(xb)
@@ -333,14 +334,16 @@ def ann(index: Path, emb, config, questions: Sequence[str], *, k: int = 10) -> d
 
     exact = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
     exact.add_with_ids(xb, ids)
-    hnsw = _hnsw(faiss, d, 32, 40)
-    hnsw.hnsw.efSearch = 128
-    hnsw_ids = faiss.IndexIDMap2(hnsw)
-    hnsw_ids.add_with_ids(xb, ids)
-    for name, ix, faiss_kind, setting in (
-            ("flat", exact, {"kind": "flat"}, "exact"),
-            ("hnsw", hnsw_ids, {"kind": "flat"}, "efSearch 128"),
-            ("ivf", shipped, kind, f"IVF{kind['nlist']},SQ{kind.get('vectors', 'fp16')}, nprobe {kind['nprobe']}")):
+    hnsw_ids = None
+    swaps = [("flat", exact, {"kind": "flat"}, "exact")]
+    if alternatives:
+        hnsw = _hnsw(faiss, d, 32, 40)
+        hnsw.hnsw.efSearch = 128
+        hnsw_ids = faiss.IndexIDMap2(hnsw)
+        hnsw_ids.add_with_ids(xb, ids)
+        swaps.append(("hnsw", hnsw_ids, {"kind": "flat"}, "efSearch 128"))
+    swaps.append(("ivf", shipped, kind, f"IVF{kind['nlist']},SQ{kind.get('vectors', 'fp16')}, nprobe {kind['nprobe']}"))
+    for name, ix, faiss_kind, setting in swaps:
         ts = asks(ix, faiss_kind)
         out[f"ask_p50_{name}_ms"], out[f"ask_p95_{name}_ms"] = pct(ts, 50), pct(ts, 95)
         out[f"ask_{name}_setting"] = setting

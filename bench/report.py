@@ -181,9 +181,10 @@ def render(res: dict) -> str:
                         name = f"**{name} (askdesk's index above {above:,} chunks)**"
                 lines.append(f"| {name} | {v['recall_at_10']:.3f} | {v['recall_at_10_strict']:.3f} | "
                              f"{v['search_p50_ms']:.2f} | {v['build_s']:.1f} |")
+        hnsw = (f"HNSW32 ({a['ask_hnsw_setting']}) {a['ask_p50_hnsw_ms']:.1f} / {a['ask_p95_hnsw_ms']:.1f} ms; "
+                if "ask_p50_hnsw_ms" in a else "")
         lines.append(f"\n`Desk.ask` at {label} with each index swapped into the same snapshot, p50 / p95: "
-                     f"Flat {a['ask_p50_flat_ms']:.1f} / {a['ask_p95_flat_ms']:.1f} ms; "
-                     f"HNSW32 ({a['ask_hnsw_setting']}) {a['ask_p50_hnsw_ms']:.1f} / {a['ask_p95_hnsw_ms']:.1f} ms; "
+                     f"Flat {a['ask_p50_flat_ms']:.1f} / {a['ask_p95_flat_ms']:.1f} ms; {hnsw}"
                      f"askdesk's {a['ask_ivf_setting']} {a['ask_p50_ivf_ms']:.1f} / {a['ask_p95_ivf_ms']:.1f} ms. "
                      f"Answers identical to Flat's: {a['ivf_answers_same_as_flat']:.1%}; askdesk's IVF recall@10 with "
                      f"a date filter allowing 1 row in 10: {a['askdesk_ivf_recall_at_10_one_in_ten_allowed']:.3f}.")
