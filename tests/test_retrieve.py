@@ -36,6 +36,20 @@ def test_bm25_matches_the_textbook_formula():
             assert math.isclose(got[d], want, rel_tol=1e-5, abs_tol=1e-7)
 
 
+def test_bm25_postings_hold_each_words_documents_in_order_with_their_counts():
+    """The postings layout the scores and the files read (built in flat arrays and one stable sort
+    since a dict per document took a 1M-chunk build past 24 GB)."""
+    docs = ["steel bid steel", "", "tariffs on steel steel steel", "gas imports", "bid for the gas company", "gas"]
+    bm = BM25.fit(docs)
+    toks = [terms(d) for d in docs]
+    assert list(bm.vocab) == list(dict.fromkeys(w for t in toks for w in t))  # in the order first seen
+    for tid, word in enumerate(bm.vocab):
+        lo, hi = int(bm.indptr[tid]), int(bm.indptr[tid + 1])
+        assert list(bm.docs[lo:hi]) == [d for d, t in enumerate(toks) if word in t]
+        assert list(bm.tfs[lo:hi]) == [t.count(word) for t in toks if word in t]
+    assert list(bm.doc_len) == [len(t) for t in toks] and int(bm.indptr[-1]) == len(bm.docs)
+
+
 def test_bm25_round_trips_through_files_and_maps_them(tmp_path):
     bm = BM25.fit(["one two", "two three three", "x" * 232], keys=[11, 22, 33], dates=np.array([20250101, 0, 20250301]))
     bm.save(tmp_path)
