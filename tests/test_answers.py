@@ -84,6 +84,9 @@ def test_who_said_what_about_what(real_desk):
     c = real_desk.ask("What did Ishiba say about North Korea?")
     assert c.refused and not c.citations and c.note.startswith("No article quotes Ishiba on North Korea")
     assert c.related and all("Ishiba" in r.speaker for r in c.related)
+    # "the meeting" is what "when I met with him" is about, though no word of it is the same.
+    d = real_desk.ask("What did Ishiba say about the meeting?")
+    assert not d.refused and "Ishiba" in d.citations[0].speaker and "met with him" in d.citations[0].quote
 
 
 def test_he_is_the_person_the_previous_answer_named(real_desk):

@@ -117,3 +117,14 @@ def test_score_fusion_handles_ties_and_no_word_matches():
 
 def test_top_rows_drops_zero_scores():
     assert top_rows(np.array([0.0, 3.0, 1.0, 0.0]), 3) == [(1, 3.0), (2, 1.0)]
+
+
+def test_irregular_past_forms_meet_their_verbs_and_nothing_else_moves():
+    from askdesk.text import verb_base
+
+    said = [verb_base(t) for t in terms("She met him, spoke briefly and chose to withdraw; they had withdrawn.")]
+    asked = [verb_base(t) for t in terms("meeting speaking choosing withdrawing")]
+    assert set(asked) <= set(said)
+    assert [verb_base(t) for t in terms("tariffs on steel rose")] == terms("tariffs on steel rise")
+    assert verb_base("tariff") == "tariff" and verb_base("left") == "left"  # "the left" is no verb here
+

@@ -95,6 +95,35 @@ def _snowball():
     return Stemmer.Stemmer("english")
 
 
+# Irregular past forms of verbs news reports with, and their verbs: Snowball leaves "met" apart from
+# "meet"/"meeting", "spoke" from "speak"/"speaking"... A topic ("the meeting") then misses a
+# sentence that says "when I met with him", though it is about just that.
+_IRREGULAR = (
+    "met meet|spoke speak|spoken speak|said say|told tell|wrote write|written write|ran run|won win|"
+    "lost lose|fought fight|bought buy|sold sell|paid pay|built build|began begin|begun begin|held hold|"
+    "led lead|sent send|spent spend|gave give|given give|took take|taken take|made make|came come|"
+    "went go|gone go|saw see|seen see|knew know|known know|thought think|brought bring|caught catch|"
+    "taught teach|sought seek|felt feel|kept keep|meant mean|struck strike|rose rise|risen rise|fell fall|"
+    "fallen fall|grew grow|grown grow|drew draw|drawn draw|flew fly|flown fly|chose choose|chosen choose|"
+    "froze freeze|frozen freeze|stole steal|stolen steal|broke break|broken break|drove drive|"
+    "driven drive|threw throw|thrown throw|hid hide|hidden hide|shot shoot|fled flee|forgave forgive|"
+    "swore swear|sworn swear|wore wear|worn wear|sank sink|sunk sink|shook shake|shaken shake|"
+    "understood understand|stood stand|withdrew withdraw|withdrawn withdraw|overtook overtake|"
+    "undertook undertake|foresaw foresee"
+)
+
+
+@lru_cache(maxsize=1)
+def _verb_bases() -> dict[str, str]:
+    pairs = (pair.split() for pair in _IRREGULAR.split("|"))
+    return {stem(past): stem(verb) for past, verb in pairs}
+
+
+def verb_base(term: str) -> str:
+    """A term (`terms`) with an irregular verb's past form taken to its verb's: "met" -> "meet"."""
+    return _verb_bases().get(term, term)
+
+
 # ---- what a question asks for -------------------------------------------------------------------
 
 _SAY = re.compile(r"\b(say|said|says|tell|told|remark|remarked|state|stated|quote|quoted|comment|comments|describe|"

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..articles.quotes import Statement, find_statements, speaker_matches
 from ..store.records import Sentences
-from ..text import MONTH_FULL, NUMBER, SCALES, month_number, pretty_date, stem, terms
+from ..text import MONTH_FULL, NUMBER, SCALES, month_number, pretty_date, stem, terms, verb_base
 from ..types import Answer, Article, Citation, Conflict
 from .answer import citation, specifics
 
@@ -256,13 +256,15 @@ def who_said(speaker: str, about: str | None, about_vec: np.ndarray | None, sent
         (text, citations, related, note): text "" means refused: none of the passages quotes X, or
         none quotes X on Y (then ``related`` lists what they do quote X on, and ``note`` says so).
     """
-    about_terms = set(terms(about)) if about else set()
+    # Y's words and each sentence's, irregular past forms taken to their verbs ("the meeting" /
+    # "when I met with him").
+    about_terms = {verb_base(t) for t in terms(about)} if about else set()
     required = specifics(about) if about else set()
     best: dict[tuple[str, int], tuple[float, float, Statement, Article]] = {}  # rank, match to Y, ...
     for i, (a, (s, e)) in enumerate(zip(sentences.articles, sentences.spans)):
         for st in (statements or _found)(a):
             if st.start < e and s < st.end and speaker_matches(st.speaker, speaker, a.text):
-                words = set(terms(a.text[s:e]))
+                words = {verb_base(t) for t in terms(a.text[s:e])}
                 share = len(about_terms & words) / len(about_terms) if about_terms else 0.0
                 match = (float(sentences.vectors[i] @ about_vec) + ABOUT_WORDS * share
                          if about_vec is not None else 1.0) * _specifics_near(required, a, st)
