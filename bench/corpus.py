@@ -159,10 +159,12 @@ class CachedEmbedder:
         self.name = inner.name
         self.dir = cache_dir
         # Keys and vectors in one file, replaced whole: two files written one after the other let
-        # two bench processes interleave them, and every vector after the seam belonged to
-        # another text (a 1M index was being built on them, 2026-12-08).
+        # two bench processes interleave them. The keys are stored as 20 raw bytes a row: as numpy
+        # "S20" strings a digest ending in a zero byte came back a byte short, was never found,
+        # was embedded again and stored twice, and the rows after it shifted (2026-12-08).
         self._file = cache_dir / f"{inner.name}.cache.npz"
-        self.index: dict[bytes, int] = {}
+        self.keys: list[bytes] = []  # row -> key
+        self.index: dict[bytes, int] = {}  # key -> row
         self.vecs = np.zeros((0, 0), np.float32)
         self._load()
         self.hits = self.misses = 0
@@ -173,11 +175,16 @@ class CachedEmbedder:
             return
         with np.load(self._file, allow_pickle=False) as z:
             keys, vecs = z["keys"], z["vecs"]
-        if len(keys) != len(vecs):  # not written by save(): use none of it
-            print(f"  {self._file.name}: {len(keys)} keys for {len(vecs)} vectors; ignored", flush=True)
+        if keys.dtype != np.uint8 or keys.ndim != 2 or keys.shape[1] != 20 or len(keys) != len(vecs):
+            print(f"  {self._file.name}: {keys.shape} keys for {len(vecs)} vectors; ignored", flush=True)
+            return
+        self.keys = [k.tobytes() for k in keys]
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        if len(self.index) != len(self.keys):
+            print(f"  {self._file.name}: repeated keys; ignored", flush=True)
+            self.keys, self.index = [], {}
             return
         self.vecs = vecs
-        self.index = {bytes(k): i for i, k in enumerate(keys)}
 
     @property
     def dim(self) -> int:
@@ -226,11 +233,14 @@ class CachedEmbedder:
             if k not in self.index:
                 add.setdefault(k, v)
         if add:
-            base = len(self.index)
-            block = np.stack(list(add.values())).astype(np.float32)
-            self.vecs = block if not len(self.vecs) else np.concatenate([self.vecs, block])
-            self.index.update((k, base + i) for i, k in enumerate(add))
+            self._append(list(add), np.stack(list(add.values())).astype(np.float32))
             self.dirty = True
+
+    def _append(self, keys: list[bytes], block: np.ndarray) -> None:
+        base = len(self.keys)  # the rows: keys and vectors stay one to one
+        self.vecs = block if not len(self.vecs) else np.concatenate([self.vecs, block])
+        self.keys += keys
+        self.index.update((k, base + i) for i, k in enumerate(keys))
 
     def save(self) -> None:
         """Merge what this process embedded into the cache file, under a lock, and replace it whole."""
@@ -243,17 +253,13 @@ class CachedEmbedder:
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / f"{self.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            mine = (self.index, self.vecs)
-            self.index, self.vecs = {}, np.zeros((0, 0), np.float32)
+            mine_keys, mine_vecs = self.keys, self.vecs
+            self.keys, self.index, self.vecs = [], {}, np.zeros((0, 0), np.float32)
             self._load()  # what other processes saved meanwhile
-            theirs = set(self.index)
-            add = [k for k in mine[0] if k not in theirs]
-            if add:
-                block = mine[1][[mine[0][k] for k in add]].astype(np.float32)
-                base = len(self.index)
-                self.vecs = block if not len(self.vecs) else np.concatenate([self.vecs, block])
-                self.index.update((k, base + i) for i, k in enumerate(add))
-            keys = np.array(sorted(self.index, key=self.index.get), dtype="S20")
+            rows = [i for i, k in enumerate(mine_keys) if k not in self.index]
+            if rows:
+                self._append([mine_keys[i] for i in rows], mine_vecs[rows].astype(np.float32))
+            keys = np.frombuffer(b"".join(self.keys), dtype=np.uint8).reshape(-1, 20)
             tmp = self._file.with_suffix(".tmp.npz")
             with open(tmp, "wb") as f:
                 np.savez(f, keys=keys, vecs=self.vecs)
